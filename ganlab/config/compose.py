@@ -1,0 +1,102 @@
+"""Compose a run's config from ``conf/`` with Hydra's compose API and turn every failure into one line.
+
+The CLI (and later the sweep driver) call :func:`compose_config`; Hydra and OmegaConf errors are
+caught here and re-raised as :class:`ConfigError` whose message names the bad value and what is
+allowed, so users never see a stack trace from inside Hydra.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ganlab.config.schema import register_schemas
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "experiment")
+
+
+class ConfigError(ValueError):
+    """A bad configuration, with a one-line message meant for the user."""
+
+
+def group_options(group: str) -> list[str]:
+    """The selectable options of a config group (YAML files under conf/<group>/)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf messages are multi-line with a 'full_key' trailer: keep what a user needs."""
+    while exc.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
+        exc = exc.__cause__
+    text = str(exc).strip()
+    if text.startswith("Error parsing override"):
+        lines = text.splitlines()
+        return f"{lines[0]}: {lines[1] if len(lines) > 1 else ''} (overrides look like group=option or key=value)"
+    key = re.search(r"full_key:\s*(\S+)", text)
+    first = text.splitlines()[0].strip() if text else type(exc).__name__
+    if key and key.group(1) not in first:
+        first = f"{key.group(1)}: {first}"
+    return first
+
+
+def _missing_option_message(exc: MissingConfigException) -> str:
+    match = re.search(r"Could not find '([^/']+)/([^']+)'", str(exc))
+    if match and match.group(1) in GROUPS:
+        group, name = match.groups()
+        return f"unknown {group} option '{name}'; allowed: {', '.join(group_options(group))}"
+    return _one_line(exc)
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with command-line style overrides; validate it; return it.
+
+    The returned config carries the resolved MLflow experiment name in ``tracking.experiment``.
+    """
+    from ganlab.config.validate import validate  # local: validate imports the builders
+
+    register_schemas()
+    overrides = list(overrides or [])
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as exc:
+        raise ConfigError(_missing_option_message(exc)) from None
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(_one_line(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+    choice = cfg.hydra.runtime.choices.get("experiment")
+    with _editable(cfg):
+        del cfg["hydra"]
+        if cfg.tracking.experiment is None:
+            cfg.tracking.experiment = choice or "default"
+    validate(cfg)
+    return cfg
+
+
+class _editable:
+    """Temporarily lift struct/readonly flags to adjust the composed config."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self) -> DictConfig:
+        OmegaConf.set_struct(self.cfg, False)
+        OmegaConf.set_readonly(self.cfg, False)
+        return self.cfg
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.cfg, True)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,176 @@
+"""Typed schema of every config group, registered in Hydra's ConfigStore.
+
+Each YAML option under ``conf/<group>/`` names its schema in its defaults list, so Hydra
+rejects unknown keys and wrong types at composition time, before anything trains.
+Value ranges and cross-group rules that a type cannot express live in ``validate.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+# --- data: the target distribution -------------------------------------------------------
+@dataclass
+class GaussianTargetConfig:
+    name: str = "gaussian_1d"
+    mean: float = 4.0
+    std: float = 1.25
+
+
+@dataclass
+class MixtureTargetConfig:
+    name: str = "mixture_1d"
+    weights: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    means: list[float] = field(default_factory=lambda: [-2.0, 2.0])
+    stds: list[float] = field(default_factory=lambda: [0.5, 0.5])
+
+
+# --- noise: the generator's input -------------------------------------------------------
+@dataclass
+class UniformNoiseConfig:
+    name: str = "uniform"
+    dim: int = 1
+    low: float = 0.0
+    high: float = 1.0
+
+
+@dataclass
+class NormalNoiseConfig:
+    name: str = "normal"
+    dim: int = 1
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass
+class StratifiedNoiseConfig:
+    """S3: an evenly spaced grid over [low, high] plus a small uniform jitter."""
+
+    name: str = "stratified"
+    dim: int = 1
+    low: float = -8.0
+    high: float = 8.0
+    jitter: float = 0.01
+
+
+# --- preprocess: what the discriminator sees ---------------------------------------------
+@dataclass
+class PreprocessConfig:
+    name: str = "none"
+
+
+@dataclass
+class CenteredPreprocessConfig(PreprocessConfig):
+    """S1's 'diffs' and 'variances': keep_raw=False is the 'remove raw data' switch."""
+
+    keep_raw: bool = True
+
+
+# --- model: generator and discriminator networks -----------------------------------------
+@dataclass
+class MLPConfig:
+    hidden: list[int] = field(default_factory=lambda: [32, 32])
+    activations: list[str] = field(default_factory=lambda: ["relu", "relu"])
+    output_activation: str = "none"
+    init: str = "default"
+    init_std: float = 0.02
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vanilla"
+    g: MLPConfig = field(default_factory=MLPConfig)
+    d: MLPConfig = field(default_factory=MLPConfig)
+
+
+@dataclass
+class MinibatchModelConfig(ModelConfig):
+    """Per-sample D whose last hidden features go through a minibatch-discrimination layer."""
+
+    name: str = "minibatch"
+    kernels: int = 5
+    kernel_dim: int = 3
+    minibatch_init_std: float = 0.02
+
+
+# --- optim -------------------------------------------------------------------------------
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    d_lr: float = 1e-3
+    g_lr: float = 1e-3
+    schedule: str = "none"
+    final_lr_fraction: float = 0.1
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    name: str = "sgd"
+    momentum: float = 0.9
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    name: str = "adam"
+    beta1: float = 0.9
+    beta2: float = 0.999
+
+
+# --- train -------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    iterations: int = 3000
+    d_steps: int = 1
+    g_steps: int = 1
+    batch_size: int = 256
+    loss: str = "bce"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    eval_every: int = 100
+    plot_every: int = 500
+    eval_samples: int = 20000
+    ema_decay: float = 0.0
+    r1_gamma: float = 0.0
+    accelerator: str = "cpu"
+    threads: int = 1
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+
+
+@dataclass
+class Config:
+    data: Any = None
+    noise: Any = None
+    preprocess: Any = None
+    model: Any = None
+    optim: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"gaussian_1d": GaussianTargetConfig, "mixture_1d": MixtureTargetConfig},
+    "noise": {"uniform": UniformNoiseConfig, "normal": NormalNoiseConfig, "stratified": StratifiedNoiseConfig},
+    "preprocess": {"plain": PreprocessConfig, "centered": CenteredPreprocessConfig},
+    "model": {"mlp": ModelConfig, "minibatch": MinibatchModelConfig},
+    "optim": {"sgd": SGDConfig, "adam": AdamConfig},
+    "train": {"train": TrainConfig},
+    "tracking": {"tracking": TrackingConfig},
+}
+
+
+def register_schemas() -> None:
+    """Register the schemas as ``<group>/schema_<name>`` so YAML options can extend them."""
+    store = ConfigStore.instance()
+    store.store(name="schema_config", node=Config)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=group, name=f"schema_{name}", node=node)

@@ -1,0 +1,1 @@
+"""Targets (what G must learn) and noise (what G is fed)."""

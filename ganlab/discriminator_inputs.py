@@ -1,0 +1,114 @@
+"""The discriminator input transforms (config group ``preprocess``): what D sees of a batch.
+
+``none`` hands D single samples. The others are S1's batch-as-one-sample transforms: a batch of
+``batch_size`` samples becomes one D input vector, so D judges a whole distribution at once.
+Each transform declares its output size for a given batch size, which sizes D's first layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+STD_FLOOR = 1e-8  # keeps moments finite if G collapses to a single value
+
+
+class DiscriminatorInput(nn.Module):
+    """Maps (N, dim) samples to D's inputs (groups, features)."""
+
+    per_sample: bool = False
+
+    def __init__(self, batch_size: int, dim: int) -> None:
+        super().__init__()
+        self.batch_size, self.dim = batch_size, dim
+
+    def out_features(self) -> int:
+        raise NotImplementedError
+
+    def groups(self, n: int) -> int:
+        """How many D inputs (and D outputs) n samples make."""
+        return n if self.per_sample else n // self.batch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_sample:
+            return x
+        if x.shape[0] % self.batch_size:
+            raise ValueError(f"got {x.shape[0]} samples, not a multiple of batch_size={self.batch_size}")
+        return self.transform(x.reshape(-1, self.batch_size, self.dim))
+
+    def transform(self, batches: torch.Tensor) -> torch.Tensor:
+        """(groups, batch_size, dim) -> (groups, features)."""
+        raise NotImplementedError
+
+
+class PerSample(DiscriminatorInput):
+    """`none`: D judges single samples; the batch only supplies statistics."""
+
+    per_sample = True
+
+    def out_features(self) -> int:
+        return self.dim
+
+
+class Raw(DiscriminatorInput):
+    """`raw` (S1 flag 2): the batch as one vector of batch_size * dim numbers."""
+
+    def out_features(self) -> int:
+        return self.batch_size * self.dim
+
+    def transform(self, batches: torch.Tensor) -> torch.Tensor:
+        return batches.flatten(1)
+
+
+class Centered(DiscriminatorInput):
+    """`diffs` / `variances` (S1 flags 1 / 0): raw data and its deviations from the batch mean."""
+
+    def __init__(self, batch_size: int, dim: int, keep_raw: bool = True, squared: bool = False) -> None:
+        super().__init__(batch_size, dim)
+        self.keep_raw, self.squared = keep_raw, squared
+
+    def out_features(self) -> int:
+        return self.batch_size * self.dim * (2 if self.keep_raw else 1)
+
+    def transform(self, batches: torch.Tensor) -> torch.Tensor:
+        centered = batches - batches.mean(dim=1, keepdim=True)
+        if self.squared:
+            centered = centered**2
+        parts = [batches.flatten(1), centered.flatten(1)] if self.keep_raw else [centered.flatten(1)]
+        return torch.cat(parts, dim=1)
+
+
+class Moments(DiscriminatorInput):
+    """`moments` (S1 flag 3): mean, std, skewness, excess kurtosis of the batch, per dimension.
+
+    Population (biased) estimators, the same as scipy.stats.skew / kurtosis with bias=True.
+    """
+
+    def out_features(self) -> int:
+        return 4 * self.dim
+
+    def transform(self, batches: torch.Tensor) -> torch.Tensor:
+        mean = batches.mean(dim=1)
+        centered = batches - mean.unsqueeze(1)
+        std = centered.pow(2).mean(dim=1).sqrt().clamp_min(STD_FLOOR)
+        z = centered / std.unsqueeze(1)
+        skew = z.pow(3).mean(dim=1)
+        kurtosis = z.pow(4).mean(dim=1) - 3.0
+        return torch.cat([mean, std, skew, kurtosis], dim=1)
+
+
+PREPROCESS_NAMES = ("none", "raw", "diffs", "variances", "moments")
+
+
+def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bool = True) -> DiscriminatorInput:
+    if name == "none":
+        return PerSample(batch_size, dim)
+    if name == "raw":
+        return Raw(batch_size, dim)
+    if name == "diffs":
+        return Centered(batch_size, dim, keep_raw=keep_raw, squared=False)
+    if name == "variances":
+        return Centered(batch_size, dim, keep_raw=keep_raw, squared=True)
+    if name == "moments":
+        return Moments(batch_size, dim)
+    raise ValueError(f"unknown preprocess '{name}'; allowed: {', '.join(PREPROCESS_NAMES)}")

@@ -1,0 +1,1 @@
+"""Networks: the configurable MLP, the minibatch-discrimination layer and the G/D builders."""

@@ -1,0 +1,57 @@
+"""Build G and D for the model families (config group ``model``).
+
+- ``vanilla``: per-sample MLP G and D (needs preprocess=none).
+- ``devnag``: D judges a whole batch, fed by a batch transform (preprocess raw/diffs/variances/moments).
+- ``minibatch``: per-sample D with a minibatch-discrimination layer before its output (S3).
+
+D always returns logits; the loss applies the sigmoid in its numerically stable form, which is
+the same function as S1-S5's Sigmoid output layer followed by BCE.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganlab.discriminator_inputs import DiscriminatorInput
+from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
+from ganlab.nets.mlp import init_linear, mlp, output_width
+
+MODEL_NAMES = ("vanilla", "devnag", "minibatch")
+BATCH_MODELS = ("devnag",)
+
+
+class Discriminator(nn.Module):
+    """inputs transform -> MLP trunk -> [minibatch discrimination] -> Linear to one logit."""
+
+    def __init__(self, inputs: DiscriminatorInput, trunk: nn.Sequential, head: nn.Linear,
+                 minibatch: MinibatchDiscrimination | None = None) -> None:
+        super().__init__()
+        self.inputs, self.trunk, self.head = inputs, trunk, head
+        self.minibatch = minibatch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.trunk(self.inputs(x))
+        if self.minibatch is not None:
+            features = self.minibatch(features)
+        return self.head(features)
+
+
+def build_generator(model_cfg, noise_dim: int, data_dim: int) -> nn.Sequential:
+    g = model_cfg.g
+    return mlp(noise_dim, g.hidden, g.activations, data_dim, g.output_activation, g.init, g.init_std)
+
+
+def build_discriminator(model_cfg, inputs: DiscriminatorInput) -> Discriminator:
+    d = model_cfg.d
+    in_features = inputs.out_features()
+    trunk = mlp(in_features, d.hidden, d.activations, None, init=d.init, init_std=d.init_std)
+    width = output_width(trunk, in_features)
+    minibatch = None
+    if model_cfg.name == "minibatch":
+        minibatch = MinibatchDiscrimination(width, model_cfg.kernels, model_cfg.kernel_dim,
+                                            model_cfg.minibatch_init_std)
+        width += minibatch.out_extra
+    head = nn.Linear(width, 1)
+    init_linear(head, d.init, d.init_std)
+    return Discriminator(inputs, trunk, head, minibatch)

@@ -1,0 +1,5 @@
+"""Figures and animations logged to MLflow (headless: the Agg backend)."""
+
+import matplotlib
+
+matplotlib.use("Agg")

@@ -1,0 +1,104 @@
+"""1D figures: generated histogram over the target pdf with D's output (as S3 draws it), metric curves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from ganlab.data.targets_1d import Target1D
+
+BINS = 80
+
+
+@dataclass
+class HistogramFrame:
+    """What one plot of the generated distribution needs; kept in memory for the animation."""
+
+    iteration: int
+    edges: np.ndarray
+    density: np.ndarray
+    xs: np.ndarray
+    d_curve: np.ndarray | None
+    outside: float  # share of samples outside the plotted range
+
+
+def histogram_frame(samples: np.ndarray, target: Target1D, iteration: int,
+                    curve: Callable[[np.ndarray], np.ndarray | None]) -> HistogramFrame:
+    lo, hi = target.plot_range()
+    edges = np.linspace(lo, hi, BINS + 1)
+    counts, _ = np.histogram(samples, bins=edges)
+    density = counts / (max(samples.size, 1) * np.diff(edges))
+    xs = np.linspace(lo, hi, 400)
+    outside = float(np.mean((samples < lo) | (samples > hi))) if samples.size else 0.0
+    return HistogramFrame(iteration, edges, density, xs, curve(xs), outside)
+
+
+def draw_histogram(ax, frame: HistogramFrame, target: Target1D, ymax: float | None = None):
+    """Draw one frame on ``ax``; returns D's twin axis (or None) so animations can redraw it."""
+    ax.clear()
+    ax.stairs(frame.density, frame.edges, fill=True, alpha=0.5, color="tab:orange", label="generated")
+    ax.plot(frame.xs, target.pdf(frame.xs), color="tab:blue", lw=2, label="target pdf")
+    ax.set_xlim(frame.edges[0], frame.edges[-1])
+    ax.set_ylim(0, ymax or 1.3 * max(float(target.pdf(frame.xs).max()), float(frame.density.max())))
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    title = f"iteration {frame.iteration}"
+    if frame.outside > 0.001:
+        title += f"  ({frame.outside:.1%} of samples outside the plot)"
+    ax.set_title(title)
+    if frame.d_curve is not None:
+        ax.plot(frame.xs, frame.d_curve, color="tab:green", lw=1.5, ls="--", label="D(x)")
+        ax.axhline(0.5, color="gray", lw=0.5)
+    ax.legend(loc="upper right")
+
+
+def histogram_figure(frame: HistogramFrame, target: Target1D, metrics: dict[str, float] | None = None) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    ymax = 1.3 * max(float(target.pdf(frame.xs).max()), float(frame.density.max()), 1.0)
+    draw_histogram(ax, frame, target, ymax)
+    if metrics:
+        ax.text(0.01, 0.97, f"KS {metrics['ks']:.3f}\nW1/std {metrics['w1_over_std']:.3f}",
+                transform=ax.transAxes, va="top", fontsize=9)
+    return fig
+
+
+def metric_curves_figure(rows: list[dict[str, float]], target: Target1D) -> Figure:
+    """KS and W1/std (log scale), mean and std against the target's, D's outputs and the losses."""
+    it = np.array([r["iteration"] for r in rows])
+    col = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "iteration"}
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), layout="constrained", sharex=True)
+    ax = axes[0, 0]
+    ax.semilogy(it, np.maximum(col["ks"], 1e-6), label="KS")
+    ax.semilogy(it, np.maximum(col["w1_over_std"], 1e-6), label="W1 / target std")
+    ax.set_title("distance to target (lower is better)")
+    ax.legend()
+    ax = axes[0, 1]
+    ax.plot(it, col["mean"], label="generated mean")
+    ax.plot(it, col["std"], label="generated std")
+    ax.axhline(target.mean, color="tab:blue", ls=":", label=f"target mean {target.mean:g}")
+    ax.axhline(target.std, color="tab:orange", ls=":", label=f"target std {target.std:g}")
+    ax.set_title("moments")
+    ax.legend(fontsize=8)
+    ax = axes[1, 0]
+    ax.plot(it, col["d_real"], label="mean D(x)")
+    ax.plot(it, col["d_fake"], label="mean D(G(z))")
+    ax.axhline(0.5, color="gray", lw=0.5)
+    ax.set_ylim(0, 1)
+    ax.set_title("discriminator output")
+    ax.legend()
+    ax = axes[1, 1]
+    ax.plot(it, col["loss_d"], label="D loss")
+    ax.plot(it, col["loss_g"], label="G loss")
+    ax.set_title("losses (last iteration)")
+    ax.legend()
+    for ax in axes[1]:
+        ax.set_xlabel("iteration")
+    return fig
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

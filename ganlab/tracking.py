@@ -1,0 +1,130 @@
+"""MLflow tracking: where runs go, one run per training, metrics in batches, artifacts, final status.
+
+The tracking URI is ``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else a SQLite store at
+``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts/`` (MLflow 3 refuses a bare folder store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+import ganlab
+from ganlab.config.validate import check_tracking_uri
+
+DEFAULT_STORE = Path("mlruns")
+MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+
+for _name in ("alembic", "mlflow"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def resolve_tracking_uri(cfg: DictConfig) -> str:
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        check_tracking_uri(env, key="MLFLOW_TRACKING_URI")
+        return env
+    DEFAULT_STORE.mkdir(exist_ok=True)
+    return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def _sqlite_dir(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):]).parent
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as dotted keys, e.g. {'optim.d_lr': '0.001', 'model.g.hidden': '[5, 5]'}."""
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """One MLflow run. Metrics go out in one ``log_batch`` call per evaluation, never per step."""
+
+    def __init__(self, cfg: DictConfig, run_name: str | None = None) -> None:
+        self.uri = resolve_tracking_uri(cfg)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        self.experiment_name = cfg.tracking.experiment
+        self.experiment_id = self._experiment_id(self.experiment_name)
+        tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
+                "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name}
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.artifact_uri = run.info.artifact_uri
+        params = [Param(k, v[:6000]) for k, v in flatten(cfg).items()]
+        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+    def _experiment_id(self, name: str) -> str:
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        store = _sqlite_dir(self.uri)
+        location = None
+        if store is not None:
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            location = (store / "artifacts" / safe).resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_figure(self, fig: Figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.run_id, fig, path)
+        plt.close(fig)
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value[:5000])
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self.client.log_batch(self.run_id, tags=[RunTag("failure_reason", reason[:5000])])
+        self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+
+    def artifact_dir(self) -> str:
+        return self.artifact_uri

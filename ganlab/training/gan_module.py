@@ -1,0 +1,94 @@
+"""The one GAN training loop: a LightningModule with manual optimization.
+
+Every variant (per-sample or batch discriminator, any target, noise, loss, stabiliser) runs through
+:meth:`GANModule.training_step`: one call is one *iteration* = ``d_steps`` D updates (G detached),
+then ``g_steps`` G updates. Progress is counted in iterations (``self.iteration``), not in
+Lightning's ``global_step``, which counts optimizer steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ganlab.data.noise import Noise
+from ganlab.data.targets_1d import Target1D
+from ganlab.training.losses import discriminator_loss, generator_loss
+from ganlab.training.optimizers import make_optimizer, make_schedule
+from ganlab.training.stabilizers import ema_generator, r1_penalty
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite: training stops at once."""
+
+
+class GANModule(pl.LightningModule):
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: Target1D, noise: Noise,
+                 train_cfg, optim_cfg) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator, self.discriminator = generator, discriminator
+        self.target, self.noise = target, noise
+        self.train_cfg, self.optim_cfg = train_cfg, optim_cfg
+        self.ema = ema_generator(generator, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
+        self.iteration = 0
+        self.last_losses: tuple[float, float] = (math.nan, math.nan)
+        self._real_target = 1.0 - train_cfg.label_smoothing
+
+    @property
+    def eval_generator(self) -> nn.Module:
+        """The generator used for metrics, plots and samples: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    def configure_optimizers(self):
+        opt_d = make_optimizer(self.optim_cfg, self.discriminator.parameters(), self.optim_cfg.d_lr)
+        opt_g = make_optimizer(self.optim_cfg, self.generator.parameters(), self.optim_cfg.g_lr)
+        schedules = [make_schedule(self.optim_cfg, o, self.train_cfg.iterations) for o in (opt_d, opt_g)]
+        if schedules[0] is None:
+            return [opt_d, opt_g]
+        return [opt_d, opt_g], schedules
+
+    def _fake(self, n: int) -> torch.Tensor:
+        return self.generator(self.noise.sample(n, self.device))
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        cfg = self.train_cfg
+        n = cfg.batch_size
+        opt_d, opt_g = self.optimizers()
+
+        for _ in range(cfg.d_steps):
+            real = self.target.sample(n, self.device)
+            with torch.no_grad():
+                fake = self._fake(n)
+            d_loss = discriminator_loss(cfg.loss, self.discriminator(real), self.discriminator(fake),
+                                        self._real_target)
+            if cfg.r1_gamma > 0:
+                d_loss = d_loss + r1_penalty(self.discriminator, real, cfg.r1_gamma)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+
+        for _ in range(cfg.g_steps):
+            g_loss = generator_loss(cfg.loss, self.discriminator(self._fake(n)))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
+        schedules = self.lr_schedulers()
+        if schedules:
+            for schedule in schedules if isinstance(schedules, list) else [schedules]:
+                schedule.step()
+
+        self.iteration += 1
+        d_value, g_value = float(d_loss.detach()), float(g_loss.detach())  # one host sync per iteration, not per step
+        self.last_losses = (d_value, g_value)
+        if not (math.isfinite(d_value) and math.isfinite(g_value)):
+            raise NonFiniteLossError(
+                f"loss became non-finite at iteration {self.iteration} (D {d_value}, G {g_value}); "
+                "try a smaller learning rate"
+            )

@@ -1,0 +1,29 @@
+"""Optimisers and learning-rate schedules (config group ``optim``), one pair per network."""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LinearLR, LRScheduler
+
+
+def make_optimizer(optim_cfg, params, lr: float) -> torch.optim.Optimizer:
+    if optim_cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=optim_cfg.momentum)
+    if optim_cfg.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(optim_cfg.beta1, optim_cfg.beta2))
+    raise ValueError(f"unknown optim '{optim_cfg.name}'")
+
+
+def make_schedule(optim_cfg, optimizer: torch.optim.Optimizer, iterations: int) -> LRScheduler | None:
+    """Decay from lr to final_lr_fraction * lr over the run, stepped once per iteration."""
+    frac, total = optim_cfg.final_lr_fraction, max(iterations, 1)
+    if optim_cfg.schedule == "none":
+        return None
+    if optim_cfg.schedule == "cosine":
+        lr = optimizer.param_groups[0]["lr"]
+        return CosineAnnealingLR(optimizer, T_max=total, eta_min=frac * lr)
+    if optim_cfg.schedule == "linear":
+        return LinearLR(optimizer, start_factor=1.0, end_factor=frac, total_iters=total)
+    if optim_cfg.schedule == "exponential":
+        return ExponentialLR(optimizer, gamma=frac ** (1.0 / total))
+    raise ValueError(f"unknown schedule '{optim_cfg.schedule}'")

@@ -1,0 +1,144 @@
+"""Build a run from a validated config, train it under Lightning, and record it in MLflow.
+
+This is the single entry point every caller uses (the CLI, tests, benchmarks, later the sweeps).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from ganlab.config.compose import ConfigError
+from ganlab.data.noise import build_noise
+from ganlab.data.targets_1d import build_target
+from ganlab.discriminator_inputs import build_discriminator_input
+from ganlab.nets.models import build_discriminator, build_generator
+from ganlab.plots.animation import histogram_animation
+from ganlab.plots.plots_1d import metric_curves_figure
+from ganlab.tracking import Tracker
+from ganlab.training.evaluation import Evaluator, History, TrainingMonitor
+from ganlab.training.gan_module import GANModule, NonFiniteLossError
+
+FINAL_SAMPLES = 10_000
+
+logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+warnings.filterwarnings("ignore", ".*treespec.*")
+
+
+class TrainingFailed(RuntimeError):
+    """Training raised or diverged; the MLflow run is already marked FAILED with the reason."""
+
+    def __init__(self, reason: str, run_id: str) -> None:
+        super().__init__(reason)
+        self.reason, self.run_id = reason, run_id
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    experiment: str
+    tracking_uri: str
+    artifact_uri: str
+    metrics: dict[str, float]
+    wall_s: float
+    fit_s: float
+    iterations: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def build_module(cfg: DictConfig) -> GANModule:
+    target, noise = build_target(cfg.data), build_noise(cfg.noise)
+    inputs = build_discriminator_input(cfg.preprocess.name, cfg.train.batch_size, target.dim,
+                                       cfg.preprocess.get("keep_raw", True))
+    generator = build_generator(cfg.model, noise.dim, target.dim)
+    discriminator = build_discriminator(cfg.model, inputs)
+    return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim)
+
+
+def _accelerator(name: str) -> str:
+    if name == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("train.accelerator='gpu' but no CUDA device is available; use cpu or auto")
+    if name == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A quiet trainer: no Lightning logger, progress bar, checkpointing or summary (ganlab does its own)."""
+    return pl.Trainer(
+        accelerator=_accelerator(cfg.train.accelerator), devices=1, max_epochs=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, callbacks=callbacks,
+    )
+
+
+def _log_final_artifacts(module: GANModule, history: History, tracker: Tracker, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        generator = module.eval_generator.eval()
+        z = module.noise.sample(FINAL_SAMPLES, generator=gen).to(module.device)
+        samples = generator(z).float().cpu().numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        np.save(tmp_path / "samples.npy", samples)
+        tracker.log_artifact(tmp_path / "samples.npy")
+        weights = {"generator.pt": module.generator, "discriminator.pt": module.discriminator}
+        if module.ema is not None:
+            weights["generator_ema.pt"] = module.ema.module
+        for name, net in weights.items():
+            torch.save(net.state_dict(), tmp_path / name)
+            tracker.log_artifact(tmp_path / name, "model")
+        if len(history.frames) > 1:
+            histogram_animation(history.frames, module.target, tmp_path / "histogram.gif")
+            tracker.log_artifact(tmp_path / "histogram.gif", "plots")
+    if history.rows:
+        tracker.log_figure(metric_curves_figure(history.rows, module.target), "plots/metrics.png")
+
+
+def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = True) -> RunResult:
+    """Train one GAN as configured; return the final metrics and where the run lives in MLflow."""
+    start = time.perf_counter()
+    accelerator = _accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
+    torch.set_num_threads(cfg.train.threads)
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    module = build_module(cfg)
+    tracker = Tracker(cfg, run_name=run_name)
+    history = History()
+    if verbose:
+        print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' "
+              f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator})",
+              flush=True)
+    monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), tracker, cfg.train,
+                              history, print_interval_s=2.0 if verbose else float("inf"))
+    loader = DataLoader(range(cfg.train.iterations), batch_size=None)
+    fit_start = time.perf_counter()
+    try:
+        make_trainer(cfg, [monitor]).fit(module, loader)
+        fit_s = time.perf_counter() - fit_start
+        _log_final_artifacts(module, history, tracker, cfg.train.seed)
+    except NonFiniteLossError as exc:
+        tracker.finish("FAILED", str(exc))
+        raise TrainingFailed(str(exc), tracker.run_id) from exc
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        tracker.finish("FAILED", reason)
+        raise TrainingFailed(reason, tracker.run_id) from exc
+    except BaseException:  # Ctrl-C / SystemExit: the run is marked KILLED, never left RUNNING
+        tracker.finish("KILLED", "interrupted")
+        raise
+    tracker.finish("FINISHED")
+    return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri,
+                     history.last(), time.perf_counter() - start, fit_s, module.iteration, history.rows)

@@ -1,0 +1,30 @@
+"""Optional stabilisers any experiment can switch on: EMA of G's weights and the R1 penalty."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+
+def ema_generator(generator: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of G (torch's AveragedModel), used for evaluation.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) so early evaluations are not dominated by
+    the random initial weights.
+    """
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        n = float(num_averaged)
+        beta = min(decay, (1.0 + n) / (10.0 + n))
+        return averaged * beta + current * (1.0 - beta)
+
+    return AveragedModel(generator, avg_fn=average, use_buffers=True)
+
+
+def r1_penalty(discriminator: nn.Module, real: torch.Tensor, gamma: float) -> torch.Tensor:
+    """gamma / 2 * E[||grad_x D(x)||^2] on real data (Mescheder et al. 2018), per D output."""
+    real = real.detach().requires_grad_(True)
+    logits = discriminator(real)
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return 0.5 * gamma * grad.pow(2).sum() / logits.shape[0]
