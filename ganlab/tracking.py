@@ -6,6 +6,8 @@ The tracking URI is ``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -47,6 +49,22 @@ def _sqlite_dir(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]).parent
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Serialise first use of a SQLite store: concurrent schema migrations corrupt it."""
+    store = _sqlite_dir(uri)
+    if store is None:
+        yield
+        return
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / ".ganlab-init.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def flatten(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as dotted keys, e.g. {'optim.d_lr': '0.001', 'model.g.hidden': '[5, 5]'}."""
     flat: dict[str, str] = {}
@@ -76,10 +94,11 @@ class Tracker:
 
     def __init__(self, cfg: DictConfig, run_name: str | None = None) -> None:
         self.uri = resolve_tracking_uri(cfg)
-        mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
         self.experiment_name = cfg.tracking.experiment
-        self.experiment_id = self._experiment_id(self.experiment_name)
+        with _store_lock(self.uri):  # creates/migrates the store and the experiment once
+            mlflow.set_tracking_uri(self.uri)
+            self.client = MlflowClient(self.uri)
+            self.experiment_id = self._experiment_id(self.experiment_name)
         tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
                 "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)

@@ -102,6 +102,8 @@ class TrainingMonitor(pl.Callback):
 
     def _progress(self, it: int, m: dict[str, float]) -> None:
         now = time.perf_counter()
+        if self.print_interval_s == float("inf"):
+            return
         if now - self._last_print < self.print_interval_s and it not in (0, self.cfg.iterations):
             return
         self._last_print = now

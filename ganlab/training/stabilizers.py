@@ -14,12 +14,12 @@ def ema_generator(generator: nn.Module, decay: float) -> AveragedModel:
     the random initial weights.
     """
 
-    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
         n = float(num_averaged)
         beta = min(decay, (1.0 + n) / (10.0 + n))
-        return averaged * beta + current * (1.0 - beta)
+        torch._foreach_lerp_(averaged, current, 1.0 - beta)  # in place, all tensors at once
 
-    return AveragedModel(generator, avg_fn=average, use_buffers=True)
+    return AveragedModel(generator, multi_avg_fn=average, use_buffers=True)
 
 
 def r1_penalty(discriminator: nn.Module, real: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -1,0 +1,104 @@
+"""End to end: the real CLI in a subprocess creates a complete MLflow run; bad input and NaNs fail cleanly."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["train.iterations=40", "train.eval_every=10", "train.plot_every=20", "train.eval_samples=2000"]
+
+
+def _cli(args, uri, cwd):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ganlab.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _artifacts(client, run_id, path=""):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def test_cli_run_is_recorded_in_mlflow(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = _cli(TINY, uri, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "[it 40/40] KS" in proc.stdout and "finished run" in proc.stdout
+    assert not (tmp_path / "outputs").exists()  # no stray Hydra folder
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("default")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in proc.stdout
+    assert run.data.params["optim.d_lr"] == "0.001" and run.data.params["train.iterations"] == "40"
+    assert run.data.tags["seed"] == "0" and run.data.tags["ganlab_version"]
+    for key in ("mean", "std", "skewness", "kurtosis", "ks", "w1_over_std", "d_real", "d_fake", "loss_d", "loss_g"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [0, 10, 20, 30, 40], key
+    arts = _artifacts(client, run.info.run_id)
+    for expected in ("config.yaml", "samples.npy", "model/generator.pt", "model/discriminator.pt",
+                     "model/generator_ema.pt", "plots/histogram.gif", "plots/metrics.png",
+                     "plots/histogram_000000.png", "plots/histogram_000040.png"):
+        assert expected in arts, expected
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.npy",
+                                                tracking_uri=uri, dst_path=str(tmp_path / "dl"))
+    samples = np.load(local)
+    assert samples.shape == (10_000, 1) and np.isfinite(samples).all()
+
+
+def test_bad_config_is_one_line_without_a_traceback(tmp_path):
+    proc = _cli(["optim.d_lr=-1"], f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "ganlab: error: optim.d_lr=-1.0 is not allowed; must be > 0"
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was started
+
+
+def test_bad_tracking_env_is_a_clear_error(tmp_path):
+    proc = _cli(TINY, "./mlruns", tmp_path)
+    assert proc.returncode == 2
+    assert "MLFLOW_TRACKING_URI='./mlruns'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_diverging_run_ends_failed_with_a_reason(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = _cli(["optim=sgd", "optim.d_lr=1e12", "optim.g_lr=1e12", "optim.momentum=0.0", "train.iterations=200",
+                 "train.ema_decay=0", "model.g.activations=[relu,relu]"], uri, tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED" in proc.stderr and "non-finite" in proc.stderr and "Traceback" not in proc.stderr
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["failure_reason"]
+
+
+def test_help_lists_groups_and_options():
+    proc = subprocess.run([sys.executable, "-m", "ganlab.train", "--help"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0
+    assert "devnag_moments" in proc.stdout and "minibatch" in proc.stdout
+
+
+@pytest.mark.parametrize("experiment", ["devnag_moments", "devnag_raw", "devnag_diffs", "devnag_variances",
+                                        "aylien", "aylien_minibatch", "ganotes_1d"])
+def test_every_experiment_trains_end_to_end(experiment, tracking_uri):
+    from ganlab.config import compose_config
+    from ganlab.training.runner import run_training
+
+    cfg = compose_config([f"experiment={experiment}", "train.iterations=3", "train.eval_every=1",
+                          "train.plot_every=2", "train.eval_samples=2000"])
+    result = run_training(cfg, verbose=False)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == experiment
+    assert 0 <= result.metrics["ks"] <= 1
+    assert "plots/histogram.gif" in _artifacts(client, result.run_id)

@@ -1,0 +1,58 @@
+"""Networks built from config: sizes, activations, init, minibatch discrimination."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ganlab.config import compose_config
+from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
+from ganlab.nets.mlp import mlp
+from ganlab.training.runner import build_module
+
+
+def test_mlp_layers_follow_config():
+    net = mlp(3, [5, 7], ["tanh", "elu"], 2, output_activation="sigmoid", init="normal", init_std=1.0)
+    kinds = [type(layer).__name__ for layer in net]
+    assert kinds == ["Linear", "Tanh", "Linear", "ELU", "Linear", "Sigmoid"]
+    assert net[0].weight.shape == (5, 3) and net[4].weight.shape == (2, 7)
+    assert torch.all(net[0].bias == 0)
+    assert 0.7 < net[2].weight.std().item() < 1.3
+
+
+def test_minibatch_layer_matches_a_direct_computation():
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(4, kernels=3, kernel_dim=2, init_std=0.5)
+    f = torch.randn(6, 4)
+    out = layer(f)
+    assert out.shape == (6, 7)
+    m = (f @ layer.T).view(6, 3, 2)
+    for i in range(6):
+        for k in range(3):
+            expected = sum(torch.exp(-(m[i, k] - m[j, k]).abs().sum()) for j in range(6))
+            assert out[i, 4 + k].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_minibatch_features_expose_a_collapsed_batch():
+    layer = MinibatchDiscrimination(2, kernels=4, kernel_dim=3, init_std=1.0)
+    collapsed = layer(torch.ones(8, 2))[:, 2:]
+    torch.testing.assert_close(collapsed, torch.full((8, 4), 8.0))  # every sample is close to all 8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "d_in"),
+    [([], 1), (["experiment=devnag_moments"], 4), (["experiment=devnag_raw"], 500),
+     (["experiment=devnag_diffs"], 1000), (["experiment=devnag_variances", "preprocess.keep_raw=false"], 500),
+     (["experiment=aylien_minibatch"], 1)],
+)
+def test_discriminator_input_size_follows_preprocess(overrides, d_in, tracking_uri):
+    module = build_module(compose_config(overrides))
+    assert module.discriminator.trunk[0].in_features == d_in
+
+
+def test_aylien_minibatch_is_s3s_architecture():
+    cfg = compose_config(["experiment=aylien_minibatch"])
+    module = build_module(cfg)
+    d = module.discriminator
+    assert [layer.out_features for layer in d.trunk if isinstance(layer, torch.nn.Linear)] == [8, 8]
+    assert d.minibatch is not None and d.head.in_features == 8 + 5
+    assert OmegaConf.select(cfg, "train.loss") == "clamped_log"
