@@ -20,7 +20,7 @@ class DiscriminatorInput(nn.Module):
 
     def __init__(self, batch_size: int, dim: int) -> None:
         super().__init__()
-        self.batch_size, self.dim = batch_size, dim
+        self.batch_size, self.dim = batch_size, dim  # batch_size: samples per D input
 
     def out_features(self) -> int:
         raise NotImplementedError
@@ -78,6 +78,20 @@ class Centered(DiscriminatorInput):
         return torch.cat(parts, dim=1)
 
 
+class Sorted(DiscriminatorInput):
+    """`sorted` (ganlab's own): each group of samples sorted, i.e. its empirical quantile function.
+
+    S1's `raw` fails because a D on an unordered batch must first learn that order does not matter;
+    sorting removes that burden and lets D compare the generated quantiles with the real ones.
+    """
+
+    def out_features(self) -> int:
+        return self.batch_size * self.dim
+
+    def transform(self, batches: torch.Tensor) -> torch.Tensor:
+        return batches.sort(dim=1).values.flatten(1)
+
+
 class Moments(DiscriminatorInput):
     """`moments` (S1 flag 3): mean, std, skewness, excess kurtosis of the batch, per dimension.
 
@@ -97,10 +111,13 @@ class Moments(DiscriminatorInput):
         return torch.cat([mean, std, skew, kurtosis], dim=1)
 
 
-PREPROCESS_NAMES = ("none", "raw", "diffs", "variances", "moments")
+PREPROCESS_NAMES = ("none", "raw", "diffs", "variances", "moments", "sorted")
 
 
-def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bool = True) -> DiscriminatorInput:
+def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bool = True,
+                              group_size: int = 0) -> DiscriminatorInput:
+    """``group_size`` samples make one D input (0: the whole batch, as in S1)."""
+    batch_size = group_size or batch_size
     if name == "none":
         return PerSample(batch_size, dim)
     if name == "raw":
@@ -111,4 +128,6 @@ def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bo
         return Centered(batch_size, dim, keep_raw=keep_raw, squared=True)
     if name == "moments":
         return Moments(batch_size, dim)
+    if name == "sorted":
+        return Sorted(batch_size, dim)
     raise ValueError(f"unknown preprocess '{name}'; allowed: {', '.join(PREPROCESS_NAMES)}")

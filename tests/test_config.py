@@ -9,6 +9,7 @@ from ganlab.config.compose import group_options
 COMPATIBLE = {  # options that need a partner in another group
     ("preprocess", "raw"): ["model=devnag"], ("preprocess", "diffs"): ["model=devnag"],
     ("preprocess", "variances"): ["model=devnag"], ("preprocess", "moments"): ["model=devnag"],
+    ("preprocess", "sorted"): ["model=devnag"],
     ("model", "devnag"): ["preprocess=moments"],
 }
 CASES = [(g, o) for g in ("data", "noise", "preprocess", "model", "optim", "train", "tracking")

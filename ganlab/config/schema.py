@@ -61,6 +61,7 @@ class StratifiedNoiseConfig:
 @dataclass
 class PreprocessConfig:
     name: str = "none"
+    group_size: int = 0  # samples per D input for batch transforms; 0 = the whole batch (S1)
 
 
 @dataclass

@@ -137,10 +137,17 @@ def _validate_train(cfg: DictConfig) -> None:
            "must be in [0, 0.5): real targets become 1 - label_smoothing")
     _check(0 <= train.ema_decay < 1, "train.ema_decay", train.ema_decay, "must be in [0, 1); 0 turns EMA off")
     _check(train.r1_gamma >= 0, "train.r1_gamma", train.r1_gamma, "must be >= 0; 0 turns R1 off")
+    group = cfg.preprocess.group_size
+    _check(group >= 0, "preprocess.group_size", group, "must be >= 0; 0 means the whole batch")
     needs_pairs = cfg.preprocess.name in ("moments", "diffs", "variances") or cfg.model.name == "minibatch"
     if needs_pairs:
-        _check(train.batch_size >= 2, "train.batch_size", train.batch_size,
-               "batch statistics need at least 2 samples per batch")
+        _check(train.batch_size >= 2 and group != 1, "train.batch_size", train.batch_size,
+               "batch statistics need at least 2 samples per batch (and per group)")
+    if group:
+        _check(cfg.model.name in BATCH_MODELS, "preprocess.group_size", group,
+               "only batch discriminators (model=devnag) group samples")
+        _check(train.batch_size % group == 0, "preprocess.group_size", group,
+               f"must divide train.batch_size={train.batch_size}")
     if cfg.model.name in BATCH_MODELS:
         _check(train.eval_samples >= train.batch_size, "train.eval_samples", train.eval_samples,
                f"must be >= train.batch_size={train.batch_size} for a batch discriminator")

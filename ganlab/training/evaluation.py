@@ -33,7 +33,7 @@ class Evaluator:
     def __init__(self, module: GANModule, n_samples: int, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
         groups = module.discriminator.inputs.groups(n_samples)
-        n = n_samples if module.discriminator.inputs.per_sample else groups * module.train_cfg.batch_size
+        n = n_samples if module.discriminator.inputs.per_sample else groups * module.discriminator.inputs.batch_size
         self.noise = module.noise.sample(n, generator=gen)
         self.real = module.target.sample(n, generator=gen)
 

@@ -62,7 +62,7 @@ class RunResult:
 def build_module(cfg: DictConfig) -> GANModule:
     target, noise = build_target(cfg.data), build_noise(cfg.noise)
     inputs = build_discriminator_input(cfg.preprocess.name, cfg.train.batch_size, target.dim,
-                                       cfg.preprocess.get("keep_raw", True))
+                                       cfg.preprocess.get("keep_raw", True), cfg.preprocess.group_size)
     generator = build_generator(cfg.model, noise.dim, target.dim)
     discriminator = build_discriminator(cfg.model, inputs)
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim)

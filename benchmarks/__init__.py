@@ -1,0 +1,1 @@
+"""`make bench`: speed and quality measurements (not tests: they take minutes)."""

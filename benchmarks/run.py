@@ -1,0 +1,66 @@
+"""`make bench`: run the benchmarks, write benchmarks/results/*.json, print a table.
+
+    python -m benchmarks.run                  # everything (about 25 minutes on 2 cores)
+    python -m benchmarks.run --only overhead  # just the loop-overhead ratio (about a minute)
+    python -m benchmarks.run --only quality --seeds 1 --experiments default devnag_moments
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import overhead, quality
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
+               "cpus": torch.get_num_threads(), "torch": torch.__version__, **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["overhead", "quality"])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
+    parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
+    parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    if args.only in (None, "overhead"):
+        print("overhead: ganlab loop vs plain PyTorch on devnag_moments", flush=True)
+        res = overhead.run()
+        path = _save("overhead", res)
+        print(f"\n| loop | median optimizer steps/s |\n|---|---|\n| ganlab | {res['ganlab_median']:.0f} |\n"
+              f"| plain PyTorch | {res['plain_median']:.0f} |\n| ratio (target >= 0.9) | {res['ratio']:.3f} |\n"
+              f"-> {path}\n")
+
+    if args.only in (None, "quality"):
+        print("quality: final KS and W1/std per experiment", flush=True)
+        res = quality.run(args.experiments, args.seeds, args.default_seeds, args.workers)
+        path = _save("quality", res)
+        print("\n| experiment | seeds | median KS | median W1/std | median wall s | max wall s | failed |")
+        print("|---|---|---|---|---|---|---|")
+        for name, s in res["summary"].items():
+            print(f"| {name} | {s['seeds']} | {s['median_ks']:.4f} | {s['median_w1_over_std']:.4f} | "
+                  f"{s['median_wall_s']:.0f} | {s['max_wall_s']:.0f} | {s['failed']} |")
+        d = res["summary"].get("default")
+        if d:
+            print(f"\ndefault recipe meets its targets (KS <= 0.02, W1/std <= 0.03, < 90 s): {d['meets_targets']}; "
+                  f"beats every reproduction: {d['beats_every_reproduction']}")
+        print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()

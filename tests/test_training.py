@@ -1,0 +1,58 @@
+"""Training behaviour: seeded convergence of the default recipe, determinism, tracking URIs, stabilisers."""
+
+import math
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ganlab.config import ConfigError, compose_config
+from ganlab.training.runner import run_training
+
+FAST = ["train.eval_every=25", "train.plot_every=1000", "train.eval_samples=5000"]
+
+
+def test_same_seed_gives_identical_metrics(tracking_uri):
+    cfg = compose_config(["train.iterations=60", *FAST])
+    first = run_training(cfg, verbose=False).history
+    second = run_training(cfg, verbose=False).history
+    assert first == second
+    other = run_training(compose_config(["train.iterations=60", "train.seed=1", *FAST]), verbose=False).history
+    assert other != first
+
+
+def test_tracking_uri_key_overrides_the_environment(tracking_uri, tmp_path):
+    own = f"sqlite:///{tmp_path / 'own.db'}"
+    result = run_training(compose_config(["train.iterations=2", f"tracking.uri={own}", *FAST]), verbose=False)
+    assert MlflowClient(own).get_run(result.run_id).info.status == "FINISHED"
+    assert (tmp_path / "own.db").exists()
+
+
+def test_missing_gpu_is_a_clear_error(tracking_uri):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        run_training(compose_config(["train.accelerator=gpu"]), verbose=False)
+
+
+@pytest.mark.parametrize("extra", [["train.r1_gamma=1.0"], ["optim.schedule=linear", "train.ema_decay=0"],
+                                   ["optim=sgd", "optim.schedule=exponential"], ["train.loss=bce_saturating"],
+                                   ["train.label_smoothing=0.1"], ["data=mixture_1d"], ["noise=normal"]])
+def test_options_train_to_finite_metrics(extra, tracking_uri):
+    result = run_training(compose_config(["train.iterations=30", *FAST, *extra]), verbose=False)
+    assert all(math.isfinite(v) for v in result.metrics.values())
+
+
+def test_default_recipe_converges_when_seeded(tracking_uri):
+    """A short seeded run of the default recipe must get close to N(4, 1.25).
+
+    An untrained G scores KS ~1.0; S1's best faithful reproduction (devnag_moments) reaches KS 0.09
+    after ~200k optimizer steps. The threshold below is what this 1,500-iteration budget reliably
+    reaches (see the README's measurements), with margin for platform differences.
+    """
+    result = run_training(compose_config(["train.iterations=1500", "train.eval_every=500",
+                                          "train.plot_every=1500"]), verbose=False)
+    m = result.metrics
+    assert m["ks"] < 0.1, m
+    assert abs(m["mean"] - 4.0) < 0.1 and abs(m["std"] - 1.25) < 0.15, m
