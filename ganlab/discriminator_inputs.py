@@ -112,6 +112,7 @@ class Moments(DiscriminatorInput):
 
 
 PREPROCESS_NAMES = ("none", "raw", "diffs", "variances", "moments", "sorted")
+AUTO = "auto"  # resolved at composition: none for per-sample models, sorted for batch models
 
 
 def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bool = True,

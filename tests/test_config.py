@@ -10,7 +10,7 @@ COMPATIBLE = {  # options that need a partner in another group
     ("preprocess", "raw"): ["model=devnag"], ("preprocess", "diffs"): ["model=devnag"],
     ("preprocess", "variances"): ["model=devnag"], ("preprocess", "moments"): ["model=devnag"],
     ("preprocess", "sorted"): ["model=devnag"],
-    ("model", "devnag"): ["preprocess=moments"],
+    ("model", "devnag"): ["preprocess=moments"], ("preprocess", "none"): ["model=vanilla"],
 }
 CASES = [(g, o) for g in ("data", "noise", "preprocess", "model", "optim", "train", "tracking")
          for o in group_options(g)]
@@ -19,7 +19,7 @@ CASES = [(g, o) for g in ("data", "noise", "preprocess", "model", "optim", "trai
 @pytest.mark.parametrize(("group", "option"), CASES)
 def test_every_group_option_composes(group, option):
     cfg = compose_config([f"{group}={option}", *COMPATIBLE.get((group, option), [])])
-    if group in ("data", "noise", "preprocess", "model", "optim"):
+    if group in ("data", "noise", "preprocess", "model", "optim") and option != "auto":
         assert cfg[group].name == option
 
 
@@ -69,6 +69,13 @@ def test_default_is_the_s1_task_with_stabilisers():
     cfg = compose_config([])
     assert (cfg.data.name, cfg.data.mean, cfg.data.std, cfg.noise.name) == ("gaussian_1d", 4.0, 1.25, "uniform")
     assert cfg.tracking.experiment == "default"
+    assert (cfg.model.name, cfg.preprocess.name, cfg.preprocess.group_size) == ("quantile", "sorted", 128)
+
+
+def test_auto_preprocess_follows_the_model():
+    assert compose_config(["model=minibatch"]).preprocess.name == "none"
+    assert compose_config(["model=vanilla"]).preprocess.group_size == 0
+    assert compose_config(["model=devnag"]).preprocess.name == "sorted"
 
 
 def test_issue_example_overrides_compose():
@@ -77,13 +84,14 @@ def test_issue_example_overrides_compose():
 
 
 BAD = [
-    (["model=transformer"], "unknown model option 'transformer'; allowed: devnag, minibatch, vanilla"),
+    (["model=transformer"], "unknown model option 'transformer'; allowed: devnag, minibatch, quantile, vanilla"),
     (["optim.d_lr=fast"], "optim.d_lr"),
     (["optim.g_lr=-1e-3"], "optim.g_lr=-0.001"),
     (["train.batch_size=0"], "train.batch_size=0"),
     (["train.d_steps=0"], "train.d_steps=0"),
-    (["preprocess=moments"], "model=vanilla judges single samples"),
-    (["model=devnag"], "model=devnag judges whole batches"),
+    (["model=vanilla", "preprocess=moments"], "model=vanilla judges single samples"),
+    (["model=devnag", "preprocess=none"], "model=devnag judges whole batches"),
+    (["model=devnag", "train.batch_size=500"], "preprocess.group_size=128 is not allowed; must divide"),
     (["data.colour=1"], "data.colour"),
     (["+data.colour=1"], "data.colour=1"),
     (["data.std=0"], "data.std=0.0"),

@@ -40,7 +40,7 @@ def test_minibatch_features_expose_a_collapsed_batch():
 
 @pytest.mark.parametrize(
     ("overrides", "d_in"),
-    [([], 1), (["experiment=devnag_moments"], 4), (["experiment=devnag_raw"], 500),
+    [([], 128), (["model=vanilla"], 1), (["experiment=devnag_moments"], 4), (["experiment=devnag_raw"], 500),
      (["experiment=devnag_diffs"], 1000), (["experiment=devnag_variances", "preprocess.keep_raw=false"], 500),
      (["experiment=aylien_minibatch"], 1)],
 )

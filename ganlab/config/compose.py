@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config.schema import register_schemas
+from ganlab.discriminator_inputs import AUTO
+from ganlab.nets.models import BATCH_MODELS
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "experiment")
@@ -79,6 +81,11 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         del cfg["hydra"]
         if cfg.tracking.experiment is None:
             cfg.tracking.experiment = choice or "default"
+        if cfg.preprocess.name == AUTO:  # the natural D input for the chosen model
+            batch_model = cfg.model.name in BATCH_MODELS
+            cfg.preprocess.name = "sorted" if batch_model else "none"
+            if not batch_model:
+                cfg.preprocess.group_size = 0
     validate(cfg)
     return cfg
 

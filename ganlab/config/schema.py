@@ -8,7 +8,7 @@ Value ranges and cross-group rules that a type cannot express live in ``validate
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -142,8 +142,8 @@ class TrainConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: Optional[str] = None
-    experiment: Optional[str] = None
+    uri: str | None = None
+    experiment: str | None = None
 
 
 @dataclass

@@ -105,11 +105,11 @@ def _validate_model(cfg: DictConfig) -> None:
     _validate_mlp(model.d, "model.d", with_output=False)
     if model.name in BATCH_MODELS:
         _check(pre.name != "none", "preprocess", pre.name,
-               f"model={model.name} judges whole batches: use raw, diffs, variances or moments")
+               f"model={model.name} judges whole batches: use raw, diffs, variances, moments or sorted")
     else:
         _check(pre.name == "none", "preprocess", pre.name,
                f"model={model.name} judges single samples: use preprocess=none "
-               "(batch transforms need model=devnag)")
+               "(batch transforms need model=devnag or quantile)")
     if model.name == "minibatch":
         _positive(model, "model", "kernels", "kernel_dim", "minibatch_init_std")
 
@@ -145,7 +145,7 @@ def _validate_train(cfg: DictConfig) -> None:
                "batch statistics need at least 2 samples per batch (and per group)")
     if group:
         _check(cfg.model.name in BATCH_MODELS, "preprocess.group_size", group,
-               "only batch discriminators (model=devnag) group samples")
+               "only batch discriminators (model=devnag or quantile) group samples")
         _check(train.batch_size % group == 0, "preprocess.group_size", group,
                f"must divide train.batch_size={train.batch_size}")
     if cfg.model.name in BATCH_MODELS:

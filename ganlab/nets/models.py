@@ -3,6 +3,7 @@
 - ``vanilla``: per-sample MLP G and D (needs preprocess=none).
 - ``devnag``: D judges a whole batch, fed by a batch transform (preprocess raw/diffs/variances/moments).
 - ``minibatch``: per-sample D with a minibatch-discrimination layer before its output (S3).
+- ``quantile``: ganlab's batch D (the default recipe's), meant for preprocess=sorted.
 
 D always returns logits; the loss applies the sigmoid in its numerically stable form, which is
 the same function as S1-S5's Sigmoid output layer followed by BCE.
@@ -17,8 +18,8 @@ from ganlab.discriminator_inputs import DiscriminatorInput
 from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
 from ganlab.nets.mlp import init_linear, mlp, output_width
 
-MODEL_NAMES = ("vanilla", "devnag", "minibatch")
-BATCH_MODELS = ("devnag",)
+MODEL_NAMES = ("vanilla", "devnag", "minibatch", "quantile")
+BATCH_MODELS = ("devnag", "quantile")
 
 
 class Discriminator(nn.Module):
