@@ -51,7 +51,7 @@ def plain_loop(iterations: int) -> float:
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-        if not (math.isfinite(float(loss_d)) and math.isfinite(float(loss_g))):
+        if not (math.isfinite(float(loss_d.detach())) and math.isfinite(float(loss_g.detach()))):
             raise RuntimeError("diverged")
     elapsed = time.perf_counter() - start
     return iterations * (t.d_steps + t.g_steps) / elapsed

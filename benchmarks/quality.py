@@ -11,6 +11,7 @@ import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 EXPERIMENTS = ["default", "devnag_moments", "devnag_variances", "devnag_diffs", "devnag_raw", "aylien",
                "aylien_minibatch", "ganotes_1d"]
@@ -49,8 +50,9 @@ def run(experiments: list[str] | None = None, seeds: int = 3, default_seeds: int
         # the slowest first, so the two workers finish together
         jobs.sort(key=lambda j: j[0].startswith(("devnag", "ganotes")), reverse=True)
         _one(("default", 0, uri, ["train.iterations=2"]), quiet=True)  # create the store once, before workers race
-        with mp.get_context("spawn").Pool(workers) as pool:
-            rows = pool.map(_one, jobs, chunksize=1)
+        # an executor, not a Pool: a worker killed (out of memory, say) fails the bench instead of hanging it
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            rows = list(pool.map(_one, jobs))
     summary = {}
     for e in experiments:
         mine = [r for r in rows if r["experiment"] == e]

@@ -32,9 +32,10 @@ for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
-def resolve_tracking_uri(cfg: DictConfig) -> str:
-    if cfg.tracking.uri:
-        return cfg.tracking.uri
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` if given (tracking.uri), else $MLFLOW_TRACKING_URI, else the local SQLite store."""
+    if uri:
+        return uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         check_tracking_uri(env, key="MLFLOW_TRACKING_URI")
@@ -89,18 +90,36 @@ def git_commit() -> str:
         return "unknown"
 
 
+def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
+    """A client on ``uri`` and the id of experiment ``name``, creating both store and experiment once
+    (under a lock for SQLite) with artifacts beside a SQLite store (mlruns/artifacts/<name>)."""
+    with _store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        existing = client.get_experiment_by_name(name)
+        if existing is not None:
+            return client, existing.experiment_id
+        store = _sqlite_dir(uri)
+        location = None
+        if store is not None:
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            location = (store / "artifacts" / safe).resolve().as_uri()
+        try:
+            return client, client.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a process on another machine
+            return client, client.get_experiment_by_name(name).experiment_id
+
+
 class Tracker:
     """One MLflow run. Metrics go out in one ``log_batch`` call per evaluation, never per step."""
 
-    def __init__(self, cfg: DictConfig, run_name: str | None = None) -> None:
-        self.uri = resolve_tracking_uri(cfg)
+    def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None) -> None:
+        self.uri = resolve_tracking_uri(cfg.tracking.uri)
         self.experiment_name = cfg.tracking.experiment
-        with _store_lock(self.uri):  # creates/migrates the store and the experiment once
-            mlflow.set_tracking_uri(self.uri)
-            self.client = MlflowClient(self.uri)
-            self.experiment_id = self._experiment_id(self.experiment_name)
+        self.client, self.experiment_id = open_experiment(self.uri, self.experiment_name)
         tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
-                "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name}
+                "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name,
+                **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
@@ -108,20 +127,6 @@ class Tracker:
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
         self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-
-    def _experiment_id(self, name: str) -> str:
-        existing = self.client.get_experiment_by_name(name)
-        if existing is not None:
-            return existing.experiment_id
-        store = _sqlite_dir(self.uri)
-        location = None
-        if store is not None:
-            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-            location = (store / "artifacts" / safe).resolve().as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent run
-            return self.client.get_experiment_by_name(name).experiment_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -144,6 +149,3 @@ class Tracker:
         if reason:
             self.client.log_batch(self.run_id, tags=[RunTag("failure_reason", reason[:5000])])
         self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
-
-    def artifact_dir(self) -> str:
-        return self.artifact_uri

@@ -56,3 +56,20 @@ def test_aylien_minibatch_is_s3s_architecture():
     assert [layer.out_features for layer in d.trunk if isinstance(layer, torch.nn.Linear)] == [8, 8]
     assert d.minibatch is not None and d.head.in_features == 8 + 5
     assert OmegaConf.select(cfg, "train.loss") == "clamped_log"
+
+
+def test_in_context_scores_each_sample_as_a_member_of_the_batch():
+    torch.manual_seed(0)
+    module = build_module(compose_config(["model=minibatch", "train.batch_size=8"]))
+    d = module.discriminator
+    context, x = torch.randn(7, 1), torch.randn(3, 1)
+    expected = torch.cat([d(torch.cat([x[i:i + 1], context]))[:1] for i in range(3)])
+    torch.testing.assert_close(d.in_context(x, context), expected)
+
+
+def test_batched_minibatch_scoring_equals_one_batch_at_a_time():
+    torch.manual_seed(0)
+    d = build_module(compose_config(["model=minibatch", "train.batch_size=4"])).discriminator
+    x = torch.randn(12, 1)
+    expected = torch.cat([d(x[i:i + 4]) for i in range(0, 12, 4)])
+    torch.testing.assert_close(d(x, batch=4), expected)

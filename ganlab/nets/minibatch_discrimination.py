@@ -26,8 +26,19 @@ class MinibatchDiscrimination(nn.Module):
     def out_extra(self) -> int:
         return self.kernels
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        m = (features @ self.T).view(-1, self.kernels, self.kernel_dim)
-        l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # (B, B, K)
-        closeness = torch.exp(-l1).sum(dim=0)  # (B, K)
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        return (features @ self.T).unflatten(-1, (self.kernels, self.kernel_dim))
+
+    def against(self, features: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Each row of ``features`` as if it were in one batch with the rows of ``context``
+        (for drawing D's output over x without the grid points judging each other)."""
+        l1 = (self._project(features).unsqueeze(1) - self._project(context).unsqueeze(0)).abs().sum(dim=3)
+        closeness = 1.0 + torch.exp(-l1).sum(dim=1)  # exp(0) = 1 for the sample itself
         return torch.cat([features, closeness], dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, A) -> (B, A + K); a leading dimension (G, B, A) holds G independent batches."""
+        m = self._project(features)  # (..., B, K, C)
+        l1 = (m.unsqueeze(-4) - m.unsqueeze(-3)).abs().sum(dim=-1)  # (..., B, B, K)
+        closeness = torch.exp(-l1).sum(dim=-3)  # (..., B, K)
+        return torch.cat([features, closeness], dim=-1)

@@ -31,10 +31,22 @@ class Discriminator(nn.Module):
         self.inputs, self.trunk, self.head = inputs, trunk, head
         self.minibatch = minibatch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def in_context(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Logits of each sample of ``x`` judged within a batch made of it and ``context``."""
+        if self.minibatch is None:
+            return self(x)
+        features = self.minibatch.against(self.trunk(self.inputs(x)), self.trunk(self.inputs(context)))
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """Logits. ``batch``: score x as consecutive training batches of that size (what the
+        minibatch layer compares); by default x is one batch."""
         features = self.trunk(self.inputs(x))
         if self.minibatch is not None:
-            features = self.minibatch(features)
+            if batch is not None:
+                features = self.minibatch(features.unflatten(0, (-1, batch))).flatten(0, 1)
+            else:
+                features = self.minibatch(features)
         return self.head(features)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,12 +47,22 @@ class Evaluator:
         generator.train(was_training)
         return out
 
+    @staticmethod
+    @torch.no_grad()
+    def d_probability(module: GANModule, x: torch.Tensor) -> torch.Tensor:
+        """D(x) computed on chunks of one training batch, as D sees data in training: a minibatch
+        layer compares every pair in its input, and a batch D needs whole groups."""
+        disc = module.discriminator
+        if disc.minibatch is None:  # per-sample, or a batch D whose inputs already form the groups
+            return torch.sigmoid(disc(x))
+        batch = module.train_cfg.batch_size
+        return torch.sigmoid(disc(x[: x.shape[0] // batch * batch], batch=batch))
+
     @torch.no_grad()
     def evaluate(self, module: GANModule) -> tuple[dict[str, float], np.ndarray]:
         fake = self.generate(module)
-        disc = module.discriminator
-        d_real = torch.sigmoid(disc(self.real.to(module.device))).mean()
-        d_fake = torch.sigmoid(disc(fake)).mean()
+        d_real = self.d_probability(module, self.real.to(module.device)).mean()
+        d_fake = self.d_probability(module, fake).mean()
         samples = fake.float().cpu().numpy().ravel()
         metrics = sample_metrics(samples, module.target)
         loss_d, loss_g = module.last_losses
@@ -64,15 +75,19 @@ class Evaluator:
         if not module.discriminator.inputs.per_sample:
             return None
         grid = torch.as_tensor(xs, dtype=torch.float32, device=module.device).unsqueeze(1)
-        return torch.sigmoid(module.discriminator(grid)).squeeze(1).cpu().numpy()
+        # a minibatch D's output depends on its batch: each x is judged among batch_size - 1 real samples
+        context = self.real[: module.train_cfg.batch_size - 1].to(module.device)
+        return torch.sigmoid(module.discriminator.in_context(grid, context)).squeeze(1).cpu().numpy()
 
 
 class TrainingMonitor(pl.Callback):
     """Evaluates every ``eval_every`` iterations and plots every ``plot_every`` (and at the end)."""
 
     def __init__(self, evaluator: Evaluator, tracker, train_cfg, history: History,
-                 print_interval_s: float = 2.0) -> None:
+                 print_interval_s: float = 2.0,
+                 on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> None:
         self.evaluator, self.tracker, self.cfg, self.history = evaluator, tracker, train_cfg, history
+        self.on_evaluate = on_evaluate
         self.print_interval_s = print_interval_s
         self._last_print = 0.0
         self._start = time.perf_counter()
@@ -99,6 +114,8 @@ class TrainingMonitor(pl.Callback):
             fig = histogram_figure(frame, module.target, metrics)
             self.tracker.log_figure(fig, f"plots/histogram_{it:06d}.png")
         self._progress(it, metrics)
+        if self.on_evaluate is not None:
+            self.on_evaluate(it, metrics)
 
     def _progress(self, it: int, m: dict[str, float]) -> None:
         now = time.perf_counter()

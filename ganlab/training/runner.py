@@ -9,6 +9,7 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,11 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*GPU available but not used.*")
 warnings.filterwarnings("ignore", ".*treespec.*")
+
+
+class EarlyStop(Exception):
+    """Raised by an ``on_evaluate`` hook to end a run early (a pruned sweep trial): the MLflow run is
+    marked KILLED with the reason in its ``stopped_reason`` tag, and the exception propagates."""
 
 
 class TrainingFailed(RuntimeError):
@@ -108,27 +114,37 @@ def _log_final_artifacts(module: GANModule, history: History, tracker: Tracker, 
         tracker.log_figure(metric_curves_figure(history.rows, module.target), "plots/metrics.png")
 
 
-def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = True) -> RunResult:
-    """Train one GAN as configured; return the final metrics and where the run lives in MLflow."""
+def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
+                 on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+                 tags: dict[str, str] | None = None) -> RunResult:
+    """Train one GAN as configured; return the final metrics and where the run lives in MLflow.
+
+    ``on_evaluate(iteration, metrics)`` is called after every evaluation (the sweeps report to their
+    pruner there); ``tags`` are added to the MLflow run (e.g. ``mlflow.parentRunId``).
+    """
     start = time.perf_counter()
     accelerator = _accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
     pl.seed_everything(cfg.train.seed, verbose=False)
     module = build_module(cfg)
-    tracker = Tracker(cfg, run_name=run_name)
+    tracker = Tracker(cfg, run_name=run_name, tags=tags)
     history = History()
     if verbose:
         print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' "
               f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator})",
               flush=True)
     monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), tracker, cfg.train,
-                              history, print_interval_s=2.0 if verbose else float("inf"))
+                              history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
     loader = DataLoader(range(cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
     try:
         make_trainer(cfg, [monitor]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
         _log_final_artifacts(module, history, tracker, cfg.train.seed)
+    except EarlyStop as exc:
+        tracker.set_tag("stopped_reason", str(exc))
+        tracker.finish("KILLED")
+        raise
     except NonFiniteLossError as exc:
         tracker.finish("FAILED", str(exc))
         raise TrainingFailed(str(exc), tracker.run_id) from exc
