@@ -7,6 +7,9 @@ TORCH_VERSION ?= 2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 5000
 ARGS ?=
+SWEEP ?= default
+WORKERS ?= 2
+TRIALS ?=
 
 .PHONY: install train test bench sweep ui lint clean
 
@@ -30,7 +33,7 @@ bench: install
 	$(PY) -m benchmarks.run $(ARGS)
 
 sweep: install
-	@echo "make sweep: not there yet (Optuna sweeps arrive with issue #3)." >&2; exit 2
+	$(PY) -m ganlab.sweep $(SWEEP) --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS),)
 
 ui: install
 	@mkdir -p mlruns

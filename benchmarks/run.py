@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks, write benchmarks/results/*.json, print a table.
 
-    python -m benchmarks.run                  # everything (about 25 minutes on 2 cores)
+    python -m benchmarks.run                  # everything (about an hour on 2 cores)
     python -m benchmarks.run --only overhead  # just the loop-overhead ratio (about a minute)
     python -m benchmarks.run --only quality --seeds 1 --experiments default devnag_moments
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import overhead, quality
+from benchmarks import overhead, quality, sweep_speed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,7 +31,7 @@ def _save(name: str, payload: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["overhead", "quality"])
+    parser.add_argument("--only", choices=["overhead", "quality", "sweep"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
@@ -60,6 +60,18 @@ def main() -> None:
             print(f"\ndefault recipe meets its targets (KS <= 0.02, W1/std <= 0.03, < 90 s): {d['meets_targets']}; "
                   f"beats every reproduction: {d['beats_every_reproduction']}")
         print(f"-> {path}")
+
+    if args.only in (None, "sweep"):
+        print("sweep: default sweep, 1 vs 2 workers, pruning off vs on", flush=True)
+        res = sweep_speed.run()
+        path = _save("sweep", res)
+        print("\n| workers | pruning | trials | pruned | wall s | trials/h | best KS |\n|---|---|---|---|---|---|---|")
+        for r in res["runs"]:
+            print(f"| {r['workers']} | {'on' if r['pruning'] else 'off'} | {r['trials']} | {r['pruned']} | "
+                  f"{r['wall_s']:.0f} | {r['trials_per_hour']:.0f} | {r['best_ks']:.4f} |")
+        print(f"\n2-worker speed-up {res['speedup_2_workers']:.2f} (target >= 1.7); pruning saves "
+              f"{res['pruning_time_saving']:.0%} of the time (target >= 30%) with best KS "
+              f"x{res['pruning_best_ratio']:.2f} (target <= 1.10)\n-> {path}")
 
 
 if __name__ == "__main__":

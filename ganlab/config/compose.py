@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config.schema import register_schemas
@@ -77,7 +77,7 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         GlobalHydra.instance().clear()
 
     choice = cfg.hydra.runtime.choices.get("experiment")
-    with _editable(cfg):
+    with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]
         if cfg.tracking.experiment is None:
             cfg.tracking.experiment = choice or "default"
@@ -88,21 +88,6 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
                 cfg.preprocess.group_size = 0
     validate(cfg)
     return cfg
-
-
-class _editable:
-    """Temporarily lift struct/readonly flags to adjust the composed config."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-
-    def __enter__(self) -> DictConfig:
-        OmegaConf.set_struct(self.cfg, False)
-        OmegaConf.set_readonly(self.cfg, False)
-        return self.cfg
-
-    def __exit__(self, *exc: object) -> None:
-        OmegaConf.set_struct(self.cfg, True)
 
 
 def to_yaml(cfg: DictConfig) -> str:

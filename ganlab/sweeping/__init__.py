@@ -1,0 +1,1 @@
+"""Optuna sweeps: definitions (``sweeps/*.yaml``), the study, trials and the MLflow summary."""

@@ -1,0 +1,213 @@
+"""Sweep definitions: ``sweeps/<name>.yaml`` parsed into a checked :class:`SweepDefinition`.
+
+Every key of the search space and every fixed override is checked against the training schema
+before anything runs, by composing the base config with the lowest and the highest value of every
+parameter: a typo, an empty range or a value the trainer would refuse is a one-line error.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from ganlab.config.compose import ConfigError, compose_config
+from ganlab.metrics.metrics_1d import LOGGED_METRICS
+from ganlab.tracking import flatten
+
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+SAMPLERS = ("tpe", "random", "cmaes", "grid")
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
+DIRECTIONS = ("minimize", "maximize")
+RUN_METRICS = ("wall_s", "fit_s")  # objectives measured on the run itself, not by the evaluator
+TOP_KEYS = {"description", "base", "fixed", "space", "objective", "second_objective", "trials", "sampler",
+            "pruner", "storage", "study_name"}
+
+
+@dataclass
+class Param:
+    """One search-space dimension: float (low/high/log), int (low/high/step/log) or categorical."""
+
+    key: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] = field(default_factory=list)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.type == "float":
+            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return trial.suggest_int(self.key, self.low, self.high, log=self.log, step=self.step or 1)
+        return trial.suggest_categorical(self.key, self.choices)
+
+    def extremes(self) -> list[Any]:
+        return [self.low, self.high] if self.type != "categorical" else list(self.choices)
+
+
+@dataclass
+class Objective:
+    metric: str
+    direction: str = "minimize"
+
+
+@dataclass
+class SweepDefinition:
+    name: str
+    base: list[str]
+    fixed: list[str]
+    space: list[Param]
+    objective: Objective
+    second_objective: Objective | None
+    trials: int
+    sampler: dict[str, Any]
+    pruner: dict[str, Any]
+    storage: str | None
+    description: str = ""
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return [self.objective] + ([self.second_objective] if self.second_objective else [])
+
+    def overrides(self, values: dict[str, Any]) -> list[str]:
+        """The training overrides for one trial: base, fixed, then the suggested values."""
+        return [*self.base, *self.fixed, *(f"{k}={_override_value(v)}" for k, v in values.items())]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {p.key: p.suggest(trial) for p in self.space}
+
+
+def _override_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _fail(path: Path, message: str) -> None:
+    raise ConfigError(f"sweep {path.name}: {message}")
+
+
+def resolve_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = SWEEPS_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(available())
+    raise ConfigError(f"unknown sweep '{name_or_path}'; available: {known} (or a path to a .yaml file)")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+def _param(path: Path, key: str, spec: Any) -> Param:
+    if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
+        _fail(path, f"space.{key} needs type: float, int or categorical, got {spec!r}")
+    kind = spec["type"]
+    allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
+    extra = set(spec) - allowed
+    if extra:
+        _fail(path, f"space.{key} has unknown field(s) {sorted(extra)}; a {kind} takes {sorted(allowed)}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            _fail(path, f"space.{key} is categorical with no choices; give choices: [a, b, ...]")
+        return Param(key, kind, choices=choices)
+    low, high = spec.get("low"), spec.get("high")
+    number = int if kind == "int" else (int, float)
+    if not isinstance(low, number) or not isinstance(high, number) or isinstance(low, bool):
+        _fail(path, f"space.{key} needs numeric low and high ({kind}), got low={low!r} high={high!r}")
+    if not low < high:
+        _fail(path, f"space.{key} has an empty range: low={low} must be < high={high}")
+    log = bool(spec.get("log", False))
+    if log and low <= 0:
+        _fail(path, f"space.{key} is log-scaled, so low must be > 0, got {low}")
+    step = spec.get("step")
+    if step is not None and (log or step <= 0):
+        _fail(path, f"space.{key}: step={step} must be > 0 and cannot be combined with log")
+    return Param(key, kind, low, high, log, step)
+
+
+def _objective(path: Path, spec: Any, field_name: str) -> Objective:
+    if isinstance(spec, str):
+        spec = {"metric": spec}
+    if not isinstance(spec, dict) or "metric" not in spec:
+        _fail(path, f"{field_name} needs a metric, e.g. {{metric: ks, direction: minimize}}")
+    direction = spec.get("direction", "minimize")
+    if direction not in DIRECTIONS:
+        _fail(path, f"{field_name}.direction={direction!r}; allowed: {', '.join(DIRECTIONS)}")
+    return Objective(str(spec["metric"]), direction)
+
+
+def _check_against_schema(path: Path, sweep: SweepDefinition) -> None:
+    try:
+        cfg = compose_config([*sweep.base, *sweep.fixed])
+    except ConfigError as exc:
+        _fail(path, f"base/fixed overrides: {exc}")
+    keys = set(flatten(cfg))
+    for p in sweep.space:
+        if p.key not in keys:
+            close = difflib.get_close_matches(p.key, sorted(keys), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            _fail(path, f"space key '{p.key}' is not a config key{hint}")
+    for extreme in range(max(len(p.extremes()) for p in sweep.space) if sweep.space else 0):
+        values = {p.key: p.extremes()[min(extreme, len(p.extremes()) - 1)] for p in sweep.space}
+        try:
+            compose_config(sweep.overrides(values))
+        except ConfigError as exc:
+            _fail(path, f"the search space reaches a config the trainer refuses: {exc}")
+
+
+def load(name_or_path: str, trials: int | None = None, storage: str | None = None) -> SweepDefinition:
+    """Parse and check a sweep definition; ``trials`` / ``storage`` override the file's values."""
+    path = resolve_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        _fail(path, f"not valid YAML ({str(exc).splitlines()[0]})")
+    if not isinstance(raw, dict):
+        _fail(path, "must be a mapping of keys (base, fixed, space, objective, ...)")
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        _fail(path, f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    space_raw = raw.get("space") or {}
+    if not isinstance(space_raw, dict) or not space_raw:
+        _fail(path, "space must map at least one config key to its range")
+    sampler = dict(raw.get("sampler") or {"name": "tpe"})
+    pruner = dict(raw.get("pruner") or {"name": "none"})
+    if sampler.get("name") not in SAMPLERS:
+        _fail(path, f"sampler.name={sampler.get('name')!r}; allowed: {', '.join(SAMPLERS)}")
+    if pruner.get("name") not in PRUNERS:
+        _fail(path, f"pruner.name={pruner.get('name')!r}; allowed: {', '.join(PRUNERS)}")
+    n_trials = trials if trials is not None else raw.get("trials", 20)
+    if not isinstance(n_trials, int) or n_trials < 1:
+        _fail(path, f"trials={n_trials!r} must be a positive integer")
+    second = raw.get("second_objective")
+    sweep = SweepDefinition(
+        name=str(raw.get("study_name") or path.stem),
+        base=[str(o) for o in raw.get("base") or []],
+        fixed=[str(o) for o in raw.get("fixed") or []],
+        space=[_param(path, str(k), v) for k, v in space_raw.items()],
+        objective=_objective(path, raw.get("objective", {"metric": "ks"}), "objective"),
+        second_objective=_objective(path, second, "second_objective") if second else None,
+        trials=n_trials, sampler=sampler, pruner=pruner,
+        storage=storage or raw.get("storage"), description=str(raw.get("description", "")),
+    )
+    if sweep.second_objective and pruner["name"] != "none":
+        _fail(path, "Optuna cannot prune multi-objective studies: set pruner: {name: none}")
+    if sampler["name"] == "grid" and any(p.type == "float" and p.step is None for p in sweep.space):
+        _fail(path, "the grid sampler needs a step for every float parameter (or categorical choices)")
+    _check_against_schema(path, sweep)
+    for obj in sweep.objectives:
+        if obj.metric not in (*LOGGED_METRICS, *RUN_METRICS):
+            _fail(path, f"objective metric '{obj.metric}' is not logged; allowed: "
+                        f"{', '.join((*LOGGED_METRICS, *RUN_METRICS))}")
+    return sweep

@@ -1,0 +1,98 @@
+"""The Optuna side of a sweep: storage, sampler and pruner built from a definition; create or resume."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from ganlab.sweeping.definition import SweepDefinition
+
+DEFAULT_STORAGE_DIR = Path("mlruns")
+HEARTBEAT_S = 5  # a worker that has not beaten for `stale_after` seconds is dead: its trial fails, then is retried
+STALE_AFTER_S = 30
+SQLITE_TIMEOUT_S = 120
+
+
+def storage_url(sweep: SweepDefinition) -> str:
+    """The definition's storage, else a SQLite file beside the MLflow store (mlruns/optuna.db)."""
+    if sweep.storage:
+        return sweep.storage
+    DEFAULT_STORAGE_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{(DEFAULT_STORAGE_DIR / 'optuna.db').resolve()}"
+
+
+def make_storage(url: str, stale_after: int = STALE_AFTER_S) -> RDBStorage:
+    """An RDB storage with heartbeats, safe for several processes: SQLite in WAL mode with a long lock
+    timeout on one machine, or PostgreSQL/MySQL for workers on many machines."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as db:  # WAL: readers never block the writer
+            db.execute("PRAGMA journal_mode=WAL")
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    with warnings.catch_warnings():  # heartbeats are marked experimental, and are what we need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=min(HEARTBEAT_S, stale_after),
+                          grace_period=stale_after,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+
+
+def make_sampler(spec: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """Samplers with explicit arguments (Optuna 5 changed TPE's defaults; spell them out)."""
+    args = {k: v for k, v in spec.items() if k != "name"}
+    name = spec["name"]
+    if name == "tpe":
+        defaults = {"seed": 0, "n_startup_trials": 5, "multivariate": True, "constant_liar": True}
+        return optuna.samplers.TPESampler(**{**defaults, **args})
+    if name == "random":
+        return optuna.samplers.RandomSampler(**{"seed": 0, **args})
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(**{"seed": 0, **args})
+    if name == "grid":
+        return optuna.samplers.GridSampler(**{"seed": 0, **args})
+    raise ValueError(f"unknown sampler '{name}'")
+
+
+def grid_space(sweep: SweepDefinition) -> dict[str, list[Any]]:
+    """The grid sampler's explicit value lists, from each parameter's range and step (or choices)."""
+    space: dict[str, list[Any]] = {}
+    for p in sweep.space:
+        if p.type == "categorical":
+            space[p.key] = list(p.choices)
+        else:
+            step = p.step or 1
+            count = int(round((p.high - p.low) / step)) + 1
+            space[p.key] = [p.low + i * step for i in range(count)]
+    return space
+
+
+def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """Pruners compare trials at equal iteration counts (the reported step is the iteration)."""
+    args = {k: v for k, v in spec.items() if k != "name"}
+    name = spec["name"]
+    if name == "median":
+        return optuna.pruners.MedianPruner(**{"n_startup_trials": 3, "n_warmup_steps": 0, **args})
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**args)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**args)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(sweep: SweepDefinition, url: str, stale_after: int = STALE_AFTER_S) -> optuna.Study:
+    """Create the study, or load it if it exists (this is what makes an interrupted sweep resumable)."""
+    spec = dict(sweep.sampler)
+    if spec["name"] == "grid":
+        spec["search_space"] = grid_space(sweep)
+    directions = [o.direction for o in sweep.objectives]
+    return optuna.create_study(storage=make_storage(url, stale_after), sampler=make_sampler(spec),
+                               pruner=make_pruner(sweep.pruner), study_name=sweep.name,
+                               directions=directions, load_if_exists=True)

@@ -1,0 +1,130 @@
+"""The sweep's MLflow parent run: created (or found again on resume) before workers start, and
+filled at the end with the best trial, its config as YAML, and Optuna's standard figures."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import matplotlib.pyplot as plt
+import optuna
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from ganlab.config import compose_config
+from ganlab.config.compose import to_yaml
+from ganlab.sweeping.definition import SweepDefinition
+from ganlab.tracking import open_experiment
+
+ROLE_TAG, STUDY_TAG, STORAGE_TAG = "ganlab.role", "ganlab.study", "ganlab.storage"
+
+
+def mlflow_experiment_name(sweep: SweepDefinition) -> str:
+    return f"sweep-{sweep.name}"
+
+
+def open_parent_run(sweep: SweepDefinition, tracking_uri: str, storage_url: str) -> str:
+    """The parent run of this study: the existing one when resuming, else a new one with the sweep's
+    settings as params. Done once, in the driver, before any worker touches the store."""
+    client, exp_id = open_experiment(tracking_uri, mlflow_experiment_name(sweep))
+    found = client.search_runs([exp_id], filter_string=(
+        f"tags.`{ROLE_TAG}` = 'sweep_parent' and tags.`{STUDY_TAG}` = '{sweep.name}'"))
+    for run in found:
+        if run.data.tags.get(STORAGE_TAG) == storage_url:
+            client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id
+    run = client.create_run(exp_id, run_name=f"sweep-{sweep.name}",
+                            tags={ROLE_TAG: "sweep_parent", STUDY_TAG: sweep.name, STORAGE_TAG: storage_url})
+    params = {"study_name": sweep.name, "trials": sweep.trials, "base": " ".join(sweep.base) or "(default)",
+              "fixed": " ".join(sweep.fixed), "sampler": _describe(sweep.sampler), "pruner": _describe(sweep.pruner),
+              "objective": " & ".join(f"{o.direction} {o.metric}" for o in sweep.objectives), "storage": storage_url}
+    for p in sweep.space:
+        params[f"space.{p.key}"] = (f"{p.type} {p.choices}" if p.type == "categorical"
+                                    else f"{p.type} [{p.low}, {p.high}]" + (" log" if p.log else ""))
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return f"{spec['name']}({args})"
+
+
+def close_orphaned_child_runs(study: optuna.Study, tracking_uri: str, parent_run_id: str) -> None:
+    """Child runs of trials that Optuna no longer considers running (their worker was killed) are
+    marked KILLED in MLflow instead of staying RUNNING forever."""
+    live = {str(t.number) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(parent_run_id)
+    for child in client.search_runs([run.info.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")):
+        if child.data.tags.get("trial_number") not in live:
+            client.set_tag(child.info.run_id, "trial_state", "failed")
+            client.set_tag(child.info.run_id, "failure_reason", "its worker stopped (killed or crashed)")
+            client.set_terminated(child.info.run_id, status="KILLED")
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+    return out
+
+
+def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Single objective: completed trials, best first. Several: the Pareto front."""
+    if len(study.directions) > 1:
+        return list(study.best_trials)
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: t.value, reverse=reverse)
+
+
+def rerun_command(trial: optuna.trial.FrozenTrial) -> str:
+    overrides = [o for o in trial.user_attrs.get("overrides", []) if not o.startswith("tracking.experiment=")]
+    return "python -m ganlab.train " + " ".join(overrides)
+
+
+def _figures(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's matplotlib figures; each is skipped when the study cannot support it yet."""
+    from optuna.visualization import matplotlib as ovm
+
+    makers = {"optimization_history": ovm.plot_optimization_history, "param_importances": ovm.plot_param_importances,
+              "parallel_coordinate": ovm.plot_parallel_coordinate, "slice": ovm.plot_slice}
+    if len(study.directions) > 1:
+        makers = {"pareto_front": ovm.plot_pareto_front}
+    figures = {}
+    for name, make in makers.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = make(study)
+            first = axes.flat[0] if hasattr(axes, "flat") else axes
+            figures[name] = first.figure
+        except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
+            continue
+    return figures
+
+
+def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri: str, parent_run_id: str,
+                      status: str = "FINISHED") -> None:
+    client = MlflowClient(tracking_uri)
+    n = counts(study)
+    metrics = [Metric(f"trials_{k}", v, 0, 0) for k, v in n.items()]
+    best = best_trials(study)
+    if best:
+        top = best[0]
+        for i, value in enumerate(top.values):
+            metrics.append(Metric("best_value" if i == 0 else f"best_value_{i}", float(value), 0, 0))
+        # tags, not params: params are write-once and a resumed sweep may find a better trial
+        client.log_batch(parent_run_id, tags=[RunTag(f"best.{k}", str(v)) for k, v in top.params.items()]
+                         + [RunTag("best.trial", str(top.number))])
+        overrides = [o for o in top.user_attrs.get("overrides", []) if not o.startswith("tracking.")]
+        client.log_text(parent_run_id, to_yaml(compose_config(overrides)), "best_config.yaml")
+        client.set_tag(parent_run_id, "best_rerun", rerun_command(top))
+    client.log_batch(parent_run_id, metrics=metrics)
+    for name, fig in _figures(study).items():
+        client.log_figure(parent_run_id, fig, f"plots/{name}.png")
+        plt.close(fig)
+    client.set_terminated(parent_run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+

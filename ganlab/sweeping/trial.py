@@ -1,0 +1,77 @@
+"""One sweep trial: compose its config from the suggestions, train with the same code as
+``ganlab.train``, report every evaluation to the pruner, return the objective(s)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+from ganlab.config import compose_config
+from ganlab.sweeping.definition import SweepDefinition
+from ganlab.training.runner import EarlyStop, RunResult, TrainingFailed, run_training
+
+
+class TrialObjective:
+    """Callable for ``study.optimize``; each trial is an MLflow child run of the sweep's parent run."""
+
+    def __init__(self, sweep: SweepDefinition, parent_run_id: str, mlflow_experiment: str) -> None:
+        self.sweep, self.parent_run_id, self.mlflow_experiment = sweep, parent_run_id, mlflow_experiment
+
+    def _reporter(self, trial: optuna.Trial):
+        metric = self.sweep.objective.metric
+        prunable = len(self.sweep.objectives) == 1
+
+        def report(iteration: int, metrics: dict[str, float]) -> None:
+            value = metrics.get(metric)
+            if not prunable or value is None or iteration == 0:
+                return
+            trial.report(value if math.isfinite(value) else float("inf"), iteration)
+            if trial.should_prune():
+                raise EarlyStop(f"pruned at iteration {iteration} ({metric}={value:.4g})")
+
+        return report
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        values = self.sweep.suggest(trial)
+        overrides = self.sweep.overrides(values) + [f"tracking.experiment={self.mlflow_experiment}"]
+        trial.set_user_attr("overrides", overrides)
+        cfg = compose_config(overrides)
+        tags = {"mlflow.parentRunId": self.parent_run_id, "sweep": self.sweep.name,
+                "trial_number": str(trial.number), "trial_state": "running"}
+        try:
+            result = run_training(cfg, run_name=f"trial-{trial.number:03d}", verbose=False,
+                                  on_evaluate=self._reporter(trial), tags=tags)
+        except EarlyStop as exc:
+            self._tag_latest(trial, "pruned")
+            raise optuna.TrialPruned(str(exc)) from None
+        except TrainingFailed as exc:
+            trial.set_user_attr("failure_reason", exc.reason)
+            trial.set_user_attr("mlflow_run_id", exc.run_id)
+            MlflowClient().set_tag(exc.run_id, "trial_state", "failed")
+            raise
+        trial.set_user_attr("mlflow_run_id", result.run_id)
+        MlflowClient().set_tag(result.run_id, "trial_state", "complete")
+        objectives = tuple(self._value(result, o.metric) for o in self.sweep.objectives)
+        return objectives[0] if len(objectives) == 1 else objectives
+
+    def _tag_latest(self, trial: optuna.Trial, state: str) -> None:
+        """Tag the child run of this trial (found by its tags: the runner raised before returning it)."""
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(self.mlflow_experiment)
+        runs = client.search_runs([exp.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.trial_number = '{trial.number}'"))
+        for run in runs:
+            client.set_tag(run.info.run_id, "trial_state", state)
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+
+    @staticmethod
+    def _value(result: RunResult, metric: str) -> Any:
+        if metric in ("wall_s", "fit_s"):
+            return getattr(result, metric)
+        value = result.metrics[metric]
+        if not math.isfinite(value):
+            raise TrainingFailed(f"objective {metric} is {value}", result.run_id)
+        return value

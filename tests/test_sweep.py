@@ -1,0 +1,191 @@
+"""Sweeps: definition checks, an end-to-end multi-worker sweep, failures, pruning, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ganlab.config import ConfigError
+from ganlab.sweeping.definition import available, load
+from ganlab.sweeping.study import open_study
+from ganlab.sweeping.summary import open_parent_run
+from ganlab.sweeping.trial import TrialObjective
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["train.iterations=60", "train.eval_every=20", "train.plot_every=60", "train.eval_samples=2000"]
+
+
+def _write(tmp_path: Path, name: str = "s", **fields) -> str:
+    spec = {"fixed": TINY, "space": {"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+            "objective": "ks", "trials": 3, "sampler": {"name": "tpe", "seed": 0}, "pruner": {"name": "none"}}
+    spec.update(fields)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_shipped_sweep_is_valid(name):
+    sweep = load(name)
+    assert sweep.space and sweep.trials >= 1
+
+
+def test_default_sweep_searches_the_issue_keys():
+    keys = {p.key for p in load("default").space}
+    assert {"optim.d_lr", "optim.g_lr", "train.d_steps", "train.g_steps", "train.batch_size"} <= keys
+
+
+BAD = [
+    ({"space": {"optim.dlr": {"type": "float", "low": 1e-4, "high": 1e-2}}}, "did you mean optim.d_lr"),
+    ({"space": {"optim.d_lr": {"type": "float", "low": 1e-2, "high": 1e-4}}}, "empty range"),
+    ({"space": {"train.batch_size": {"type": "categorical", "choices": []}}}, "no choices"),
+    ({"space": {"optim.d_lr": {"type": "float", "low": 0.0, "high": 1e-2, "log": True}}}, "low must be > 0"),
+    ({"space": {"optim.d_lr": {"type": "float", "low": 1e-4}}}, "numeric low and high"),
+    ({"space": {"optim.d_lr": {"type": "uniform", "low": 1e-4, "high": 1}}}, "type: float, int or categorical"),
+    ({"space": {}}, "at least one config key"),
+    ({"sampler": {"name": "bayes"}}, "sampler.name='bayes'"),
+    ({"pruner": {"name": "aggressive"}}, "pruner.name='aggressive'"),
+    ({"objective": {"metric": "fid"}}, "objective metric 'fid' is not logged"),
+    ({"objective": {"metric": "ks", "direction": "down"}}, "direction='down'"),
+    ({"trials": 0}, "trials=0"),
+    ({"colour": "blue"}, "unknown key(s) ['colour']"),
+    ({"fixed": ["train.iterations=-5"]}, "train.iterations=-5"),
+    ({"space": {"train.batch_size": {"type": "int", "low": 100, "high": 300}}}, "must divide train.batch_size"),
+    ({"second_objective": "wall_s", "pruner": {"name": "median"}}, "cannot prune multi-objective"),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), BAD, ids=[e for _, e in BAD])
+def test_bad_definitions_fail_before_anything_runs(tmp_path, fields, expected):
+    with pytest.raises(ConfigError) as err:
+        load(_write(tmp_path, **fields))
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_sweep_name_lists_the_available_ones():
+    with pytest.raises(ConfigError, match="available: .*default"):
+        load("no_such_sweep")
+
+
+def _sweep(args, tmp_path, **kwargs):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ganlab.sweep", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def _children(tmp_path, study_name):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(f"sweep-{study_name}")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("ganlab.role") == "sweep_parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def test_two_worker_sweep_end_to_end(tmp_path):
+    path = _write(tmp_path, "e2e")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = _sweep([path, "--workers", "2", "--storage", storage], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("COMPLETE") == 3 and "re-run the best trial" in proc.stdout
+    client, parents, children = _children(tmp_path, "e2e")
+    (parent,) = parents
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" and c.data.tags["trial_state"] == "complete" for c in children)
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "best_config.yaml" in arts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    assert "best_value" in parent.data.metrics and parent.data.params["sampler"].startswith("tpe(")
+    study = optuna.load_study(study_name="e2e", storage=storage)
+    assert len(study.trials) == 3
+
+
+def test_a_failing_trial_is_fail_and_the_sweep_goes_on(tmp_path):
+    path = _write(tmp_path, "fails", base=["optim=sgd", "optim.momentum=0", "train.ema_decay=0",
+                                           "model.g.activations=[relu,relu]"],
+                  space={"optim.d_lr": {"type": "categorical", "choices": [1e12, 1e-3]}},
+                  sampler={"name": "grid", "seed": 0}, trials=2)
+    proc = _sweep([path, "--workers", "1", "--storage", f"sqlite:///{tmp_path / 'o.db'}"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study = optuna.load_study(study_name="fails", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "FAIL"]
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    assert "non-finite" in failed.user_attrs["failure_reason"]
+    _, _, children = _children(tmp_path, "fails")
+    by_state = {c.data.tags["trial_state"]: c.info.status for c in children}
+    assert by_state == {"complete": "FINISHED", "failed": "FAILED"}
+
+
+def test_pruning_stops_a_clearly_worse_trial(tmp_path, tracking_uri):
+    # the per-sample model without EMA learns fast: at lr 1e-3 its KS is ~0.2 after 400 iterations,
+    # at lr 1e-7 it stays ~1.0, so the median pruner must stop the second trial at its first report
+    path = _write(tmp_path, "prune", base=["model=vanilla", "train.batch_size=256", "train.ema_decay=0"],
+                  fixed=["train.iterations=400", "train.eval_every=50", "train.plot_every=400",
+                         "train.eval_samples=2000"],
+                  space={"optim.d_lr": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True},
+                         "optim.g_lr": {"type": "float", "low": 1e-8, "high": 1e-2, "log": True}},
+                  pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 100})
+    sweep = load(path)
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
+    parent = open_parent_run(sweep, tracking_uri, "test")
+    study.enqueue_trial({"optim.d_lr": 1e-3, "optim.g_lr": 1e-3})
+    study.enqueue_trial({"optim.d_lr": 1e-7, "optim.g_lr": 1e-7})
+    study.optimize(TrialObjective(sweep, parent, "sweep-prune"), n_trials=2)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED"], [(t.state.name, t.intermediate_values) for t in study.trials]
+    assert study.trials[0].value < 0.5
+    pruned = study.trials[1]
+    assert max(pruned.intermediate_values) < 400  # stopped early
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(pruned.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "pruned"
+
+
+def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
+    path = _write(tmp_path, "resume", trials=4, fixed=["train.iterations=300", "train.eval_every=100",
+                                                       "train.plot_every=300", "train.eval_samples=2000"])
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "ganlab.sweep", path, "--workers", "1", "--storage", storage, "--stale-after", "2"]
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    deadline = time.time() + 240
+    before: dict[int, float] = {}
+    while time.time() < deadline and not before:
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name="resume", storage=storage)
+            before = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
+        except KeyError:
+            continue
+    assert before, "no trial finished before the deadline"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its worker, as a killed machine would
+    driver.wait()
+    time.sleep(3)  # let the dead worker's heartbeat go stale
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study = optuna.load_study(study_name="resume", storage=storage)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    after = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
+    assert all(after[n] == v for n, v in before.items())  # nothing finished was lost or redone
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert len(study.trials) >= 4
+    _, parents, children = _children(tmp_path, "resume")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent run went on
+    numbers_in_mlflow = [c.data.tags["trial_number"] for c in children]
+    assert len(numbers_in_mlflow) == len(set(numbers_in_mlflow))
+    assert not [c for c in children if c.info.status == "RUNNING"]
