@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     payload = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
-               "cpus": torch.get_num_threads(), "torch": torch.__version__, **payload}
+               "cpus": os.cpu_count(), "torch": torch.__version__, **payload}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
