@@ -74,8 +74,11 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
         print(f"[sweep {sweep.name}] trial {trial.number:>3} {trial.state.name:<8} {value}  | {params}  "
               f"({done}/{sweep.trials} done, {best_text})", flush=True)
 
-    study.optimize(objective, catch=(TrainingFailed,), gc_after_trial=True,
-                   callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=None), progress])
+    try:
+        study.optimize(objective, catch=(TrainingFailed,), gc_after_trial=True,
+                       callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=None), progress])
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker: the driver reports it, once
+        sys.exit(130)
 
 
 def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads: int = 1,

@@ -189,3 +189,29 @@ def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
     numbers_in_mlflow = [c.data.tags["trial_number"] for c in children]
     assert len(numbers_in_mlflow) == len(set(numbers_in_mlflow))
     assert not [c for c in children if c.info.status == "RUNNING"]
+
+
+@pytest.mark.parametrize("sampler", [{"name": "tpe"}, {"name": "random"}, {"name": "cmaes"},
+                                     {"name": "grid"}])
+def test_every_sampler_suggests_inside_the_space(tmp_path, sampler):
+    space = {"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "step": 1e-3} if sampler["name"] == "grid"
+             else {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+             "train.d_steps": {"type": "int", "low": 1, "high": 3}}
+    sweep = load(_write(tmp_path, space=space, sampler=sampler))
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
+    for _ in range(4):
+        trial = study.ask()
+        values = sweep.suggest(trial)
+        assert 1e-4 <= values["optim.d_lr"] <= 1e-2 and values["train.d_steps"] in (1, 2, 3)
+        study.tell(trial, values["optim.d_lr"])
+
+
+def test_grid_values_stay_inside_the_range(tmp_path):
+    from ganlab.sweeping.study import grid_space
+
+    sweep = load(_write(tmp_path, space={"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "step": 1e-3},
+                                          "train.d_steps": {"type": "int", "low": 1, "high": 5, "step": 2}},
+                        sampler={"name": "grid"}))
+    grid = grid_space(sweep)
+    assert len(grid["optim.d_lr"]) == 10 and max(grid["optim.d_lr"]) <= 1e-2
+    assert grid["train.d_steps"] == [1, 3, 5]

@@ -69,7 +69,7 @@ def grid_space(sweep: SweepDefinition) -> dict[str, list[Any]]:
             space[p.key] = list(p.choices)
         else:
             step = p.step or 1
-            count = int(round((p.high - p.low) / step)) + 1
+            count = int((p.high - p.low) / step + 1e-9) + 1  # never past high
             space[p.key] = [p.low + i * step for i in range(count)]
     return space
 
