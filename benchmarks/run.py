@@ -66,9 +66,11 @@ def main() -> None:
         print("sweep: default sweep, 1 vs 2 workers, pruning off vs on", flush=True)
         res = sweep_speed.run()
         path = _save("sweep", res)
-        print("\n| workers | pruning | trials | pruned | wall s | trials/h | best KS |\n|---|---|---|---|---|---|---|")
+        print("\n| trials | workers | pruning | trials | pruned | wall s | trials/h | best KS |\n"
+              "|---|---|---|---|---|---|---|---|")
         for r in res["runs"]:
-            print(f"| {r['workers']} | {'on' if r['pruning'] else 'off'} | {r['trials']} | {r['pruned']} | "
+            pruning = "on" if r["pruning"] else "off"
+            print(f"| {r['sampler']} | {r['workers']} | {pruning} | {r['trials']} | {r['pruned']} | "
                   f"{r['wall_s']:.0f} | {r['trials_per_hour']:.0f} | {r['best_ks']:.4f} |")
         print(f"\n2-worker speed-up {res['speedup_2_workers']:.2f} (target >= 1.7); pruning saves "
               f"{res['pruning_time_saving']:.0%} of the time (target >= 30%) with best KS "

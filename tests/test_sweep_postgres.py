@@ -68,7 +68,8 @@ def test_two_workers_share_a_postgres_study(tmp_path, postgres_url):
                            postgres_url], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     study = optuna.load_study(study_name="pg", storage=postgres_url)
-    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    n = len(study.trials)
+    assert 4 <= n <= 5 and sorted(t.number for t in study.trials) == list(range(n))
     assert all(t.state.name == "COMPLETE" for t in study.trials)
-    assert len({t.params["optim.d_lr"] for t in study.trials}) == 4  # workers did not suggest alike
+    assert len({t.params["optim.d_lr"] for t in study.trials}) == n  # workers did not suggest alike
     assert not Path(tmp_path / "mlruns" / "optuna.db").exists()
