@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 
 from ganlab.config.compose import ConfigError
 
@@ -49,7 +50,7 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     import torch
 
     from ganlab.sweeping.study import open_study
-    from ganlab.sweeping.summary import best_trials, counts, mlflow_experiment_name
+    from ganlab.sweeping.summary import STARTED, best_trials, counts, mlflow_experiment_name, started
     from ganlab.sweeping.trial import TrialObjective
     from ganlab.training.runner import TrainingFailed
 
@@ -59,7 +60,7 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     seeded["seed"] = int(seeded.get("seed", 0)) + index  # distinct seeds: workers must not suggest alike
     sweep.sampler = seeded
     study = open_study(sweep, storage_url, stale_after)
-    if len(study.get_trials(deepcopy=False)) >= sweep.trials:
+    if started(study) >= sweep.trials:
         return
     objective = TrialObjective(sweep, parent_run_id, mlflow_experiment_name(sweep))
 
@@ -76,7 +77,7 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
 
     try:
         study.optimize(objective, catch=(TrainingFailed,), gc_after_trial=True,
-                       callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=None), progress])
+                       callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=STARTED), progress])
     except KeyboardInterrupt:  # Ctrl-C reaches every worker: the driver reports it, once
         sys.exit(130)
 
@@ -94,15 +95,18 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         finish_parent_run,
         open_parent_run,
         rerun_command,
+        started,
     )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sweep, storage_url, stale_after)
     parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
     study.set_user_attr("mlflow_parent_run_id", parent_run_id)
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
-    existing = len(study.get_trials(deepcopy=False))
+    existing = started(study)
     remaining = max(sweep.trials - existing, 0)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {remaining} to run) "
           f"with {min(workers, remaining) if remaining else 0} worker(s)\n  storage {storage_url}\n"

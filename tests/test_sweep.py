@@ -229,3 +229,15 @@ def test_four_workers_share_sqlite_without_lock_errors(tmp_path):
     n = len(study.trials)
     assert 8 <= n <= 11 and sorted(t.number for t in study.trials) == list(range(n))
     assert all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_enqueued_trials_are_run_not_counted_as_done(tmp_path):
+    path = _write(tmp_path, "queued", trials=2)
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = open_study(load(path, storage=storage), storage)
+    study.enqueue_trial({"optim.d_lr": 1e-3})
+    study.enqueue_trial({"optim.d_lr": 2e-3})
+    proc = _sweep([path, "--workers", "1", "--storage", storage], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study = optuna.load_study(study_name="queued", storage=storage)
+    assert [(t.state.name, t.params["optim.d_lr"]) for t in study.trials] == [("COMPLETE", 1e-3), ("COMPLETE", 2e-3)]
