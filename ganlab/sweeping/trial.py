@@ -45,7 +45,8 @@ class TrialObjective:
             result = run_training(cfg, run_name=f"trial-{trial.number:03d}", verbose=False,
                                   on_evaluate=self._reporter(trial), tags=tags)
         except EarlyStop as exc:
-            self._tag_latest(trial, "pruned")
+            trial.set_user_attr("mlflow_run_id", exc.run_id)
+            MlflowClient().set_tag(exc.run_id, "trial_state", "pruned")
             raise optuna.TrialPruned(str(exc)) from None
         except TrainingFailed as exc:
             trial.set_user_attr("failure_reason", exc.reason)
@@ -56,16 +57,6 @@ class TrialObjective:
         MlflowClient().set_tag(result.run_id, "trial_state", "complete")
         objectives = tuple(self._value(result, o.metric) for o in self.sweep.objectives)
         return objectives[0] if len(objectives) == 1 else objectives
-
-    def _tag_latest(self, trial: optuna.Trial, state: str) -> None:
-        """Tag the child run of this trial (found by its tags: the runner raised before returning it)."""
-        client = MlflowClient()
-        exp = client.get_experiment_by_name(self.mlflow_experiment)
-        runs = client.search_runs([exp.experiment_id], filter_string=(
-            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.trial_number = '{trial.number}'"))
-        for run in runs:
-            client.set_tag(run.info.run_id, "trial_state", state)
-            trial.set_user_attr("mlflow_run_id", run.info.run_id)
 
     @staticmethod
     def _value(result: RunResult, metric: str) -> Any:

@@ -41,7 +41,10 @@ warnings.filterwarnings("ignore", ".*treespec.*")
 
 class EarlyStop(Exception):
     """Raised by an ``on_evaluate`` hook to end a run early (a pruned sweep trial): the MLflow run is
-    marked KILLED with the reason in its ``stopped_reason`` tag, and the exception propagates."""
+    marked KILLED with the reason in its ``stopped_reason`` tag, and the exception propagates with
+    the run's id in ``run_id``."""
+
+    run_id: str | None = None
 
 
 class TrainingFailed(RuntimeError):
@@ -144,6 +147,7 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     except EarlyStop as exc:
         tracker.set_tag("stopped_reason", str(exc))
         tracker.finish("KILLED")
+        exc.run_id = tracker.run_id
         raise
     except NonFiniteLossError as exc:
         tracker.finish("FAILED", str(exc))
