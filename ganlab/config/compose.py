@@ -16,7 +16,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from ganlab.config.schema import register_schemas
+from ganlab.config.schema import PackPreprocessConfig, register_schemas
+from ganlab.data.registry import TARGET_DIMS
 from ganlab.discriminator_inputs import AUTO
 from ganlab.nets.models import BATCH_MODELS
 
@@ -81,13 +82,25 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         del cfg["hydra"]
         if cfg.tracking.experiment is None:
             cfg.tracking.experiment = choice or "default"
-        if cfg.preprocess.name == AUTO:  # the natural D input for the chosen model
-            batch_model = cfg.model.name in BATCH_MODELS
-            cfg.preprocess.name = "sorted" if batch_model else "none"
-            if not batch_model:
-                cfg.preprocess.group_size = 0
+        _resolve_defaults(cfg)
     validate(cfg)
     return cfg
+
+
+def _resolve_defaults(cfg: DictConfig) -> None:
+    """Fill in the choices that depend on other groups: noise.dim null follows the data's dimension,
+    and preprocess=auto picks the natural D input for the model and the data."""
+    data_dim = TARGET_DIMS.get(cfg.data.name)
+    if cfg.noise.dim is None:
+        cfg.noise.dim = data_dim or 1  # an unknown data name is reported by validate()
+    if cfg.preprocess.name != AUTO:
+        return
+    if cfg.model.name not in BATCH_MODELS:
+        cfg.preprocess.name, cfg.preprocess.group_size = "none", 0
+    elif data_dim is not None and data_dim > 1:  # sorting each coordinate apart would lose the joint law
+        cfg.preprocess = OmegaConf.structured(PackPreprocessConfig())
+    else:
+        cfg.preprocess.name = "sorted"
 
 
 def to_yaml(cfg: DictConfig) -> str:

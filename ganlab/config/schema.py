@@ -29,11 +29,53 @@ class MixtureTargetConfig:
     stds: list[float] = field(default_factory=lambda: [0.5, 0.5])
 
 
+@dataclass
+class RingTargetConfig:
+    """PacGAN/VEEGAN's ring: ``count`` Gaussians evenly spaced on a circle."""
+
+    name: str = "ring8"
+    count: int = 8
+    radius: float = 1.0
+    std: float = 0.01
+
+
+@dataclass
+class GridTargetConfig:
+    """PacGAN/VEEGAN's grid: side x side Gaussians ``spacing`` apart, centred on 0."""
+
+    name: str = "grid25"
+    side: int = 5
+    spacing: float = 2.0
+    std: float = 0.05
+
+
+@dataclass
+class ImageTargetConfig:
+    """A grayscale picture as a density on ``box`` = [xmin, xmax, ymin, ymax] (S4: [0, 1]^2)."""
+
+    name: str = "image_density"
+    path: str = "zig"
+    box: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 1.0])
+    jitter: float = 1.0
+    max_side: int = 512
+
+
+@dataclass
+class ConditionalImageTargetConfig:
+    """Several pictures on one box, one class each (S4's conditional GAN)."""
+
+    name: str = "conditional_image_density"
+    paths: list[str] = field(default_factory=lambda: ["blob_left", "blob_right"])
+    box: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 1.0])
+    jitter: float = 1.0
+    max_side: int = 512
+
+
 # --- noise: the generator's input -------------------------------------------------------
 @dataclass
 class UniformNoiseConfig:
     name: str = "uniform"
-    dim: int = 1
+    dim: int | None = None  # None: the data's dimension
     low: float = 0.0
     high: float = 1.0
 
@@ -41,7 +83,7 @@ class UniformNoiseConfig:
 @dataclass
 class NormalNoiseConfig:
     name: str = "normal"
-    dim: int = 1
+    dim: int | None = None  # None: the data's dimension
     mean: float = 0.0
     std: float = 1.0
 
@@ -51,7 +93,7 @@ class StratifiedNoiseConfig:
     """S3: an evenly spaced grid over [low, high] plus a small uniform jitter."""
 
     name: str = "stratified"
-    dim: int = 1
+    dim: int | None = None  # None: the data's dimension
     low: float = -8.0
     high: float = 8.0
     jitter: float = 0.01
@@ -62,6 +104,14 @@ class StratifiedNoiseConfig:
 class PreprocessConfig:
     name: str = "none"
     group_size: int = 0  # samples per D input for batch transforms; 0 = the whole batch (S1)
+
+
+@dataclass
+class PackPreprocessConfig:
+    """PacGAN: ``m`` samples concatenated into one D input (S1's `raw` is m = the whole batch)."""
+
+    name: str = "pack"
+    m: int = 4
 
 
 @dataclass
@@ -158,9 +208,12 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"gaussian_1d": GaussianTargetConfig, "mixture_1d": MixtureTargetConfig},
+    "data": {"gaussian_1d": GaussianTargetConfig, "mixture_1d": MixtureTargetConfig, "ring8": RingTargetConfig,
+             "grid25": GridTargetConfig, "image_density": ImageTargetConfig,
+             "conditional_image_density": ConditionalImageTargetConfig},
     "noise": {"uniform": UniformNoiseConfig, "normal": NormalNoiseConfig, "stratified": StratifiedNoiseConfig},
-    "preprocess": {"plain": PreprocessConfig, "centered": CenteredPreprocessConfig},
+    "preprocess": {"plain": PreprocessConfig, "centered": CenteredPreprocessConfig,
+                   "pack": PackPreprocessConfig},
     "model": {"mlp": ModelConfig, "minibatch": MinibatchModelConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig},
     "train": {"train": TrainConfig},

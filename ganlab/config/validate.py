@@ -10,10 +10,10 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 
 from ganlab.data.noise import NOISE_NAMES
-from ganlab.data.targets_1d import TARGET_NAMES
-from ganlab.discriminator_inputs import PREPROCESS_NAMES
+from ganlab.data.registry import CONDITIONAL_TARGETS, TARGET_DIMS, TARGET_NAMES, ImageDensityError, build_target
+from ganlab.discriminator_inputs import PREPROCESS_NAMES, samples_per_input
 from ganlab.nets.mlp import ACTIVATIONS, INITS
-from ganlab.nets.models import BATCH_MODELS, MODEL_NAMES
+from ganlab.nets.models import BATCH_MODELS, MODEL_NAMES, PACKABLE_MODELS
 
 LOSSES = ("bce", "bce_saturating", "clamped_log")
 SCHEDULES = ("none", "cosine", "linear", "exponential")
@@ -55,8 +55,35 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri") -> None:
         _check(bool(urlparse(uri).netloc), key, uri, "an http URI needs a host, e.g. http://127.0.0.1:5000")
 
 
+def _validate_picture(data: DictConfig) -> None:
+    box = list(data.box)
+    _check(len(box) == 4 and box[0] < box[1] and box[2] < box[3], "data.box", box,
+           "must be [xmin, xmax, ymin, ymax] with xmin < xmax and ymin < ymax")
+    _check(0 <= data.jitter <= 1, "data.jitter", data.jitter, "must be in [0, 1] (a share of one pixel)")
+    _check(data.max_side >= 0, "data.max_side", data.max_side, "must be >= 0; 0 keeps the picture's size")
+    if data.name == "conditional_image_density":
+        _check(len(data.paths) >= 2, "data.paths", list(data.paths), "a conditional target needs >= 2 pictures")
+    try:  # open the pictures now: a bad path should stop the run before anything is created
+        build_target(data)
+    except ImageDensityError as exc:
+        from ganlab.config.compose import ConfigError
+
+        raise ConfigError(str(exc)) from None
+
+
 def _validate_data(data: DictConfig) -> None:
     _choice(data.name, "data.name", TARGET_NAMES)
+    if data.name == "ring8":
+        _check(data.count >= 1, "data.count", data.count, "must be >= 1")
+        _positive(data, "data", "radius", "std")
+        return
+    if data.name == "grid25":
+        _check(data.side >= 1, "data.side", data.side, "must be >= 1")
+        _positive(data, "data", "spacing", "std")
+        return
+    if data.name in ("image_density", "conditional_image_density"):
+        _validate_picture(data)
+        return
     if data.name == "gaussian_1d":
         _check(math.isfinite(data.mean), "data.mean", data.mean, "must be a finite number")
         _positive(data, "data", "std")
@@ -105,11 +132,23 @@ def _validate_model(cfg: DictConfig) -> None:
     _validate_mlp(model.d, "model.d", with_output=False)
     if model.name in BATCH_MODELS:
         _check(pre.name != "none", "preprocess", pre.name,
-               f"model={model.name} judges whole batches: use raw, diffs, variances, moments or sorted")
+               f"model={model.name} judges whole batches: use raw, diffs, variances, moments, sorted or pack")
+    elif pre.name == "pack":
+        _check(model.name in PACKABLE_MODELS, "preprocess", pre.name,
+               f"model={model.name} cannot read packed inputs; pack works with {', '.join(PACKABLE_MODELS)}")
     else:
         _check(pre.name == "none", "preprocess", pre.name,
-               f"model={model.name} judges single samples: use preprocess=none "
+               f"model={model.name} judges single samples: use preprocess=none or pack "
                "(batch transforms need model=devnag or quantile)")
+    dim = TARGET_DIMS[cfg.data.name]
+    if dim > 1:
+        _check(pre.name in ("none", "pack", "raw"), "preprocess", pre.name,
+               f"{pre.name} summarises each coordinate apart, which loses the joint law of {dim}D data: "
+               "use none or pack")
+    conditional_data = cfg.data.name in CONDITIONAL_TARGETS
+    if model.name == "conditional":
+        _check(conditional_data, "model", model.name,
+               f"a conditional model needs labelled data: {', '.join(CONDITIONAL_TARGETS)}")
     if model.name == "minibatch":
         _positive(model, "model", "kernels", "kernel_dim", "minibatch_init_std")
 
@@ -137,18 +176,20 @@ def _validate_train(cfg: DictConfig) -> None:
            "must be in [0, 0.5): real targets become 1 - label_smoothing")
     _check(0 <= train.ema_decay < 1, "train.ema_decay", train.ema_decay, "must be in [0, 1); 0 turns EMA off")
     _check(train.r1_gamma >= 0, "train.r1_gamma", train.r1_gamma, "must be >= 0; 0 turns R1 off")
-    group = cfg.preprocess.group_size
-    _check(group >= 0, "preprocess.group_size", group, "must be >= 0; 0 means the whole batch")
+    group = samples_per_input(cfg.preprocess)
+    key = "preprocess.m" if cfg.preprocess.name == "pack" else "preprocess.group_size"
+    if cfg.preprocess.name == "pack":
+        _check(group >= 1, key, group, "must be >= 1 (samples per D input)")
+    _check(group >= 0, key, group, "must be >= 0; 0 means the whole batch")
     needs_pairs = cfg.preprocess.name in ("moments", "diffs", "variances") or cfg.model.name == "minibatch"
     if needs_pairs:
         _check(train.batch_size >= 2 and group != 1, "train.batch_size", train.batch_size,
                "batch statistics need at least 2 samples per batch (and per group)")
     if group:
-        _check(cfg.model.name in BATCH_MODELS, "preprocess.group_size", group,
+        _check(cfg.model.name in BATCH_MODELS or cfg.preprocess.name == "pack", key, group,
                "only batch discriminators (model=devnag or quantile) group samples")
-        _check(train.batch_size % group == 0, "preprocess.group_size", group,
-               f"must divide train.batch_size={train.batch_size}")
-    if cfg.model.name in BATCH_MODELS:
+        _check(train.batch_size % group == 0, key, group, f"must divide train.batch_size={train.batch_size}")
+    if cfg.model.name in BATCH_MODELS or cfg.preprocess.name == "pack":
         _check(train.eval_samples >= train.batch_size, "train.eval_samples", train.eval_samples,
                f"must be >= train.batch_size={train.batch_size} for a batch discriminator")
 

@@ -13,11 +13,16 @@ class Target1D:
     """A 1D distribution with exact CDF/pdf (for KS, W1 and plots) and a fast torch sampler."""
 
     dim = 1
+    classes = 0  # 1D targets are never conditional
 
     def sample(self, n: int, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, 1) samples on ``device``; a ``generator`` (CPU) makes them reproducible."""
         raise NotImplementedError
+
+    def sample_with_labels(self, n: int, device: torch.device | str = "cpu",
+                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+        return self.sample(n, device, generator), None
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -86,15 +91,3 @@ class Mixture1D(Target1D):
         hi = float(np.max(self.means + 10 * self.stds))
         grid = np.linspace(lo, hi, 200_001)
         return np.interp((np.arange(n) + 0.5) / n, self.cdf(grid), grid)
-
-
-TARGET_NAMES = ("gaussian_1d", "mixture_1d")
-
-
-def build_target(cfg) -> Target1D:
-    """Build the target named by a ``data`` config node."""
-    if cfg.name == "gaussian_1d":
-        return Gaussian1D(cfg.mean, cfg.std)
-    if cfg.name == "mixture_1d":
-        return Mixture1D(cfg.weights, cfg.means, cfg.stds)
-    raise ValueError(f"unknown data '{cfg.name}'; allowed: {', '.join(TARGET_NAMES)}")
