@@ -51,7 +51,8 @@ class PerSample(DiscriminatorInput):
 
 
 class Raw(DiscriminatorInput):
-    """`raw` (S1 flag 2): the batch as one vector of batch_size * dim numbers."""
+    """`raw` (S1 flag 2): the batch as one vector of batch_size * dim numbers. `pack` (PacGAN) is the
+    same transform on groups of m samples: D sees m samples at once, all real or all fake."""
 
     def out_features(self) -> int:
         return self.batch_size * self.dim
@@ -111,8 +112,15 @@ class Moments(DiscriminatorInput):
         return torch.cat([mean, std, skew, kurtosis], dim=1)
 
 
-PREPROCESS_NAMES = ("none", "raw", "diffs", "variances", "moments", "sorted")
-AUTO = "auto"  # resolved at composition: none for per-sample models, sorted for batch models
+PREPROCESS_NAMES = ("none", "raw", "diffs", "variances", "moments", "sorted", "pack")
+AUTO = "auto"  # resolved at composition: none for per-sample models; sorted (1D) or pack (2D) for batch models
+
+
+def samples_per_input(preprocess_cfg) -> int:
+    """How many samples one D input holds as configured: `pack`'s m, else group_size (0: the whole batch)."""
+    if preprocess_cfg.name == "pack":
+        return preprocess_cfg.m
+    return preprocess_cfg.get("group_size", 0)
 
 
 def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bool = True,
@@ -121,7 +129,7 @@ def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bo
     batch_size = group_size or batch_size
     if name == "none":
         return PerSample(batch_size, dim)
-    if name == "raw":
+    if name in ("raw", "pack"):
         return Raw(batch_size, dim)
     if name == "diffs":
         return Centered(batch_size, dim, keep_raw=keep_raw, squared=False)

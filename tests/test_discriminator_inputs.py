@@ -55,3 +55,11 @@ def test_batch_transform_rejects_partial_batches():
 def test_moments_stay_finite_when_the_batch_collapses():
     out = build_discriminator_input("moments", 5, 1)(torch.full((5, 1), 4.0))
     assert torch.isfinite(out).all()
+
+
+def test_pack_concatenates_m_samples_into_one_input():
+    pack = build_discriminator_input("pack", batch_size=12, dim=2, group_size=4)
+    x = torch.arange(24, dtype=torch.float32).reshape(12, 2)
+    out = pack(x)
+    assert out.shape == (3, 8) and pack.out_features() == 8 and pack.groups(12) == 3
+    torch.testing.assert_close(out[1], x[4:8].flatten())

@@ -73,3 +73,31 @@ def test_batched_minibatch_scoring_equals_one_batch_at_a_time():
     x = torch.randn(12, 1)
     expected = torch.cat([d(x[i:i + 4]) for i in range(0, 12, 4)])
     torch.testing.assert_close(d(x, batch=4), expected)
+
+
+def test_conditional_labels_reach_both_networks():
+    """One training step of the cGAN: G's and D's first layers see the one-hot class of each sample."""
+    cfg = compose_config(["experiment=cgan_two_blobs", "train.batch_size=64"])
+    module = build_module(cfg)
+    g_first, d_first = module.generator[0], module.discriminator.trunk[0]
+    assert g_first.in_features == 2 + 2 and d_first.in_features == 2 + 2
+    seen = {"g": [], "d": []}
+    g_first.register_forward_hook(lambda m, inputs, out: seen["g"].append(inputs[0].detach()))
+    d_first.register_forward_hook(lambda m, inputs, out: seen["d"].append(inputs[0].detach()))
+
+    z = torch.randn(5, 2)
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    fake = module.generate(z, labels)
+    torch.testing.assert_close(seen["g"][-1][:, 2:], torch.nn.functional.one_hot(labels, 2).float())
+    module.discriminate(fake, labels)
+    torch.testing.assert_close(seen["d"][-1][:, 2:], torch.nn.functional.one_hot(labels, 2).float())
+    # the class changes what G makes from the same noise and what D thinks of the same point
+    assert not torch.allclose(module.generate(z, labels), module.generate(z, 1 - labels))
+    assert not torch.allclose(module.discriminate(fake, labels), module.discriminate(fake, 1 - labels))
+    with pytest.raises(ValueError, match="one label per sample"):
+        module.generate(z)
+
+
+def test_unconditional_model_on_labelled_data_ignores_labels():
+    module = build_module(compose_config(["experiment=gan2d_two_blobs"]))
+    assert module.generator[0].in_features == 2 and module.discriminator.trunk[0].in_features == 2

@@ -3,7 +3,8 @@
 - ``vanilla``: per-sample MLP G and D (needs preprocess=none).
 - ``devnag``: D judges a whole batch, fed by a batch transform (preprocess raw/diffs/variances/moments).
 - ``minibatch``: per-sample D with a minibatch-discrimination layer before its output (S3).
-- ``quantile``: ganlab's batch D (the default recipe's), meant for preprocess=sorted.
+- ``quantile``: ganlab's batch D (the default recipe's): sorted groups in 1D, packed groups in 2D.
+- ``conditional``: per-sample MLPs with the class one-hot appended to G's and D's inputs (S4).
 
 D always returns logits; the loss applies the sigmoid in its numerically stable form, which is
 the same function as S1-S5's Sigmoid output layer followed by BCE.
@@ -18,8 +19,9 @@ from ganlab.discriminator_inputs import DiscriminatorInput
 from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
 from ganlab.nets.mlp import init_linear, mlp, output_width
 
-MODEL_NAMES = ("vanilla", "devnag", "minibatch", "quantile")
+MODEL_NAMES = ("vanilla", "devnag", "minibatch", "quantile", "conditional")
 BATCH_MODELS = ("devnag", "quantile")
+PACKABLE_MODELS = ("vanilla", "conditional", *BATCH_MODELS)  # PacGAN packs a per-sample D's inputs
 
 
 class Discriminator(nn.Module):

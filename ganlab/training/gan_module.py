@@ -9,6 +9,7 @@ Lightning's ``global_step``, which counts optimizer steps.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytorch_lightning as pl
 import torch
@@ -16,7 +17,8 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 
 from ganlab.data.noise import Noise
-from ganlab.data.targets_1d import Target1D
+from ganlab.data.registry import Target
+from ganlab.nets.conditioning import LabelConditioning
 from ganlab.training.losses import discriminator_loss, generator_loss
 from ganlab.training.optimizers import make_optimizer, make_schedule
 from ganlab.training.stabilizers import ema_generator, r1_penalty
@@ -27,12 +29,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 class GANModule(pl.LightningModule):
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: Target1D, noise: Noise,
-                 train_cfg, optim_cfg) -> None:
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: Target, noise: Noise,
+                 train_cfg, optim_cfg, conditioning: LabelConditioning | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
         self.target, self.noise = target, noise
+        self.conditioning = conditioning or LabelConditioning(0)
         self.train_cfg, self.optim_cfg = train_cfg, optim_cfg
         self.ema = ema_generator(generator, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
         self.iteration = 0
@@ -69,8 +72,23 @@ class GANModule(pl.LightningModule):
             return [opt_d, opt_g]
         return [opt_d, opt_g], schedules
 
-    def _fake(self, n: int) -> torch.Tensor:
-        return self.generator(self.noise.sample(n, self.device))
+    def fake_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """Classes for n generated samples, drawn like the real ones (None for an unconditional model)."""
+        if not self.conditioning.classes:
+            return None
+        return self.target.sample_labels(n, self.device, generator)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None,
+                 generator: nn.Module | None = None) -> torch.Tensor:
+        """G(z | labels); ``generator`` picks another copy of G (the EMA one for evaluation)."""
+        return (generator or self.generator)(self.conditioning.join(z, labels))
+
+    def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """D's logits for x (given its labels, for a conditional model)."""
+        return self.discriminator(self.conditioning.join(x, labels), **kwargs)
+
+    def _fake(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.generate(self.noise.sample(n, self.device), labels)
 
     def training_step(self, batch, batch_idx: int) -> None:
         cfg = self.train_cfg
@@ -78,17 +96,19 @@ class GANModule(pl.LightningModule):
         opt_d, opt_g = self.optimizers()
 
         for _ in range(cfg.d_steps):
-            real = self.target.sample(n, self.device)
+            real, real_labels = self.target.sample_with_labels(n, self.device)
+            fake_labels = self.fake_labels(n)
             with torch.no_grad():
-                fake = self._fake(n)
-            d_loss = discriminator_loss(cfg.loss, self.discriminator(real), self.discriminator(fake),
-                                        self._real_target)
+                fake = self._fake(n, fake_labels)
+            d_loss = discriminator_loss(cfg.loss, self.discriminate(real, real_labels),
+                                        self.discriminate(fake, fake_labels), self._real_target)
             if cfg.r1_gamma > 0:
-                d_loss = d_loss + r1_penalty(self.discriminator, real, cfg.r1_gamma)
+                d_loss = d_loss + r1_penalty(partial(self.discriminate, labels=real_labels), real, cfg.r1_gamma)
             self._update(d_loss, opt_d)
 
         for _ in range(cfg.g_steps):
-            g_loss = generator_loss(cfg.loss, self.discriminator(self._fake(n)))
+            fake_labels = self.fake_labels(n)
+            g_loss = generator_loss(cfg.loss, self.discriminate(self._fake(n, fake_labels), fake_labels))
             self._update(g_loss, opt_g)
 
         if self.ema is not None:

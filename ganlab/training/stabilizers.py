@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
@@ -22,9 +24,14 @@ def ema_generator(generator: nn.Module, decay: float) -> AveragedModel:
     return AveragedModel(generator, multi_avg_fn=average, use_buffers=True)
 
 
-def r1_penalty(discriminator: nn.Module, real: torch.Tensor, gamma: float) -> torch.Tensor:
-    """gamma / 2 * E[||grad_x D(x)||^2] on real data (Mescheder et al. 2018), per D output."""
+def r1_penalty(discriminate: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+               gamma: float) -> torch.Tensor:
+    """gamma / 2 * E[||grad_x D(x)||^2] on real data (Mescheder et al. 2018), per D output.
+
+    ``discriminate`` maps samples to logits (a conditional D gets its labels inside it), so the
+    gradient is taken with respect to the samples only, never the one-hot class.
+    """
     real = real.detach().requires_grad_(True)
-    logits = discriminator(real)
+    logits = discriminate(real)
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return 0.5 * gamma * grad.pow(2).sum() / logits.shape[0]
