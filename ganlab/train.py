@@ -10,6 +10,7 @@ import os
 import sys
 
 from ganlab.config.compose import GROUPS, ConfigError, compose_config, group_options, to_yaml
+from ganlab.metrics import headline
 
 USAGE = """usage: python -m ganlab.train [--cfg] [group=option ...] [key=value ...]
 
@@ -36,8 +37,8 @@ def _summary(result) -> str:
     return "\n".join([
         f"ganlab: finished run {result.run_id} (experiment '{result.experiment}') "
         f"in {result.wall_s:.1f} s, {result.iterations} iterations",
-        f"  final: KS {m['ks']:.4f}  W1/std {m['w1_over_std']:.4f}  mean {m['mean']:.3f}  std {m['std']:.3f}  "
-        f"skewness {m['skewness']:.3f}  kurtosis {m['kurtosis']:.3f}",
+        f"  final: {headline(m)}" + (f"  skewness {m['skewness']:.3f}  kurtosis {m['kurtosis']:.3f}"
+                                     if "skewness" in m else ""),
         f"  plots, samples.npy, weights: {result.artifact_uri}",
         f"  tracking store: {result.tracking_uri}   (browse with `make ui`)",
     ])

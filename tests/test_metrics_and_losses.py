@@ -6,7 +6,7 @@ import torch
 from scipy import stats
 
 from ganlab.data.targets_1d import Gaussian1D
-from ganlab.metrics.metrics_1d import sample_metrics
+from ganlab.metrics.metrics_1d import metrics_1d as sample_metrics
 from ganlab.training.losses import discriminator_loss, generator_loss
 
 TARGET = Gaussian1D(4.0, 1.25)

@@ -9,12 +9,10 @@ from scipy import stats
 
 from ganlab.data.targets_1d import Target1D
 
-SAMPLE_METRICS = ("mean", "std", "skewness", "kurtosis", "ks", "w1_over_std")
-# what every evaluation logs: the sample metrics plus D's mean outputs and the last losses
-LOGGED_METRICS = (*SAMPLE_METRICS, "d_real", "d_fake", "loss_d", "loss_g")
+SAMPLE_METRICS_1D = ("mean", "std", "skewness", "kurtosis", "ks", "w1_over_std")
 
 
-def sample_metrics(samples: np.ndarray, target: Target1D) -> dict[str, float]:
+def metrics_1d(samples: np.ndarray, target: Target1D) -> dict[str, float]:
     """Moments of the samples, KS statistic against the exact CDF, and W1 in units of the target's std.
 
     W1 is computed against the target's n evenly spaced quantiles, the n-point distribution closest

@@ -8,6 +8,7 @@ parameter: a typo, an empty range or a value the trainer would refuse is a one-l
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import optuna
 import yaml
 
 from ganlab.config.compose import ConfigError, compose_config
-from ganlab.metrics.metrics_1d import LOGGED_METRICS
+from ganlab.metrics import LOGGED_METRICS
 from ganlab.tracking import flatten
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
@@ -207,7 +208,8 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
         _fail(path, "the grid sampler needs a step for every float parameter (or categorical choices)")
     _check_against_schema(path, sweep)
     for obj in sweep.objectives:
-        if obj.metric not in (*LOGGED_METRICS, *RUN_METRICS):
+        per_class = re.fullmatch(r"(\w+)_class\d+", obj.metric)
+        if obj.metric not in (*LOGGED_METRICS, *RUN_METRICS) and not (per_class and per_class[1] in LOGGED_METRICS):
             _fail(path, f"objective metric '{obj.metric}' is not logged; allowed: "
-                        f"{', '.join((*LOGGED_METRICS, *RUN_METRICS))}")
+                        f"{', '.join((*LOGGED_METRICS, *RUN_METRICS))} (or <metric>_class<k> for conditional models)")
     return sweep

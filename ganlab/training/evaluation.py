@@ -10,8 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ganlab.metrics.metrics_1d import sample_metrics
-from ganlab.plots.plots_1d import HistogramFrame, histogram_figure, histogram_frame
+from ganlab.metrics import headline, sample_metrics
 from ganlab.training.gan_module import GANModule
 
 EVAL_SEED_OFFSET = 7919  # fixed eval batches differ from, and never disturb, the training RNG
@@ -19,74 +18,90 @@ EVAL_SEED_OFFSET = 7919  # fixed eval batches differ from, and never disturb, th
 
 @dataclass
 class History:
-    """Metric values per evaluated iteration, and histogram frames per plotted iteration."""
+    """Metric values per evaluated iteration, and plot frames per plotted iteration."""
 
     rows: list[dict[str, float]] = field(default_factory=list)
-    frames: list[HistogramFrame] = field(default_factory=list)
+    frames: list = field(default_factory=list)
 
     def last(self) -> dict[str, float]:
         return self.rows[-1] if self.rows else {}
 
 
 class Evaluator:
-    """Holds the fixed evaluation noise and real batch; computes metrics and D's output curve."""
+    """Holds the fixed evaluation noise, labels and real set; computes metrics and D's output maps."""
 
     def __init__(self, module: GANModule, n_samples: int, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
         groups = module.discriminator.inputs.groups(n_samples)
         n = n_samples if module.discriminator.inputs.per_sample else groups * module.discriminator.inputs.batch_size
         self.noise = module.noise.sample(n, generator=gen)
-        self.real = module.target.sample(n, generator=gen)
+        self.real, self.real_labels = module.target.sample_with_labels(n, generator=gen)
+        # a conditional G is asked for the real set's classes, so every class is compared like for like
+        self.fake_labels = self.real_labels if module.conditioning.classes else None
+        self.reference = self.real.numpy()
 
+    @staticmethod
     @torch.no_grad()
-    def generate(self, module: GANModule) -> torch.Tensor:
+    def generate(module: GANModule, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Samples from the evaluation generator (EMA if on) in eval mode, G's train mode restored after."""
         generator = module.eval_generator
         was_training = generator.training
         generator.eval()
-        out = generator(self.noise.to(module.device))
+        out = module.generate(z.to(module.device), None if labels is None else labels.to(module.device), generator)
         generator.train(was_training)
         return out
 
     @staticmethod
     @torch.no_grad()
-    def d_probability(module: GANModule, x: torch.Tensor) -> torch.Tensor:
+    def d_probability(module: GANModule, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """D(x) computed on chunks of one training batch, as D sees data in training: a minibatch
         layer compares every pair in its input, and a batch D needs whole groups."""
-        disc = module.discriminator
-        if disc.minibatch is None:  # per-sample, or a batch D whose inputs already form the groups
-            return torch.sigmoid(disc(x))
+        if module.discriminator.minibatch is None:  # per-sample, or a batch D whose inputs form the groups
+            return torch.sigmoid(module.discriminate(x, labels))
         batch = module.train_cfg.batch_size
-        return torch.sigmoid(disc(x[: x.shape[0] // batch * batch], batch=batch))
+        keep = x.shape[0] // batch * batch
+        return torch.sigmoid(module.discriminate(x[:keep], None if labels is None else labels[:keep], batch=batch))
 
     @torch.no_grad()
     def evaluate(self, module: GANModule) -> tuple[dict[str, float], np.ndarray]:
-        fake = self.generate(module)
-        d_real = self.d_probability(module, self.real.to(module.device)).mean()
-        d_fake = self.d_probability(module, fake).mean()
-        samples = fake.float().cpu().numpy().ravel()
-        metrics = sample_metrics(samples, module.target)
+        fake = self.generate(module, self.noise, self.fake_labels)
+        labels = None if self.fake_labels is None else self.fake_labels.to(module.device)  # = the real set's
+        d_real = self.d_probability(module, self.real.to(module.device), labels).mean()
+        d_fake = self.d_probability(module, fake, labels).mean()
+        samples = fake.float().cpu().numpy()
+        labels = None if self.fake_labels is None else self.fake_labels.numpy()
+        metrics = sample_metrics(samples, module.target, self.reference, labels,
+                                 None if self.real_labels is None else self.real_labels.numpy())
         loss_d, loss_g = module.last_losses
         metrics.update(d_real=float(d_real), d_fake=float(d_fake), loss_d=loss_d, loss_g=loss_g)
         return metrics, samples
 
     @torch.no_grad()
-    def decision_curve(self, module: GANModule, xs: np.ndarray) -> np.ndarray | None:
-        """D(x) over a grid, for per-sample discriminators (a batch D has no per-x output)."""
+    def decision_map(self, module: GANModule, points: np.ndarray, label: int | None) -> np.ndarray | None:
+        """D(x) at (m, dim) points (given class ``label`` for a conditional D), for per-sample
+        discriminators; a batch or packed D has no per-point output, so None."""
         if not module.discriminator.inputs.per_sample:
             return None
-        grid = torch.as_tensor(xs, dtype=torch.float32, device=module.device).unsqueeze(1)
+        x = torch.as_tensor(points, dtype=torch.float32, device=module.device)
+        labels = None
+        if module.conditioning.classes:
+            if label is None:  # the all-classes panel: D's view averaged over classes is not D; skip it
+                return None
+            labels = torch.full((len(x),), label, dtype=torch.long, device=module.device)
+        joined = module.conditioning.join(x, labels)
         # a minibatch D's output depends on its batch: each x is judged among batch_size - 1 real samples
         context = self.real[: module.train_cfg.batch_size - 1].to(module.device)
-        return torch.sigmoid(module.discriminator.in_context(grid, context)).squeeze(1).cpu().numpy()
+        return torch.sigmoid(module.discriminator.in_context(joined, context)).squeeze(1).cpu().numpy()
 
 
 class TrainingMonitor(pl.Callback):
     """Evaluates every ``eval_every`` iterations and plots every ``plot_every`` (and at the end)."""
 
-    def __init__(self, evaluator: Evaluator, tracker, train_cfg, history: History,
+    def __init__(self, evaluator: Evaluator, plotter, tracker, train_cfg, history: History,
                  print_interval_s: float = 2.0,
                  on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> None:
         self.evaluator, self.tracker, self.cfg, self.history = evaluator, tracker, train_cfg, history
+        self.plotter = plotter
         self.on_evaluate = on_evaluate
         self.print_interval_s = print_interval_s
         self._last_print = 0.0
@@ -108,11 +123,12 @@ class TrainingMonitor(pl.Callback):
         self.history.rows.append({"iteration": it, **metrics})
         self.tracker.log_metrics(metrics, step=it)
         if plot:
-            frame = histogram_frame(samples, module.target, it,
-                                    lambda xs: self.evaluator.decision_curve(module, xs))
+            labels = None if self.evaluator.fake_labels is None else self.evaluator.fake_labels.numpy()
+            frame = self.plotter.frame(samples, labels, it,
+                                       lambda points, k: self.evaluator.decision_map(module, points, k))
             self.history.frames.append(frame)
-            fig = histogram_figure(frame, module.target, metrics)
-            self.tracker.log_figure(fig, f"plots/histogram_{it:06d}.png")
+            fig = self.plotter.figure(frame, metrics)
+            self.tracker.log_figure(fig, f"plots/{self.plotter.animation_name}_{it:06d}.png")
         self._progress(it, metrics)
         if self.on_evaluate is not None:
             self.on_evaluate(it, metrics)
@@ -126,6 +142,6 @@ class TrainingMonitor(pl.Callback):
         self._last_print = now
         rate = it / max(now - self._start, 1e-9)
         width = len(str(self.cfg.iterations))
-        print(f"[it {it:>{width}}/{self.cfg.iterations}] KS {m['ks']:.4f}  W1/std {m['w1_over_std']:.4f}  "
-              f"mean {m['mean']:.3f} std {m['std']:.3f}  D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f}  "
+        print(f"[it {it:>{width}}/{self.cfg.iterations}] {headline(m)}  "
+              f"D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f}  "
               f"loss D {m['loss_d']:.3f} G {m['loss_g']:.3f}  ({rate:.0f} it/s)", flush=True)

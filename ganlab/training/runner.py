@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader
 
 from ganlab.config.compose import ConfigError
 from ganlab.data.noise import build_noise
-from ganlab.data.targets_1d import build_target
-from ganlab.discriminator_inputs import build_discriminator_input
+from ganlab.data.registry import build_target
+from ganlab.discriminator_inputs import build_discriminator_input, samples_per_input
+from ganlab.nets.conditioning import LabelConditioning
 from ganlab.nets.models import build_discriminator, build_generator
-from ganlab.plots.animation import histogram_animation
-from ganlab.plots.plots_1d import metric_curves_figure
+from ganlab.plots.plotter import build_plotter
 from ganlab.tracking import Tracker
 from ganlab.training.evaluation import Evaluator, History, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
@@ -70,11 +70,13 @@ class RunResult:
 
 def build_module(cfg: DictConfig) -> GANModule:
     target, noise = build_target(cfg.data), build_noise(cfg.noise)
-    inputs = build_discriminator_input(cfg.preprocess.name, cfg.train.batch_size, target.dim,
-                                       cfg.preprocess.get("keep_raw", True), cfg.preprocess.group_size)
-    generator = build_generator(cfg.model, noise.dim, target.dim)
+    conditioning = LabelConditioning(target.classes if cfg.model.name == "conditional" else 0)
+    extra = conditioning.extra_features()
+    inputs = build_discriminator_input(cfg.preprocess.name, cfg.train.batch_size, target.dim + extra,
+                                       cfg.preprocess.get("keep_raw", True), samples_per_input(cfg.preprocess))
+    generator = build_generator(cfg.model, noise.dim + extra, target.dim)
     discriminator = build_discriminator(cfg.model, inputs)
-    return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim)
+    return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
 
 
 def _accelerator(name: str) -> str:
@@ -94,16 +96,18 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     )
 
 
-def _log_final_artifacts(module: GANModule, history: History, tracker: Tracker, seed: int) -> None:
+def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: Tracker, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        generator = module.eval_generator.eval()
-        z = module.noise.sample(FINAL_SAMPLES, generator=gen).to(module.device)
-        samples = generator(z).float().cpu().numpy()
+    z = module.noise.sample(FINAL_SAMPLES, generator=gen)
+    labels = module.fake_labels(FINAL_SAMPLES, gen) if module.conditioning.classes else None
+    samples = Evaluator.generate(module, z, labels).float().cpu().numpy()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         np.save(tmp_path / "samples.npy", samples)
         tracker.log_artifact(tmp_path / "samples.npy")
+        if labels is not None:  # row i of samples.npy was generated for class labels[i]
+            np.save(tmp_path / "labels.npy", labels.cpu().numpy())
+            tracker.log_artifact(tmp_path / "labels.npy")
         weights = {"generator.pt": module.generator, "discriminator.pt": module.discriminator}
         if module.ema is not None:
             weights["generator_ema.pt"] = module.ema.module
@@ -111,10 +115,10 @@ def _log_final_artifacts(module: GANModule, history: History, tracker: Tracker, 
             torch.save(net.state_dict(), tmp_path / name)
             tracker.log_artifact(tmp_path / name, "model")
         if len(history.frames) > 1:
-            histogram_animation(history.frames, module.target, tmp_path / "histogram.gif")
-            tracker.log_artifact(tmp_path / "histogram.gif", "plots")
+            gif = plotter.animate(history.frames, tmp_path / f"{plotter.animation_name}.gif")
+            tracker.log_artifact(gif, "plots")
     if history.rows:
-        tracker.log_figure(metric_curves_figure(history.rows, module.target), "plots/metrics.png")
+        tracker.log_figure(plotter.metric_curves(history.rows), "plots/metrics.png")
 
 
 def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
@@ -136,14 +140,15 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' "
               f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator})",
               flush=True)
-    monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), tracker, cfg.train,
+    plotter = build_plotter(module.target)
+    monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
                               history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
     loader = DataLoader(range(cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
     try:
         make_trainer(cfg, [monitor]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
-        _log_final_artifacts(module, history, tracker, cfg.train.seed)
+        _log_final_artifacts(module, plotter, history, tracker, cfg.train.seed)
     except EarlyStop as exc:
         tracker.set_tag("stopped_reason", str(exc))
         tracker.finish("KILLED")

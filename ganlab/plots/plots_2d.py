@@ -1,0 +1,165 @@
+"""2D figures: generated samples over the target (the picture itself, or the mixture's modes), D's
+output as contours, classes in colour; and the metric curves of a 2D run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+
+from ganlab.data.targets_2d import ConditionalImageDensity, GaussianMixture2D, ImageDensity, Target2D
+from ganlab.metrics.metrics_2d import HQ_STDS, PAPER_SAMPLES
+
+POINTS = 2000  # samples drawn per frame: enough to see the shape, few enough to see single points
+GRID = 80  # D is evaluated on GRID x GRID points for its contours
+CLASS_COLORS = plt.get_cmap("tab10").colors
+
+# D's probability at each grid point, for one class (None: unconditional), or None when D has no
+# per-point output (a packed or batch discriminator)
+DecisionFn = Callable[[np.ndarray, int | None], np.ndarray | None]
+
+
+@dataclass
+class ScatterFrame:
+    """What one plot of the generated samples needs; kept in memory for the animation."""
+
+    iteration: int
+    points: np.ndarray
+    labels: np.ndarray | None
+    decision: list[np.ndarray | None]  # one GRID x GRID map per panel
+    outside: float  # share of all samples outside the box
+
+
+def _grid(target: Target2D) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xmin, xmax, ymin, ymax = target.box()
+    xs, ys = np.linspace(xmin, xmax, GRID), np.linspace(ymin, ymax, GRID)
+    xx, yy = np.meshgrid(xs, ys)
+    return xx, yy, np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def panel_classes(target: Target2D, conditional: bool) -> list[int | None]:
+    """The panels a figure shows: all samples, then one per class for a conditional model."""
+    if conditional and isinstance(target, ConditionalImageDensity):
+        return [None, *range(target.classes)]
+    return [None]
+
+
+def scatter_frame(samples: np.ndarray, labels: np.ndarray | None, target: Target2D, iteration: int,
+                  decision: DecisionFn) -> ScatterFrame:
+    xmin, xmax, ymin, ymax = target.box()
+    inside = (samples[:, 0] >= xmin) & (samples[:, 0] <= xmax) & (samples[:, 1] >= ymin) & (samples[:, 1] <= ymax)
+    _, _, points = _grid(target)
+    maps = [decision(points, k) for k in panel_classes(target, labels is not None)]
+    maps = [None if m is None else m.reshape(GRID, GRID) for m in maps]
+    return ScatterFrame(iteration, samples[:POINTS], None if labels is None else labels[:POINTS], maps,
+                        float(1 - inside.mean()) if len(samples) else 0.0)
+
+
+def _background(ax, target: Target2D, label: int | None) -> None:
+    xmin, xmax, ymin, ymax = target.box()
+    if isinstance(target, ConditionalImageDensity):
+        image = target.union if label is None else target.images[label]
+        ax.imshow(image.weights, extent=(xmin, xmax, ymin, ymax), cmap="gray", vmin=0, vmax=1, origin="upper")
+    elif isinstance(target, ImageDensity):
+        ax.imshow(target.weights, extent=(xmin, xmax, ymin, ymax), cmap="gray", vmin=0, vmax=1, origin="upper")
+    elif isinstance(target, GaussianMixture2D):
+        for mean in target.means:  # the high-quality region of each mode
+            ax.add_patch(Circle(tuple(mean), HQ_STDS * target.std, color="tab:blue", alpha=0.35, lw=0))
+        ax.scatter(target.means[:, 0], target.means[:, 1], marker="+", color="tab:blue", s=30, lw=1)
+
+
+def draw_panels(axes, frame: ScatterFrame, target: Target2D) -> None:
+    """Draw a frame on its panels (one axis per entry of ``frame.decision``)."""
+    xx, yy, _ = _grid(target)
+    xmin, xmax, ymin, ymax = target.box()
+    classes = panel_classes(target, frame.labels is not None)
+    for ax, label, decision in zip(axes, classes, frame.decision, strict=True):
+        ax.clear()
+        _background(ax, target, label)
+        if decision is not None:
+            contours = ax.contour(xx, yy, decision, levels=np.linspace(0.1, 0.9, 9), cmap="coolwarm",
+                                  linewidths=0.8, vmin=0, vmax=1)
+            ax.clabel(contours, contours.levels[::4], fontsize=6)
+        points, labels = frame.points, frame.labels
+        if labels is None:
+            ax.scatter(points[:, 0], points[:, 1], s=2, color="tab:orange", alpha=0.6)
+        elif label is None:
+            colors = np.array(CLASS_COLORS)[labels % len(CLASS_COLORS)]
+            ax.scatter(points[:, 0], points[:, 1], s=2, c=colors, alpha=0.6)
+        else:
+            mine = points[labels == label]
+            ax.scatter(mine[:, 0], mine[:, 1], s=2, color=CLASS_COLORS[label % len(CLASS_COLORS)], alpha=0.6)
+        ax.set_xlim(xmin, xmax)
+        ax.set_ylim(ymin, ymax)
+        ax.set_aspect("equal")
+        ax.set_title("all classes" if label is None and labels is not None else
+                     f"class {label}: D(x | {label})" if label is not None else "samples, D(x) contours",
+                     fontsize=9)
+    title = f"iteration {frame.iteration}"
+    if frame.outside > 0.001:
+        title += f"  ({frame.outside:.1%} of samples outside the box)"
+    axes[0].figure.suptitle(title, fontsize=10)
+
+
+def new_figure(frame: ScatterFrame, size: float = 4.0) -> tuple[Figure, list]:
+    panels = len(frame.decision)
+    fig, axes = plt.subplots(1, panels, figsize=(size * panels, size), layout="constrained", squeeze=False)
+    return fig, list(axes[0])
+
+
+def scatter_figure(frame: ScatterFrame, target: Target2D, metrics: dict[str, float] | None = None) -> Figure:
+    from ganlab.metrics import headline
+
+    fig, axes = new_figure(frame)
+    draw_panels(axes, frame, target)
+    if metrics:
+        fig.suptitle(f"{fig.get_suptitle()}\n{headline(metrics)}", fontsize=9)
+    return fig
+
+
+def metric_curves_figure_2d(rows: list[dict[str, float]], target: Target2D) -> Figure:
+    """Sliced W1 (log), mode coverage or off-density share, D's outputs and the losses over training."""
+    it = np.array([r["iteration"] for r in rows])
+    keys = set(rows[0])
+
+    def col(key: str) -> np.ndarray:
+        return np.array([r.get(key, np.nan) for r in rows], dtype=float)
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), layout="constrained", sharex=True)
+    ax = axes[0, 0]
+    ax.semilogy(it, np.maximum(col("sliced_w1"), 1e-6), label="sliced W1, all")
+    for key in sorted(k for k in keys if k.startswith("sliced_w1_class")):
+        ax.semilogy(it, np.maximum(col(key), 1e-6), label=key.replace("sliced_w1_", ""), lw=1)
+    ax.set_title("distance to target (lower is better)")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    if "modes" in keys:
+        modes = len(target.means)
+        ax.plot(it, col("modes") / modes, label=f"modes captured / {modes}")
+        ax.plot(it, col("hq_share"), label="high-quality share")
+        ax.plot(it, np.minimum(col("reverse_kl"), 2), label="reverse KL (capped at 2)")
+        ax.set_title(f"mode coverage on {PAPER_SAMPLES} samples")
+    else:
+        for key in sorted(k for k in keys if k.startswith("off_density")):
+            ax.plot(it, col(key), label=key.replace("off_density", "off density").replace("_", " "))
+        ax.set_title("share of samples where the picture is black")
+    ax.legend(fontsize=8)
+    ax = axes[1, 0]
+    ax.plot(it, col("d_real"), label="mean D(x)")
+    ax.plot(it, col("d_fake"), label="mean D(G(z))")
+    ax.axhline(0.5, color="gray", lw=0.5)
+    ax.set_ylim(0, 1)
+    ax.set_title("discriminator output")
+    ax.legend()
+    ax = axes[1, 1]
+    ax.plot(it, col("loss_d"), label="D loss")
+    ax.plot(it, col("loss_g"), label="G loss")
+    ax.set_title("losses (last iteration)")
+    ax.legend()
+    for ax in axes[1]:
+        ax.set_xlabel("iteration")
+    return fig
