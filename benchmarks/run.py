@@ -3,6 +3,7 @@
     python -m benchmarks.run                  # everything (about an hour on 2 cores)
     python -m benchmarks.run --only overhead  # just the loop-overhead ratio (about a minute)
     python -m benchmarks.run --only quality --seeds 1 --experiments default devnag_moments
+    python -m benchmarks.run --only modes     # 2D mode-collapse benchmark (ring8, grid25)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import overhead, quality, sweep_speed
+from benchmarks import modes_2d, overhead, quality, sweep_speed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,10 +33,11 @@ def _save(name: str, payload: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["overhead", "quality", "sweep"])
+    parser.add_argument("--only", choices=["overhead", "quality", "sweep", "modes"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
+    parser.add_argument("--mode-seeds", type=int, default=5, help="seeds per run of the 2D mode benchmark")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
@@ -75,6 +77,13 @@ def main() -> None:
         print(f"\n2-worker speed-up {res['speedup_2_workers']:.2f} (target >= 1.7); pruning saves "
               f"{res['pruning_time_saving']:.0%} of the time (target >= 30%) with best KS "
               f"x{res['pruning_best_ratio']:.2f} (target <= 1.10)\n-> {path}")
+
+
+    if args.only in (None, "modes"):
+        print("modes: ring8 and grid25, plain GAN / PacGAN4 / ganlab recipe", flush=True)
+        res = modes_2d.run(seeds=args.mode_seeds, workers=args.workers)
+        path = _save("modes_2d", res)
+        print("\n" + modes_2d.table(res) + f"\n-> {path}")
 
 
 if __name__ == "__main__":

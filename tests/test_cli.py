@@ -87,9 +87,20 @@ def test_help_lists_groups_and_options():
     assert "devnag_moments" in proc.stdout and "minibatch" in proc.stdout
 
 
-@pytest.mark.parametrize("experiment", ["devnag_moments", "devnag_raw", "devnag_diffs", "devnag_variances",
-                                        "aylien", "aylien_minibatch", "ganotes_1d"])
-def test_every_experiment_trains_end_to_end(experiment, tracking_uri):
+EXPERIMENTS_1D = ["devnag_moments", "devnag_raw", "devnag_diffs", "devnag_variances", "aylien", "aylien_minibatch",
+                  "ganotes_1d"]
+EXPERIMENTS_2D = ["gan2d_zig", "gan2d_two_blobs", "cgan_two_blobs", "ring8_gan", "ring8_pacgan", "grid25_gan",
+                  "grid25_pacgan", "ring8_ganlab", "grid25_ganlab"]
+
+
+def test_every_experiment_is_covered_here():
+    from ganlab.config.compose import group_options
+
+    assert set(group_options("experiment")) == set(EXPERIMENTS_1D) | set(EXPERIMENTS_2D)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS_1D)
+def test_every_1d_experiment_trains_end_to_end(experiment, tracking_uri):
     from ganlab.config import compose_config
     from ganlab.training.runner import run_training
 
@@ -102,6 +113,31 @@ def test_every_experiment_trains_end_to_end(experiment, tracking_uri):
     assert client.get_experiment(run.info.experiment_id).name == experiment
     assert 0 <= result.metrics["ks"] <= 1
     assert "plots/histogram.gif" in _artifacts(client, result.run_id)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS_2D)
+def test_every_2d_experiment_runs_from_the_cli_with_plots(experiment, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = _cli([f"experiment={experiment}", "train.iterations=4", "train.eval_every=2", "train.plot_every=2",
+                 "train.eval_samples=2000"], uri, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "[it 4/4] SW1" in proc.stdout
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert run.info.status == "FINISHED"
+    arts = _artifacts(client, run.info.run_id)
+    for expected in ("plots/samples.gif", "plots/samples_000000.png", "plots/samples_000004.png",
+                     "plots/metrics.png", "samples.npy"):
+        assert expected in arts, expected
+    metrics = run.data.metrics
+    assert metrics["sliced_w1"] > 0
+    if experiment.startswith(("ring8", "grid25")):
+        assert {"modes", "hq_share", "reverse_kl", "modes_full"} <= set(metrics)
+    else:
+        assert 0 <= metrics["off_density"] <= 1
+    if experiment == "cgan_two_blobs":
+        assert "labels.npy" in arts
+        assert {"sliced_w1_class0", "sliced_w1_class1", "off_density_class0", "off_density_class1"} <= set(metrics)
 
 
 def test_training_against_an_http_tracking_server(tmp_path):

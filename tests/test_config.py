@@ -11,6 +11,7 @@ COMPATIBLE = {  # options that need a partner in another group
     ("preprocess", "variances"): ["model=devnag"], ("preprocess", "moments"): ["model=devnag"],
     ("preprocess", "sorted"): ["model=devnag"],
     ("model", "devnag"): ["preprocess=moments"], ("preprocess", "none"): ["model=vanilla"],
+    ("model", "conditional"): ["data=conditional_image_density"],
 }
 CASES = [(g, o) for g in ("data", "noise", "preprocess", "model", "optim", "train", "tracking")
          for o in group_options(g)]
@@ -72,10 +73,37 @@ def test_default_is_the_s1_task_with_stabilisers():
     assert (cfg.model.name, cfg.preprocess.name, cfg.preprocess.group_size) == ("quantile", "sorted", 128)
 
 
+def test_s4_experiments():
+    zig = compose_config(["experiment=gan2d_zig"])
+    assert (zig.data.name, zig.data.path, list(zig.data.box)) == ("image_density", "zig", [0, 1, 0, 1])
+    assert (zig.noise.name, zig.noise.dim, zig.model.name, zig.preprocess.name) == ("normal", 2, "vanilla", "none")
+    plain, cgan = compose_config(["experiment=gan2d_two_blobs"]), compose_config(["experiment=cgan_two_blobs"])
+    assert list(plain.data.paths) == list(cgan.data.paths) == ["blob_left", "blob_right"]
+    assert (plain.model.name, cgan.model.name) == ("vanilla", "conditional")
+    assert plain.train == cgan.train and plain.optim == cgan.optim  # only the conditioning differs
+
+
+def test_mode_collapse_benchmark_experiments():
+    gan, pac = compose_config(["experiment=ring8_gan"]), compose_config(["experiment=ring8_pacgan"])
+    assert (gan.data.count, gan.data.radius, gan.data.std) == (8, 1.0, 0.01)
+    assert (gan.preprocess.name, pac.preprocess.name, pac.preprocess.m) == ("none", "pack", 4)
+    assert pac.train.batch_size == 4 * gan.train.batch_size and pac.model.g == gan.model.g
+    grid = compose_config(["experiment=grid25_pacgan"])
+    assert (grid.data.name, grid.data.side, grid.data.spacing, grid.data.std) == ("grid25", 5, 2.0, 0.05)
+
+
+def test_issue_4_examples_compose():
+    assert compose_config(["data=ring8", "model=minibatch"]).preprocess.name == "none"
+    cfg = compose_config(["data=grid25", "preprocess=pack", "preprocess.m=4"])
+    assert (cfg.preprocess.name, cfg.preprocess.m, cfg.noise.dim) == ("pack", 4, 2)
+
+
 def test_auto_preprocess_follows_the_model():
     assert compose_config(["model=minibatch"]).preprocess.name == "none"
     assert compose_config(["model=vanilla"]).preprocess.group_size == 0
     assert compose_config(["model=devnag"]).preprocess.name == "sorted"
+    packed = compose_config(["data=ring8"]).preprocess  # a batch D on 2D data packs samples instead of sorting
+    assert (packed.name, packed.m) == ("pack", 4)
 
 
 def test_issue_example_overrides_compose():
@@ -84,7 +112,7 @@ def test_issue_example_overrides_compose():
 
 
 BAD = [
-    (["model=transformer"], "unknown model option 'transformer'; allowed: devnag, minibatch, quantile, vanilla"),
+    (["model=transformer"], "unknown model option 'transformer'; allowed: conditional, devnag, minibatch, quantile, vanilla"),
     (["optim.d_lr=fast"], "optim.d_lr"),
     (["optim.g_lr=-1e-3"], "optim.g_lr=-0.001"),
     (["train.batch_size=0"], "train.batch_size=0"),
@@ -109,6 +137,18 @@ BAD = [
     (["experiment=devnag_moments", "train.batch_size=1"], "at least 2 samples"),
     (["model.d.output_activation=sigmoid"], "model.d.output_activation"),
     (["trainiterations"], "overrides look like"),
+    (["data=image_density", "data.path=/no/such.png"], "data.path='/no/such.png': no such file"),
+    (["data=image_density", "data.box=[0,1,1,0]"], "data.box"),
+    (["data=image_density", "data.jitter=2"], "data.jitter=2.0"),
+    (["data=conditional_image_density", "data.paths=[zig]"], "needs >= 2 pictures"),
+    (["data=conditional_image_density", "data.paths=[zig,/nope.png]"], "no such file"),
+    (["data=ring8", "data.count=0"], "data.count=0"),
+    (["data=grid25", "data.std=-1"], "data.std=-1.0"),
+    (["model=conditional"], "a conditional model needs labelled data"),
+    (["data=ring8", "preprocess=sorted"], "loses the joint law"),
+    (["data=ring8", "model=minibatch", "preprocess=pack"], "cannot read packed inputs"),
+    (["data=ring8", "preprocess=pack", "preprocess.m=3"], "preprocess.m=3 is not allowed; must divide"),
+    (["data=ring8", "preprocess=pack", "preprocess.m=0"], "preprocess.m=0"),
 ]
 
 
