@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks, write benchmarks/results/*.json, print a table.
 
-    python -m benchmarks.run                  # everything (about an hour on 2 cores)
+    python -m benchmarks.run                  # everything (about an hour and a half on 2 cores)
     python -m benchmarks.run --only overhead  # just the loop-overhead ratio (about a minute)
     python -m benchmarks.run --only quality --seeds 1 --experiments default devnag_moments
     python -m benchmarks.run --only modes     # 2D mode-collapse benchmark (ring8, grid25)

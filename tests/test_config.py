@@ -112,7 +112,8 @@ def test_issue_example_overrides_compose():
 
 
 BAD = [
-    (["model=transformer"], "unknown model option 'transformer'; allowed: conditional, devnag, minibatch, quantile, vanilla"),
+    (["model=transformer"],
+     "unknown model option 'transformer'; allowed: conditional, devnag, minibatch, quantile, vanilla"),
     (["optim.d_lr=fast"], "optim.d_lr"),
     (["optim.g_lr=-1e-3"], "optim.g_lr=-0.001"),
     (["train.batch_size=0"], "train.batch_size=0"),

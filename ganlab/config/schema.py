@@ -50,25 +50,29 @@ class GridTargetConfig:
 
 
 @dataclass
-class ImageTargetConfig:
-    """A grayscale picture as a density on ``box`` = [xmin, xmax, ymin, ymax] (S4: [0, 1]^2)."""
+class PictureOptions:
+    """How pictures become densities: the box they cover = [xmin, xmax, ymin, ymax] (S4: [0, 1]^2),
+    sub-pixel jitter, and the size large pictures are shrunk to."""
 
-    name: str = "image_density"
-    path: str = "zig"
     box: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 1.0])
     jitter: float = 1.0
     max_side: int = 512
 
 
 @dataclass
-class ConditionalImageTargetConfig:
+class ImageTargetConfig(PictureOptions):
+    """A grayscale picture as a density (white = more mass)."""
+
+    name: str = "image_density"
+    path: str = "zig"
+
+
+@dataclass
+class ConditionalImageTargetConfig(PictureOptions):
     """Several pictures on one box, one class each (S4's conditional GAN)."""
 
     name: str = "conditional_image_density"
     paths: list[str] = field(default_factory=lambda: ["blob_left", "blob_right"])
-    box: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 1.0])
-    jitter: float = 1.0
-    max_side: int = 512
 
 
 # --- noise: the generator's input -------------------------------------------------------
