@@ -12,9 +12,12 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 from matplotlib.figure import Figure
@@ -27,6 +30,7 @@ from ganlab.config.validate import check_tracking_uri
 
 DEFAULT_STORE = Path("mlruns")
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+CHECKPOINT_DIR = "checkpoints"
 
 for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -81,6 +85,13 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return flat
 
 
+def list_checkpoints(client: MlflowClient, run_id: str) -> list[str]:
+    """Artifact paths of a run's checkpoints (checkpoints/ckpt_<iteration>.pt), newest first."""
+    names = [a.path for a in client.list_artifacts(run_id, CHECKPOINT_DIR)
+             if re.fullmatch(rf"{CHECKPOINT_DIR}/ckpt_\d+\.pt", a.path)]
+    return sorted(names, reverse=True)
+
+
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
@@ -111,10 +122,19 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
 
 
 class Tracker:
-    """One MLflow run. Metrics go out in one ``log_batch`` call per evaluation, never per step."""
+    """One MLflow run. Metrics go out in one ``log_batch`` call per evaluation, never per step.
 
-    def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None) -> None:
+    ``resume_run_id`` reopens an existing run instead of creating one: its params and config stay,
+    and metrics at steps it already logged (by the process that was killed) are not logged twice.
+    """
+
+    def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
+                 resume_run_id: str | None = None) -> None:
         self.uri = resolve_tracking_uri(cfg.tracking.uri)
+        self.logged_until = -1  # metrics at steps <= this are already in the run
+        if resume_run_id is not None:
+            self._reopen(resume_run_id)
+            return
         self.experiment_name = cfg.tracking.experiment
         self.client, self.experiment_id = open_experiment(self.uri, self.experiment_name)
         tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
@@ -128,7 +148,22 @@ class Tracker:
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
         self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
+    def _reopen(self, run_id: str) -> None:
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        run = self.client.get_run(run_id)
+        self.run_id, self.artifact_uri = run_id, run.info.artifact_uri
+        self.experiment_id = run.info.experiment_id
+        self.experiment_name = self.client.get_experiment(self.experiment_id).name
+        history = self.client.get_metric_history(run_id, "d_real")  # logged at every evaluation
+        self.logged_until = max((m.step for m in history), default=-1)
+        self.client.update_run(run_id, status="RUNNING")
+        resumes = int(run.data.tags.get("resumes", "0")) + 1
+        self.client.set_tag(run_id, "resumes", str(resumes))
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step <= self.logged_until:  # replayed after a resume: the same values are already logged
+            return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
@@ -141,6 +176,38 @@ class Tracker:
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def _local_artifact_dir(self) -> Path | None:
+        parsed = urlparse(self.artifact_uri)
+        return Path(url2pathname(parsed.path)) if parsed.scheme == "file" else None
+
+    def save_checkpoint(self, state: dict, name: str) -> None:
+        """Into the run's artifacts, atomically: written in place with a rename where the artifact
+        store is a local folder, else written atomically to a temporary file and uploaded."""
+        from ganlab.training.checkpoints import save_atomic
+
+        local = self._local_artifact_dir()
+        if local is not None:
+            save_atomic(state, local / CHECKPOINT_DIR / name)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            self.log_artifact(save_atomic(state, Path(tmp) / name), CHECKPOINT_DIR)
+
+    def list_checkpoints(self) -> list[str]:
+        """Artifact paths of this run's checkpoints, newest first."""
+        return list_checkpoints(self.client, self.run_id)
+
+    def delete_checkpoint(self, path: str) -> None:
+        local = self._local_artifact_dir()
+        if local is not None:
+            (local / path).unlink(missing_ok=True)
+            return
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            get_artifact_repository(self.artifact_uri).delete_artifacts(path)
+        except Exception as exc:  # a store that cannot delete keeps old checkpoints: worth a line, not a crash
+            logging.getLogger("ganlab").warning("could not delete old checkpoint %s: %s", path, exc)
 
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value[:5000])

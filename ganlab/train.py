@@ -13,12 +13,15 @@ from ganlab.config.compose import GROUPS, ConfigError, compose_config, group_opt
 from ganlab.metrics import headline
 
 USAGE = """usage: python -m ganlab.train [--cfg] [group=option ...] [key=value ...]
+       python -m ganlab.train resume=<run_id> [train.iterations=N ...]
 
 Examples:
   python -m ganlab.train                                   # ganlab's recipe for N(4, 1.25)
   python -m ganlab.train experiment=devnag_moments         # a faithful reproduction of S1
   python -m ganlab.train model=minibatch train.batch_size=8
   python -m ganlab.train data=gaussian_1d data.mean=-2 data.std=0.3 optim.d_lr=3e-4 train.d_steps=5
+  python -m ganlab.train resume=<run_id>                   # continue a killed run from its checkpoint
+  python -m ganlab.train resume=<run_id> train.iterations=20000   # extend a finished run
 
 Config groups and options:
 """
@@ -51,15 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     show_cfg = "--cfg" in args
     overrides = [a for a in args if a != "--cfg"]
+    resume_ids = [a.split("=", 1)[1] for a in overrides if a.startswith("resume=")]
+    overrides = [a for a in overrides if not a.startswith("resume=")]
     try:
-        cfg = compose_config(overrides)
+        resume = None
+        if resume_ids:
+            from ganlab.training.resume import prepare_resume
+
+            cfg, resume, skipped = prepare_resume(resume_ids[-1], overrides)
+            for note in skipped:
+                print(f"ganlab: skipped an unreadable checkpoint: {note}", file=sys.stderr)
+        else:
+            cfg = compose_config(overrides)
         if show_cfg:
             print(to_yaml(cfg), end="")
             return 0
         from ganlab.training.runner import TrainingFailed, run_training  # heavy imports after validation
 
         try:
-            result = run_training(cfg)
+            result = run_training(cfg, resume=resume)
         except TrainingFailed as exc:
             if os.environ.get("GANLAB_DEBUG"):
                 raise

@@ -192,6 +192,8 @@ class TrainConfig:
     r1_gamma: float = 0.0
     accelerator: str = "cpu"
     threads: int = 1
+    ckpt_every: int = 1000  # checkpoint every this many iterations and at the end; 0: never
+    ckpt_keep: int = 1  # how many of the newest checkpoints the run keeps
 
 
 @dataclass

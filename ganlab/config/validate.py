@@ -176,6 +176,8 @@ def _validate_train(cfg: DictConfig) -> None:
            "must be in [0, 0.5): real targets become 1 - label_smoothing")
     _check(0 <= train.ema_decay < 1, "train.ema_decay", train.ema_decay, "must be in [0, 1); 0 turns EMA off")
     _check(train.r1_gamma >= 0, "train.r1_gamma", train.r1_gamma, "must be >= 0; 0 turns R1 off")
+    _check(train.ckpt_every >= 0, "train.ckpt_every", train.ckpt_every, "must be >= 0; 0 turns checkpoints off")
+    _check(train.ckpt_keep >= 1, "train.ckpt_keep", train.ckpt_keep, "must be >= 1 (checkpoints kept per run)")
     group = samples_per_input(cfg.preprocess)
     key = "preprocess.m" if cfg.preprocess.name == "pack" else "preprocess.group_size"
     if cfg.preprocess.name == "pack":

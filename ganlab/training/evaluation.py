@@ -105,10 +105,10 @@ class TrainingMonitor(pl.Callback):
         self.on_evaluate = on_evaluate
         self.print_interval_s = print_interval_s
         self._last_print = 0.0
-        self._start = time.perf_counter()
+        self._start, self._first = time.perf_counter(), 0
 
     def on_train_start(self, trainer: pl.Trainer, module: GANModule) -> None:
-        self._start = time.perf_counter()
+        self._start, self._first = time.perf_counter(), module.iteration
         if module.iteration == 0:
             self.evaluate(module, plot=True)
 
@@ -140,7 +140,7 @@ class TrainingMonitor(pl.Callback):
         if now - self._last_print < self.print_interval_s and it not in (0, self.cfg.iterations):
             return
         self._last_print = now
-        rate = it / max(now - self._start, 1e-9)
+        rate = (it - self._first) / max(now - self._start, 1e-9)
         width = len(str(self.cfg.iterations))
         print(f"[it {it:>{width}}/{self.cfg.iterations}] {headline(m)}  "
               f"D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f}  "

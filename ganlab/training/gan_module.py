@@ -19,8 +19,9 @@ from torch import nn
 from ganlab.data.noise import Noise
 from ganlab.data.registry import Target
 from ganlab.nets.conditioning import LabelConditioning
+from ganlab.training.checkpoints import set_rng_states
 from ganlab.training.losses import discriminator_loss, generator_loss
-from ganlab.training.optimizers import make_optimizer, make_schedule
+from ganlab.training.optimizers import make_optimizer, make_schedule, stretch_schedule
 from ganlab.training.stabilizers import ema_generator, r1_penalty
 
 
@@ -42,6 +43,18 @@ class GANModule(pl.LightningModule):
         self.last_losses: tuple[float, float] = (math.nan, math.nan)
         self._real_target = 1.0 - train_cfg.label_smoothing
         self._direct_steps = False
+        self._resume_state: dict | None = None
+
+    def load_training_state(self, state: dict) -> None:
+        """Continue from a checkpoint: weights and counters now, optimiser, schedule and RNG states in
+        :meth:`on_train_start`, once Lightning has built the optimisers."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.iteration = int(state["iteration"])
+        self.last_losses = tuple(state["last_losses"])
+        self._resume_state = state
 
     def on_train_start(self) -> None:
         # Lightning's manual_backward/opt.step wrappers cost ~0.2 ms per call, as much as a whole
@@ -49,6 +62,20 @@ class GANModule(pl.LightningModule):
         # scaling, no gradient sync), so the loop then calls backward() and the optimizer directly.
         strategy, precision = self.trainer.strategy, self.trainer.precision
         self._direct_steps = isinstance(strategy, SingleDeviceStrategy) and precision in ("32-true", "32")
+        if self._resume_state is not None:
+            self._restore_optimisation(self._resume_state)
+            self._resume_state = None
+
+    def _restore_optimisation(self, state: dict) -> None:
+        for optimizer, saved in zip(self.optimizers(), state["optimizers"], strict=True):
+            optimizer.optimizer.load_state_dict(saved)
+        schedules = self.lr_schedulers()
+        schedules = [] if schedules is None else schedules if isinstance(schedules, list) else [schedules]
+        for schedule, saved in zip(schedules, state["schedules"], strict=True):
+            schedule.load_state_dict(saved)
+            if state["iterations"] != self.train_cfg.iterations:  # the run was extended
+                stretch_schedule(schedule, self.optim_cfg, self.train_cfg.iterations)
+        set_rng_states(state["rng"])  # last: nothing before the first step may draw from them
 
     def _update(self, loss: torch.Tensor, optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -34,3 +34,19 @@ def make_schedule(optim_cfg, optimizer: torch.optim.Optimizer, iterations: int) 
     if optim_cfg.schedule == "exponential":
         return ExponentialLR(optimizer, gamma=frac ** (1.0 / total))
     raise ValueError(f"unknown schedule '{optim_cfg.schedule}'")
+
+
+def stretch_schedule(schedule: LRScheduler, optim_cfg, iterations: int) -> None:
+    """Re-plan a restored schedule for a new run length (a resumed run that was extended): the
+    learning rate becomes what the schedule gives at this step had the run been planned that long."""
+    frac, total = optim_cfg.final_lr_fraction, max(iterations, 1)
+    if isinstance(schedule, CosineAnnealingLR):
+        schedule.T_max = total
+    elif isinstance(schedule, LinearLR):
+        schedule.total_iters = total
+    elif isinstance(schedule, ExponentialLR):
+        schedule.gamma = frac ** (1.0 / total)
+    lrs = schedule._get_closed_form_lr()
+    for group, lr in zip(schedule.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    schedule._last_lr = list(lrs)

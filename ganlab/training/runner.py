@@ -27,6 +27,7 @@ from ganlab.nets.conditioning import LabelConditioning
 from ganlab.nets.models import build_discriminator, build_generator
 from ganlab.plots.plotter import build_plotter
 from ganlab.tracking import Tracker
+from ganlab.training.checkpoints import CheckpointWriter, restore_history
 from ganlab.training.evaluation import Evaluator, History, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
 
@@ -53,6 +54,14 @@ class TrainingFailed(RuntimeError):
     def __init__(self, reason: str, run_id: str) -> None:
         super().__init__(reason)
         self.reason, self.run_id = reason, run_id
+
+
+@dataclass
+class ResumePoint:
+    """An existing MLflow run and the checkpoint it goes on from."""
+
+    run_id: str
+    state: dict
 
 
 @dataclass
@@ -123,30 +132,38 @@ def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: 
 
 def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
                  on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
-                 tags: dict[str, str] | None = None) -> RunResult:
+                 tags: dict[str, str] | None = None, resume: ResumePoint | None = None) -> RunResult:
     """Train one GAN as configured; return the final metrics and where the run lives in MLflow.
 
     ``on_evaluate(iteration, metrics)`` is called after every evaluation (the sweeps report to their
-    pruner there); ``tags`` are added to the MLflow run (e.g. ``mlflow.parentRunId``).
+    pruner there); ``tags`` are added to the MLflow run (e.g. ``mlflow.parentRunId``). ``resume``
+    continues an existing run from its checkpoint (see ``ganlab.training.resume``).
     """
     start = time.perf_counter()
     accelerator = _accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
     pl.seed_everything(cfg.train.seed, verbose=False)
     module = build_module(cfg)
-    tracker = Tracker(cfg, run_name=run_name, tags=tags)
     history = History()
+    if resume is not None:
+        module.load_training_state(resume.state)
+        restore_history(resume.state, history)
+        tracker = Tracker(cfg, resume_run_id=resume.run_id)
+    else:
+        tracker = Tracker(cfg, run_name=run_name, tags=tags)
+    first = module.iteration
     if verbose:
-        print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' "
+        action = f"resumed at iteration {first} of" if resume is not None else "in"
+        print(f"ganlab: run {tracker.run_id} {action} experiment '{tracker.experiment_name}' "
               f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator})",
               flush=True)
     plotter = build_plotter(module.target)
     monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
                               history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
-    loader = DataLoader(range(cfg.train.iterations), batch_size=None)
+    loader = DataLoader(range(first, cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
     try:
-        make_trainer(cfg, [monitor]).fit(module, loader)
+        make_trainer(cfg, [monitor, CheckpointWriter(tracker, cfg, history)]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
         _log_final_artifacts(module, plotter, history, tracker, cfg.train.seed)
     except EarlyStop as exc:
