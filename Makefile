@@ -11,7 +11,7 @@ SWEEP ?= default
 WORKERS ?= 2
 TRIALS ?=
 
-.PHONY: install train test bench sweep ui lint clean
+.PHONY: install train test bench sweep ui server lint clean
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ ui: install
 	@echo "MLflow UI on http://$(HOST):$(PORT)  (Ctrl-C to stop)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns --host $(HOST) --port $(PORT)
+
+# A shared tracking server on the same local store: point training, sampling and sweeps at it with
+# tracking.uri=http://$(HOST):$(PORT). It serves artifacts itself (clients upload through it) and the UI.
+server: install
+	@mkdir -p mlruns/artifacts
+	@echo "MLflow tracking server on http://$(HOST):$(PORT)  (Ctrl-C to stop)"
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db \
+		--artifacts-destination ./mlruns/artifacts --serve-artifacts --host $(HOST) --port $(PORT)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=int, help="total trials of the study (default: the file's)")
     parser.add_argument("--storage", help="Optuna storage URL (default: the file's, else sqlite:///mlruns/optuna.db)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 from `make server` "
+                        "(default: $MLFLOW_TRACKING_URI, else the local store mlruns/mlflow.db)")
     parser.add_argument("--stale-after", type=int, default=30, metavar="SECONDS",
                         help="a trial whose worker sent no heartbeat for this long is failed and retried (default 30)")
     return parser
@@ -164,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         check_tracking_uri(url, key="storage")
         if args.stale_after < 1:
             raise ConfigError(f"--stale-after={args.stale_after} must be >= 1 second")
-        return run_sweep(sweep, url, resolve_tracking_uri(), args.workers, args.threads, args.stale_after)
+        if args.tracking_uri:
+            check_tracking_uri(args.tracking_uri, key="--tracking-uri")
+        tracking_uri = resolve_tracking_uri(args.tracking_uri)
+        return run_sweep(sweep, url, tracking_uri, args.workers, args.threads, args.stale_after)
     except ConfigError as exc:
         print(f"ganlab sweep: error: {exc}", file=sys.stderr)
         return 2

@@ -138,38 +138,3 @@ def test_every_2d_experiment_runs_from_the_cli_with_plots(experiment, tmp_path):
     if experiment == "cgan_two_blobs":
         assert "labels.npy" in arts
         assert {"sliced_w1_class0", "sliced_w1_class1", "off_density_class0", "off_density_class1"} <= set(metrics)
-
-
-def test_training_against_an_http_tracking_server(tmp_path):
-    import socket
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "served"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        proc = _cli([*TINY, f"tracking.uri={uri}"], "sqlite:///unused.db", tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        client = MlflowClient(uri)
-        (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
-        assert run.info.status == "FINISHED"
-        assert "samples.npy" in _artifacts(client, run.info.run_id)
-        assert list((tmp_path / "served").rglob("samples.npy"))  # uploaded through the server
-        assert not (tmp_path / "unused.db").exists()
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

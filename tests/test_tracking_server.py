@@ -1,0 +1,100 @@
+"""A shared MLflow tracking server, started as `make server` starts it: concurrent training runs
+arrive complete, artifacts (checkpoints included) go through the server, and sampling reads back."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+TINY = ["train.iterations=40", "train.eval_every=10", "train.plot_every=20", "train.eval_samples=2000",
+        "train.ckpt_every=10", "train.ckpt_keep=1"]
+
+
+def _artifacts(client, run_id, path=""):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+@pytest.fixture
+def server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = tmp_path / "mlruns"
+    store.mkdir()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+         f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
+         "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def _ganlab(module, args, cwd):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///unused.db", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_concurrent_runs_through_the_server_arrive_complete(server, tmp_path):
+    runs = [_ganlab("ganlab.train", [*TINY, f"train.seed={seed}", f"tracking.uri={server}"], tmp_path)
+            for seed in (0, 1)]
+    for proc in runs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    client = MlflowClient(server)
+    found = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert len(found) == 2 and {r.data.tags["seed"] for r in found} == {"0", "1"}
+    for run in found:
+        assert run.info.status == "FINISHED"
+        for key in ("ks", "d_real", "loss_g"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 10, 20, 30, 40]
+        arts = _artifacts(client, run.info.run_id)
+        for expected in ("config.yaml", "samples.npy", "model/generator.pt", "plots/histogram.gif"):
+            assert expected in arts
+        assert [a for a in arts if a.startswith("checkpoints/")] == ["checkpoints/ckpt_00000040.pt"]  # keep 1
+    assert len(list((tmp_path / "mlruns" / "artifacts").rglob("samples.npy"))) == 2  # uploaded via the server
+    assert not (tmp_path / "unused.db").exists()
+
+    sample = _ganlab("ganlab.sample", [f"run_id={found[0].info.run_id}", "n=1000", f"out={tmp_path / 's.npy'}",
+                                       f"tracking.uri={server}"], tmp_path)
+    _, err = sample.communicate(timeout=300)
+    assert sample.returncode == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (1000, 1)
+
+
+def test_a_sweep_through_the_server(server, tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "fixed": ["train.iterations=30", "train.eval_every=10", "train.plot_every=30", "train.eval_samples=2000"],
+        "space": {"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+        "objective": "ks", "trials": 2, "sampler": {"name": "tpe", "seed": 0}, "pruner": {"name": "none"}}))
+    sweep = _ganlab("ganlab.sweep", [str(spec), "--workers", "2", "--storage", f"sqlite:///{tmp_path / 'o.db'}",
+                                     "--tracking-uri", server], tmp_path)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, out + err
+    client = MlflowClient(server)
+    runs = client.search_runs([client.get_experiment_by_name("sweep-tiny").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) >= 2 and all(r.info.status == "FINISHED" for r in runs)
