@@ -1,0 +1,99 @@
+"""The MLflow UI as a person sees it: headless Chromium opens a run logged by ganlab and must show
+the run, one of its metrics and one of its plots. The screenshot goes to docs/, where the README
+shows it. Needs Debian's chromium and chromium-driver (.ci/run installs them when missing)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ganlab.config import compose_config
+from ganlab.training.runner import run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--window-size=1400,900"]
+
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver (see .ci/run)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ui(tmp_path):
+    """A tiny trained run in a fresh store, and `mlflow ui` on it as `make ui` starts it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        result = run_training(compose_config(["train.iterations=4", "train.eval_every=2", "train.plot_every=2",
+                                              "train.eval_samples=2000"]), verbose=False)
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    run = MlflowClient(uri).get_run(result.run_id)
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield base, run
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _browser(profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def test_ui_shows_the_run_its_metric_and_its_plot(ui, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, run = ui
+    page = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    driver = _browser(tmp_path / "profile")
+    try:
+        wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+        driver.get(page)
+        # the overview lists the run's metrics with their values
+        wait.until(lambda d: run.info.run_name in d.find_element(By.TAG_NAME, "body").text
+                   and "w1_over_std" in d.find_element(By.TAG_NAME, "body").text)
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "ks" in body.split() and run.info.run_id in driver.page_source
+
+        driver.get(f"{page}/artifacts/plots/metrics.png")
+        # the plot itself is drawn: an <img> holding the PNG, rendered with a real size
+        wait.until(lambda d: any((img.get_attribute("src") or "").startswith(("data:image/png", "blob:"))
+                                 and img.size["width"] > 300 for img in d.find_elements(By.TAG_NAME, "img")))
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "plots/metrics.png" in body and "histogram.gif" in body
+        (ROOT / "docs").mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ROOT / "docs" / "mlflow_ui_run.png"))
+    finally:
+        driver.quit()
