@@ -2,12 +2,8 @@
 arrive complete, artifacts (checkpoints included) go through the server, and sampling reads back."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,29 +22,11 @@ def _artifacts(client, run_id, path=""):
 
 
 @pytest.fixture
-def server(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def server(tmp_path, mlflow_service) -> str:
     store = tmp_path / "mlruns"
     store.mkdir()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
-         f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
-         "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+    return mlflow_service("server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                          "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts", "--workers", "2")
 
 
 def _ganlab(module, args, cwd):

@@ -2,13 +2,7 @@
 the run, one of its metrics and one of its plots. The screenshot goes to docs/, where the README
 shows it. Needs Debian's chromium and chromium-driver (.ci/run installs them when missing)."""
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,39 +19,16 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver (see .ci/run)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def ui(tmp_path):
+def ui(tmp_path, mlflow_service, monkeypatch):
     """A tiny trained run in a fresh store, and `mlflow ui` on it as `make ui` starts it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with monkeypatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
         result = run_training(compose_config(["train.iterations=4", "train.eval_every=2", "train.plot_every=2",
                                               "train.eval_samples=2000"]), verbose=False)
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
     run = MlflowClient(uri).get_run(result.run_id)
-    port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield base, run
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    return mlflow_service("ui", "--backend-store-uri", uri), run
 
 
 def _browser(profile: Path):
