@@ -25,7 +25,8 @@ def ui(tmp_path, mlflow_service, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with monkeypatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
-        result = run_training(compose_config(["train.iterations=4", "train.eval_every=2", "train.plot_every=2",
+        # long enough that the screenshot shows a run that learns (about 10 s)
+        result = run_training(compose_config(["train.iterations=1500", "train.eval_every=100", "train.plot_every=500",
                                               "train.eval_samples=2000"]), verbose=False)
     run = MlflowClient(uri).get_run(result.run_id)
     return mlflow_service("ui", "--backend-store-uri", uri), run
@@ -40,6 +41,19 @@ def _browser(profile: Path):
     for flag in [*FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def _model_training_view(driver) -> None:
+    """For the screenshot: close the GenAI assistant panel and switch the UI to its "Model training"
+    view, as a GAN user would. Cosmetic, so a UI version without these controls is fine."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    for locator in ("//button[@aria-label='Close']", "//*[normalize-space(text())='Model training']"):
+        try:
+            driver.find_element(By.XPATH, locator).click()
+        except WebDriverException:
+            pass
 
 
 def test_ui_shows_the_run_its_metric_and_its_plot(ui, tmp_path):
@@ -58,6 +72,7 @@ def test_ui_shows_the_run_its_metric_and_its_plot(ui, tmp_path):
         body = driver.find_element(By.TAG_NAME, "body").text
         assert "ks" in body.split() and run.info.run_id in driver.page_source
 
+        _model_training_view(driver)
         driver.get(f"{page}/artifacts/plots/metrics.png")
         # the plot itself is drawn: an <img> holding the PNG, rendered with a real size
         wait.until(lambda d: any((img.get_attribute("src") or "").startswith(("data:image/png", "blob:"))
