@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ganlab.data.targets_1d import Target1D
+from ganlab.plots.curves import training_curves_figure
 
 BINS = 80
 
@@ -68,36 +69,20 @@ def histogram_figure(frame: HistogramFrame, target: Target1D, metrics: dict[str,
 
 def metric_curves_figure(rows: list[dict[str, float]], target: Target1D) -> Figure:
     """KS and W1/std (log scale), mean and std against the target's, D's outputs and the losses."""
-    it = np.array([r["iteration"] for r in rows])
-    col = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "iteration"}
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6), layout="constrained", sharex=True)
-    ax = axes[0, 0]
-    ax.semilogy(it, np.maximum(col["ks"], 1e-6), label="KS")
-    ax.semilogy(it, np.maximum(col["w1_over_std"], 1e-6), label="W1 / target std")
-    ax.set_title("distance to target (lower is better)")
-    ax.legend()
-    ax = axes[0, 1]
-    ax.plot(it, col["mean"], label="generated mean")
-    ax.plot(it, col["std"], label="generated std")
-    ax.axhline(target.mean, color="tab:blue", ls=":", label=f"target mean {target.mean:g}")
-    ax.axhline(target.std, color="tab:orange", ls=":", label=f"target std {target.std:g}")
-    ax.set_title("moments")
-    ax.legend(fontsize=8)
-    ax = axes[1, 0]
-    ax.plot(it, col["d_real"], label="mean D(x)")
-    ax.plot(it, col["d_fake"], label="mean D(G(z))")
-    ax.axhline(0.5, color="gray", lw=0.5)
-    ax.set_ylim(0, 1)
-    ax.set_title("discriminator output")
-    ax.legend()
-    ax = axes[1, 1]
-    ax.plot(it, col["loss_d"], label="D loss")
-    ax.plot(it, col["loss_g"], label="G loss")
-    ax.set_title("losses (last iteration)")
-    ax.legend()
-    for ax in axes[1]:
-        ax.set_xlabel("iteration")
-    return fig
+
+    def quality(left, right, it, col) -> None:
+        left.semilogy(it, np.maximum(col("ks"), 1e-6), label="KS")
+        left.semilogy(it, np.maximum(col("w1_over_std"), 1e-6), label="W1 / target std")
+        left.set_title("distance to target (lower is better)")
+        left.legend()
+        right.plot(it, col("mean"), label="generated mean")
+        right.plot(it, col("std"), label="generated std")
+        right.axhline(target.mean, color="tab:blue", ls=":", label=f"target mean {target.mean:g}")
+        right.axhline(target.std, color="tab:orange", ls=":", label=f"target std {target.std:g}")
+        right.set_title("moments")
+        right.legend(fontsize=8)
+
+    return training_curves_figure(rows, quality)
 
 
 def close(fig: Figure) -> None:

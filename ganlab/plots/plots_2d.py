@@ -13,6 +13,7 @@ from matplotlib.patches import Circle
 
 from ganlab.data.targets_2d import ConditionalImageDensity, GaussianMixture2D, ImageDensity, Target2D
 from ganlab.metrics.metrics_2d import HQ_STDS, PAPER_SAMPLES
+from ganlab.plots.curves import training_curves_figure
 
 POINTS = 2000  # samples drawn per frame: enough to see the shape, few enough to see single points
 GRID = 80  # D is evaluated on GRID x GRID points for its contours
@@ -123,43 +124,24 @@ def scatter_figure(frame: ScatterFrame, target: Target2D, metrics: dict[str, flo
 
 def metric_curves_figure_2d(rows: list[dict[str, float]], target: Target2D) -> Figure:
     """Sliced W1 (log), mode coverage or off-density share, D's outputs and the losses over training."""
-    it = np.array([r["iteration"] for r in rows])
     keys = set(rows[0])
 
-    def col(key: str) -> np.ndarray:
-        return np.array([r.get(key, np.nan) for r in rows], dtype=float)
+    def quality(left, right, it, col) -> None:
+        left.semilogy(it, np.maximum(col("sliced_w1"), 1e-6), label="sliced W1, all")
+        for key in sorted(k for k in keys if k.startswith("sliced_w1_class")):
+            left.semilogy(it, np.maximum(col(key), 1e-6), label=key.replace("sliced_w1_", ""), lw=1)
+        left.set_title("distance to target (lower is better)")
+        left.legend(fontsize=8)
+        if "modes" in keys:
+            modes = len(target.means)
+            right.plot(it, col("modes") / modes, label=f"modes captured / {modes}")
+            right.plot(it, col("hq_share"), label="high-quality share")
+            right.plot(it, np.minimum(col("reverse_kl"), 2), label="reverse KL (capped at 2)")
+            right.set_title(f"mode coverage on {PAPER_SAMPLES} samples")
+        else:
+            for key in sorted(k for k in keys if k.startswith("off_density")):
+                right.plot(it, col(key), label=key.replace("off_density", "off density").replace("_", " "))
+            right.set_title("share of samples where the picture is black")
+        right.legend(fontsize=8)
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6), layout="constrained", sharex=True)
-    ax = axes[0, 0]
-    ax.semilogy(it, np.maximum(col("sliced_w1"), 1e-6), label="sliced W1, all")
-    for key in sorted(k for k in keys if k.startswith("sliced_w1_class")):
-        ax.semilogy(it, np.maximum(col(key), 1e-6), label=key.replace("sliced_w1_", ""), lw=1)
-    ax.set_title("distance to target (lower is better)")
-    ax.legend(fontsize=8)
-    ax = axes[0, 1]
-    if "modes" in keys:
-        modes = len(target.means)
-        ax.plot(it, col("modes") / modes, label=f"modes captured / {modes}")
-        ax.plot(it, col("hq_share"), label="high-quality share")
-        ax.plot(it, np.minimum(col("reverse_kl"), 2), label="reverse KL (capped at 2)")
-        ax.set_title(f"mode coverage on {PAPER_SAMPLES} samples")
-    else:
-        for key in sorted(k for k in keys if k.startswith("off_density")):
-            ax.plot(it, col(key), label=key.replace("off_density", "off density").replace("_", " "))
-        ax.set_title("share of samples where the picture is black")
-    ax.legend(fontsize=8)
-    ax = axes[1, 0]
-    ax.plot(it, col("d_real"), label="mean D(x)")
-    ax.plot(it, col("d_fake"), label="mean D(G(z))")
-    ax.axhline(0.5, color="gray", lw=0.5)
-    ax.set_ylim(0, 1)
-    ax.set_title("discriminator output")
-    ax.legend()
-    ax = axes[1, 1]
-    ax.plot(it, col("loss_d"), label="D loss")
-    ax.plot(it, col("loss_g"), label="G loss")
-    ax.set_title("losses (last iteration)")
-    ax.legend()
-    for ax in axes[1]:
-        ax.set_xlabel("iteration")
-    return fig
+    return training_curves_figure(rows, quality)
