@@ -17,8 +17,9 @@ from pathlib import Path
 USAGE = """usage: python -m ganlab.sample (run_id=<id> | experiment=<name>) [n=10000] [out=samples.npy]
                              [label=<class>] [plot=false] [seed=0] [tracking.uri=<uri>]
 
-  out   a .csv (header x / x,y, plus label for conditional models) or .npy file
-  plot  true: also a figure of the samples over the target, saved as <out>.png
+  out   a .csv (header x / x,y / p0..p<dim-1> for image pixels in [-1, 1], plus label for
+        conditional models) or .npy file
+  plot  true: also a figure (samples over the target, or an image grid), saved as <out>.png
   label for a conditional model, the class to sample (default: classes drawn as in training)
 """
 KEYS = ("run_id", "experiment", "n", "out", "label", "plot", "seed", "tracking.uri")
@@ -186,7 +187,8 @@ def _write(out: Path, samples, labels) -> None:
     if out.suffix == ".npy":
         np.save(out, samples if labels is None else np.column_stack([samples, labels]))
         return
-    columns = ["x"] if samples.shape[1] == 1 else ["x", "y"]
+    dim = samples.shape[1]
+    columns = ["x"] if dim == 1 else ["x", "y"] if dim == 2 else [f"p{i}" for i in range(dim)]  # images: pixels
     table = samples if labels is None else np.column_stack([samples, labels])
     header = ",".join(columns + ([] if labels is None else ["label"]))
     fmt = ["%.7g"] * samples.shape[1] + ([] if labels is None else ["%d"])

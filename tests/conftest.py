@@ -3,7 +3,9 @@ a real `mlflow server` / `mlflow ui` start one on a free local port."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -57,3 +60,61 @@ def mlflow_service(tmp_path) -> Iterator[Callable[..., str]]:
     for proc in procs:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _classifier_cache(tmp_path_factory) -> Iterator[None]:
+    """The image metric's feature classifiers are cached per test session, never in the user's cache."""
+    old = os.environ.get("GANLAB_CACHE")
+    os.environ["GANLAB_CACHE"] = str(tmp_path_factory.mktemp("ganlab_cache"))
+    yield
+    if old is None:
+        del os.environ["GANLAB_CACHE"]
+    else:
+        os.environ["GANLAB_CACHE"] = old
+
+
+def write_idx(path: Path, array: np.ndarray, gzipped: bool = False) -> Path:
+    """An IDX file as MNIST stores it: zero bytes, dtype 0x08 (ubyte), ndim, big-endian sizes, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if gzipped else payload)
+    return path
+
+
+def fake_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose brightness depends on their class, so a classifier has something to learn."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 60, (n, *shape)) + (labels * 19).reshape(-1, *[1] * len(shape))
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """A small MNIST in the real IDX format (gzipped): 200 training and 50 test 28x28 images."""
+    root = tmp_path_factory.mktemp("mnist")
+    for split, n, seed in (("train", 200, 0), ("t10k", 50, 1)):
+        images, labels = fake_images(n, (28, 28), seed)
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images, gzipped=True)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels, gzipped=True)
+    return root
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """A CIFAR-10 python batch: a pickled dict with bytes keys, rows of 1024 R, 1024 G, 1024 B."""
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": images.reshape(len(images), -1), b"labels": [int(v) for v in labels]}, handle,
+                    protocol=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """A small CIFAR-10 in the real python-batch format: 5 x 40 training and 50 test 3x32x32 images."""
+    root = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py"
+    root.mkdir()
+    for k in range(1, 6):
+        write_cifar_batch(root / f"data_batch_{k}", *fake_images(40, (3, 32, 32), k))
+    write_cifar_batch(root / "test_batch", *fake_images(50, (3, 32, 32), 9))
+    return root.parent

@@ -1,6 +1,5 @@
 """End to end: the real CLI in a subprocess creates a complete MLflow run; bad input and NaNs fail cleanly."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from helpers import artifact_paths, run_cli
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,16 +15,7 @@ TINY = ["train.iterations=40", "train.eval_every=10", "train.plot_every=20", "tr
 
 
 def _cli(args, uri, cwd):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "ganlab.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def _artifacts(client, run_id, path=""):
-    out = []
-    for item in client.list_artifacts(run_id, path):
-        out += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
-    return out
+    return run_cli(args, uri, cwd, timeout=300)
 
 
 def test_cli_run_is_recorded_in_mlflow(tmp_path):
@@ -44,12 +35,12 @@ def test_cli_run_is_recorded_in_mlflow(tmp_path):
     for key in ("mean", "std", "skewness", "kurtosis", "ks", "w1_over_std", "d_real", "d_fake", "loss_d", "loss_g"):
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == [0, 10, 20, 30, 40], key
-    arts = _artifacts(client, run.info.run_id)
+    arts = artifact_paths(client, run.info.run_id)
     for expected in ("config.yaml", "samples.npy", "model/generator.pt", "model/discriminator.pt",
                      "model/generator_ema.pt", "plots/histogram.gif", "plots/metrics.png",
                      "plots/histogram_000000.png", "plots/histogram_000040.png"):
         assert expected in arts, expected
-    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.npy",
+    local = mlflow.artifacts.downloadartifact_paths(run_id=run.info.run_id, artifact_path="samples.npy",
                                                 tracking_uri=uri, dst_path=str(tmp_path / "dl"))
     samples = np.load(local)
     assert samples.shape == (10_000, 1) and np.isfinite(samples).all()
@@ -112,7 +103,7 @@ def test_every_1d_experiment_trains_end_to_end(experiment, tracking_uri):
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == experiment
     assert 0 <= result.metrics["ks"] <= 1
-    assert "plots/histogram.gif" in _artifacts(client, result.run_id)
+    assert "plots/histogram.gif" in artifact_paths(client, result.run_id)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS_2D)
@@ -125,7 +116,7 @@ def test_every_2d_experiment_runs_from_the_cli_with_plots(experiment, tmp_path):
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FINISHED"
-    arts = _artifacts(client, run.info.run_id)
+    arts = artifact_paths(client, run.info.run_id)
     for expected in ("plots/samples.gif", "plots/samples_000000.png", "plots/samples_000004.png",
                      "plots/metrics.png", "samples.npy"):
         assert expected in arts, expected

@@ -18,16 +18,35 @@ CASES = [(g, o) for g in ("data", "noise", "preprocess", "model", "optim", "trai
 
 
 @pytest.mark.parametrize(("group", "option"), CASES)
-def test_every_group_option_composes(group, option):
-    cfg = compose_config([f"{group}={option}", *COMPATIBLE.get((group, option), [])])
+def test_every_group_option_composes(group, option, mnist_root, cifar_root):
+    roots = {"mnist": [f"data.root={mnist_root}"], "cifar10": [f"data.root={cifar_root}"]}
+    extra = roots.get(option, []) if group == "data" else []
+    cfg = compose_config([f"{group}={option}", *COMPATIBLE.get((group, option), []), *extra])
     if group in ("data", "noise", "preprocess", "model", "optim") and option != "auto":
         assert cfg[group].name == option
 
 
 @pytest.mark.parametrize("experiment", group_options("experiment"))
-def test_every_experiment_composes_and_names_its_mlflow_experiment(experiment):
-    cfg = compose_config([f"experiment={experiment}"])
+def test_every_experiment_composes_and_names_its_mlflow_experiment(experiment, mnist_root, cifar_root):
+    roots = {"mnist": [f"data.root={mnist_root}"], "cifar10": [f"data.root={cifar_root}"]}
+    extra = next((r for name, r in roots.items() if experiment.endswith(f"_{name}")), [])
+    cfg = compose_config([f"experiment={experiment}", *extra])
     assert cfg.tracking.experiment == experiment
+
+
+def test_image_experiments_hold_s2_and_s5_settings(mnist_root, cifar_root):
+    s2 = compose_config(["experiment=goodfellow_digits"])
+    assert (s2.noise.name, s2.noise.dim, s2.model.g.output_activation) == ("normal", 128, "tanh")
+    assert list(s2.model.g.hidden) == [256, 512, 1024, 2048] and list(s2.model.d.hidden) == [1024, 512, 256]
+    assert list(s2.model.g.batch_norm) == [False, True, True, True] and s2.train.d_steps == 1
+    assert s2.train.label_smoothing == 0 and s2.model.g.dropout == 0
+    s5 = compose_config(["experiment=ganotes_mnist", f"data.root={mnist_root}"])
+    assert (s5.noise.name, s5.noise.dim, s5.noise.low, s5.noise.high) == ("uniform", 100, -1.0, 1.0)
+    assert s5.model.g.dropout == s5.model.d.dropout == 0.2 and s5.train.label_smoothing == 0.05
+    assert s5.data.name == "mnist" and compose_config(["experiment=ganotes_digits"]).model.d.dropout == 0.2
+    cifar = compose_config(["experiment=goodfellow_cifar10", f"data.root={cifar_root}"])
+    assert cifar.data.name == "cifar10" and cifar.model.g == s2.model.g
+    assert compose_config(["experiment=cgan_digits"]).model.name == "conditional"
 
 
 def test_all_seven_reproductions_exist():

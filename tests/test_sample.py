@@ -20,6 +20,9 @@ FAMILIES = {  # every model family, with the data it is made for
     "quantile": ([], 1), "vanilla": (["model=vanilla"], 1), "devnag": (["model=devnag"], 1),
     "minibatch": (["model=minibatch", "train.batch_size=64"], 1), "pack": (["data=ring8"], 2),
     "conditional": (["experiment=cgan_two_blobs"], 2),
+    "image MLP (S2, batch norm)": (["experiment=goodfellow_digits"], 64),
+    "image MLP (S5, dropout)": (["experiment=ganotes_digits"], 64),
+    "conditional image": (["experiment=cgan_digits"], 64),
 }
 
 
@@ -30,11 +33,24 @@ def test_every_model_family_samples(family, tracking_uri, tmp_path):
     out = tmp_path / "s.npy"
     path, figure, run_id = sample_run(parse_args([f"run_id={run.run_id}", "n=3000", f"out={out}"]))
     samples = np.load(path)
-    extra = 1 if family == "conditional" else 0  # the label column
+    extra = 1 if family.startswith("conditional") else 0  # the label column
     assert run_id == run.run_id and figure is None
     assert samples.shape == (3000, dim + extra) and np.isfinite(samples).all()
     again = np.load(sample_run(parse_args([f"run_id={run.run_id}", "n=3000", f"out={tmp_path / 't.npy'}"]))[0])
     np.testing.assert_array_equal(samples, again)  # seeded
+
+
+def test_image_samples_are_pixels_with_one_class_per_label_and_a_grid_plot(tracking_uri, tmp_path):
+    run = run_training(compose_config(["experiment=cgan_digits", *TINY]), verbose=False)
+    out = tmp_path / "digits.csv"
+    path, figure, _ = sample_run(parse_args([f"run_id={run.run_id}", "n=64", f"out={out}", "label=7", "plot=true"]))
+    header = path.read_text().splitlines()[0].split(",")
+    assert header == [f"p{i}" for i in range(64)] + ["label"]
+    table = np.loadtxt(path, delimiter=",", skiprows=1)
+    assert table.shape == (64, 65) and (table[:, 64] == 7).all() and np.abs(table[:, :64]).max() <= 1
+    assert figure.stat().st_size > 1000
+    with pytest.raises(SampleError, match=r"label=10 is not allowed; the model has classes 0\.\.9"):
+        sample_run(parse_args([f"run_id={run.run_id}", "label=10", f"out={out}"]))
 
 
 def test_labels_csv_plot_and_latest_run(tracking_uri, tmp_path):

@@ -8,17 +8,11 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from helpers import artifact_paths
 from mlflow.tracking import MlflowClient
 
 TINY = ["train.iterations=40", "train.eval_every=10", "train.plot_every=20", "train.eval_samples=2000",
         "train.ckpt_every=10", "train.ckpt_keep=1"]
-
-
-def _artifacts(client, run_id, path=""):
-    out = []
-    for item in client.list_artifacts(run_id, path):
-        out += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
-    return out
 
 
 @pytest.fixture
@@ -48,7 +42,7 @@ def test_concurrent_runs_through_the_server_arrive_complete(server, tmp_path):
         assert run.info.status == "FINISHED"
         for key in ("ks", "d_real", "loss_g"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 10, 20, 30, 40]
-        arts = _artifacts(client, run.info.run_id)
+        arts = artifact_paths(client, run.info.run_id)
         for expected in ("config.yaml", "samples.npy", "model/generator.pt", "plots/histogram.gif"):
             assert expected in arts
         assert [a for a in arts if a.startswith("checkpoints/")] == ["checkpoints/ckpt_00000040.pt"]  # keep 1

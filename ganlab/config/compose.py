@@ -18,9 +18,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config.schema import PackPreprocessConfig, register_schemas
 from ganlab.data.registry import TARGET_DIMS
+from ganlab.data.targets_images import IMAGE_DATASETS
 from ganlab.discriminator_inputs import AUTO
 from ganlab.nets.models import BATCH_MODELS
 
+IMAGE_NOISE_DIM = 128  # noise.dim null on image data: S2's z size
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "experiment")
 
@@ -88,11 +90,12 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
 
 def _resolve_defaults(cfg: DictConfig) -> None:
-    """Fill in the choices that depend on other groups: noise.dim null follows the data's dimension,
+    """Fill in the choices that depend on other groups: noise.dim null follows the data's dimension
+    (128 for images, S2's z),
     and preprocess=auto picks the natural D input for the model and the data."""
     data_dim = TARGET_DIMS.get(cfg.data.name)
-    if cfg.noise.dim is None:
-        cfg.noise.dim = data_dim or 1  # an unknown data name is reported by validate()
+    if cfg.noise.dim is None:  # an unknown data name is reported by validate()
+        cfg.noise.dim = IMAGE_NOISE_DIM if cfg.data.name in IMAGE_DATASETS else data_dim or 1
     if cfg.preprocess.name != AUTO:
         return
     if cfg.model.name not in BATCH_MODELS:

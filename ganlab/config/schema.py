@@ -75,6 +75,16 @@ class ConditionalImageTargetConfig(PictureOptions):
     paths: list[str] = field(default_factory=lambda: ["blob_left", "blob_right"])
 
 
+@dataclass
+class ImageDatasetConfig:
+    """An image dataset read from local files (never downloaded): digits (scikit-learn's bundled 8x8
+    digits), mnist (the four IDX files in ``root``), cifar10 (the python batches in ``root``)."""
+
+    name: str = "digits"
+    root: str | None = None  # the folder with the dataset's files (mnist, cifar10)
+    holdout: float = 0.2  # digits: the share of each class held out for the quality metric
+
+
 # --- noise: the generator's input -------------------------------------------------------
 @dataclass
 class UniformNoiseConfig:
@@ -133,6 +143,8 @@ class MLPConfig:
     output_activation: str = "none"
     init: str = "default"
     init_std: float = 0.02
+    batch_norm: list[bool] = field(default_factory=list)  # per hidden layer, between Linear and activation; []: none
+    dropout: float = 0.0  # after each hidden activation (S5: 0.2)
 
 
 @dataclass
@@ -216,7 +228,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"gaussian_1d": GaussianTargetConfig, "mixture_1d": MixtureTargetConfig, "ring8": RingTargetConfig,
              "grid25": GridTargetConfig, "image_density": ImageTargetConfig,
-             "conditional_image_density": ConditionalImageTargetConfig},
+             "conditional_image_density": ConditionalImageTargetConfig, "image_dataset": ImageDatasetConfig},
     "noise": {"uniform": UniformNoiseConfig, "normal": NormalNoiseConfig, "stratified": StratifiedNoiseConfig},
     "preprocess": {"plain": PreprocessConfig, "centered": CenteredPreprocessConfig,
                    "pack": PackPreprocessConfig},

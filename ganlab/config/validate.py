@@ -9,8 +9,10 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
+from ganlab.data.image_files import DatasetFileError
 from ganlab.data.noise import NOISE_NAMES
 from ganlab.data.registry import CONDITIONAL_TARGETS, TARGET_DIMS, TARGET_NAMES, ImageDensityError, build_target
+from ganlab.data.targets_images import IMAGE_DATASETS
 from ganlab.discriminator_inputs import PREPROCESS_NAMES, samples_per_input
 from ganlab.nets.mlp import ACTIVATIONS, INITS
 from ganlab.nets.models import BATCH_MODELS, MODEL_NAMES, PACKABLE_MODELS
@@ -71,6 +73,19 @@ def _validate_picture(data: DictConfig) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def _validate_image_dataset(data: DictConfig) -> None:
+    _check(0 < data.holdout < 1, "data.holdout", data.holdout, "must be in (0, 1): the share of images held out")
+    if data.name != "digits":
+        _check(bool(data.root), "data.root", data.root,
+               f"{data.name} is read from local files: set data.root to their folder (nothing is downloaded)")
+    try:  # read the files now: a missing or broken dataset should stop the run before anything is created
+        build_target(data)
+    except DatasetFileError as exc:
+        from ganlab.config.compose import ConfigError
+
+        raise ConfigError(str(exc)) from None
+
+
 def _validate_data(data: DictConfig) -> None:
     _choice(data.name, "data.name", TARGET_NAMES)
     if data.name == "ring8":
@@ -83,6 +98,9 @@ def _validate_data(data: DictConfig) -> None:
         return
     if data.name in ("image_density", "conditional_image_density"):
         _validate_picture(data)
+        return
+    if data.name in IMAGE_DATASETS:
+        _validate_image_dataset(data)
         return
     if data.name == "gaussian_1d":
         _check(math.isfinite(data.mean), "data.mean", data.mean, "must be a finite number")
@@ -122,6 +140,9 @@ def _validate_mlp(net: DictConfig, prefix: str, with_output: bool) -> None:
                "D's output is always a sigmoid applied inside the loss; leave it 'none'")
     _choice(net.init, f"{prefix}.init", INITS)
     _positive(net, prefix, "init_std")
+    _check(len(net.batch_norm) in (0, len(net.hidden)), f"{prefix}.batch_norm", list(net.batch_norm),
+           f"needs one true/false per hidden layer ({len(net.hidden)}), or [] for none")
+    _check(0 <= net.dropout < 1, f"{prefix}.dropout", net.dropout, "must be in [0, 1); 0 turns dropout off")
 
 
 def _validate_model(cfg: DictConfig) -> None:

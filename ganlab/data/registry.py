@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ganlab.data.targets_1d import Gaussian1D, Mixture1D, Target1D
 from ganlab.data.targets_2d import (
     ConditionalImageDensity,
@@ -13,13 +15,15 @@ from ganlab.data.targets_2d import (
     load_density_image,
     ring_means,
 )
+from ganlab.data.targets_images import IMAGE_DATASETS, IMAGE_SHAPES, ImageDataset, load_image_dataset
 
-Target = Target1D | Target2D
+Target = Target1D | Target2D | ImageDataset
 
 TARGET_DIMS = {"gaussian_1d": 1, "mixture_1d": 1, "ring8": 2, "grid25": 2, "image_density": 2,
-               "conditional_image_density": 2}
+               "conditional_image_density": 2,
+               **{name: int(c * h * w) for name, (c, h, w) in IMAGE_SHAPES.items()}}
 TARGET_NAMES = tuple(TARGET_DIMS)
-CONDITIONAL_TARGETS = ("conditional_image_density",)
+CONDITIONAL_TARGETS = ("conditional_image_density", *IMAGE_DATASETS)
 
 
 def _image(cfg, path: str) -> ImageDensity:
@@ -27,8 +31,12 @@ def _image(cfg, path: str) -> ImageDensity:
 
 
 def build_target(cfg) -> Target:
-    """Build the target named by a ``data`` config node (raises ImageDensityError for a bad picture)."""
+    """Build the target named by a ``data`` config node (raises ImageDensityError for a bad picture,
+    DatasetFileError for missing or broken dataset files)."""
     name = cfg.name
+    if name in IMAGE_DATASETS:
+        root = None if cfg.root is None else str(Path(cfg.root).expanduser())
+        return load_image_dataset(name, root, cfg.holdout)
     if name == "gaussian_1d":
         return Gaussian1D(cfg.mean, cfg.std)
     if name == "mixture_1d":

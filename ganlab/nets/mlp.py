@@ -1,4 +1,5 @@
-"""A multilayer perceptron whose sizes, per-layer activations and init all come from config."""
+"""A multilayer perceptron whose sizes, per-layer activations, batch norm, dropout and init all come
+from config (S2's image G puts batch norm between Linear and ReLU; S5 adds dropout after each ReLU)."""
 
 from __future__ import annotations
 
@@ -47,17 +48,28 @@ def mlp(
     output_activation: str = "none",
     init: str = "default",
     init_std: float = 0.02,
+    batch_norm: Sequence[bool] = (),
+    dropout: float = 0.0,
 ) -> nn.Sequential:
-    """Linear+activation per hidden layer, then an optional output Linear and activation.
+    """Per hidden layer: Linear, [BatchNorm1d if ``batch_norm[i]``], activation, [Dropout(dropout)];
+    then an optional output Linear and activation. An empty ``batch_norm`` means none.
 
     ``out_features=None`` stops after the last hidden activation (a feature trunk).
     """
+    norms = list(batch_norm) or [False] * len(hidden)
+    if len(norms) != len(hidden):
+        raise ValueError(f"batch_norm has {len(norms)} entries for {len(hidden)} hidden layers")
     layers: list[nn.Module] = []
     width = in_features
-    for size, act in zip(hidden, activations, strict=True):
+    for size, act, norm in zip(hidden, activations, norms, strict=True):
         linear = nn.Linear(width, size)
         init_linear(linear, init, init_std)
-        layers += [linear, activation(act)]
+        layers.append(linear)
+        if norm:
+            layers.append(nn.BatchNorm1d(size))
+        layers.append(activation(act))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
         width = size
     if out_features is not None:
         linear = nn.Linear(width, out_features)

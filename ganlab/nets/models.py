@@ -54,13 +54,15 @@ class Discriminator(nn.Module):
 
 def build_generator(model_cfg, noise_dim: int, data_dim: int) -> nn.Sequential:
     g = model_cfg.g
-    return mlp(noise_dim, g.hidden, g.activations, data_dim, g.output_activation, g.init, g.init_std)
+    return mlp(noise_dim, g.hidden, g.activations, data_dim, g.output_activation, g.init, g.init_std,
+               g.batch_norm, g.dropout)
 
 
 def build_discriminator(model_cfg, inputs: DiscriminatorInput) -> Discriminator:
     d = model_cfg.d
     in_features = inputs.out_features()
-    trunk = mlp(in_features, d.hidden, d.activations, None, init=d.init, init_std=d.init_std)
+    trunk = mlp(in_features, d.hidden, d.activations, None, init=d.init, init_std=d.init_std,
+                batch_norm=d.batch_norm, dropout=d.dropout)
     width = output_width(trunk, in_features)
     minibatch = None
     if model_cfg.name == "minibatch":

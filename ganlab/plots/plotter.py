@@ -12,9 +12,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ganlab.data.registry import Target
+from ganlab.data.targets_images import ImageDataset
 from ganlab.plots.animation import write_gif
 from ganlab.plots.plots_1d import draw_histogram, histogram_figure, histogram_frame, metric_curves_figure
 from ganlab.plots.plots_2d import draw_panels, metric_curves_figure_2d, new_figure, scatter_figure, scatter_frame
+from ganlab.plots.plots_images import draw_grid, grid_figure, grid_frame, metric_curves_figure_images
 
 DecisionFn = Callable[[np.ndarray, int | None], np.ndarray | None]
 
@@ -68,5 +70,29 @@ class Plotter2D:
         return metric_curves_figure_2d(rows, self.target)
 
 
-def build_plotter(target: Target) -> Plotter1D | Plotter2D:
+class PlotterImages:
+    """A grid of generated images from fixed noise (a row per class if conditional); D has no map."""
+
+    animation_name = "grid"
+
+    def __init__(self, target: ImageDataset) -> None:
+        self.target = target
+
+    def frame(self, samples: np.ndarray, labels: np.ndarray | None, iteration: int, decision: DecisionFn):
+        return grid_frame(samples, labels, self.target, iteration)
+
+    def figure(self, frame, metrics: dict[str, float]) -> Figure:
+        return grid_figure(frame, metrics)
+
+    def animate(self, frames: list, path: Path) -> Path:
+        fig, ax = plt.subplots(figsize=(4, 4), layout="constrained")
+        return write_gif(fig, lambda i: draw_grid(ax, frames[i]), len(frames), path)
+
+    def metric_curves(self, rows: list[dict[str, float]]) -> Figure:
+        return metric_curves_figure_images(rows)
+
+
+def build_plotter(target: Target) -> Plotter1D | Plotter2D | PlotterImages:
+    if isinstance(target, ImageDataset):
+        return PlotterImages(target)
     return Plotter1D(target) if target.dim == 1 else Plotter2D(target)

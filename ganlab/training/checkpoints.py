@@ -24,12 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganlab.plots.plots_1d import HistogramFrame
 from ganlab.plots.plots_2d import ScatterFrame
+from ganlab.plots.plots_images import ImageGridFrame
 
 FORMAT_VERSION = 1
 # keys a resumed run may change: its length, its intervals, where it is tracked, how many threads
 RESUMABLE_KEYS = ("train.iterations", "train.eval_every", "train.plot_every", "train.ckpt_every", "train.ckpt_keep",
                   "train.threads", "tracking.uri", "tracking.experiment")
-_FRAMES = {cls.__name__: cls for cls in (HistogramFrame, ScatterFrame)}
+_FRAMES = {cls.__name__: cls for cls in (HistogramFrame, ScatterFrame, ImageGridFrame)}
 
 
 class CheckpointError(RuntimeError):

@@ -64,6 +64,14 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, module: GANModule) -> tuple[dict[str, float], np.ndarray]:
+        was_training = module.discriminator.training
+        module.discriminator.eval()  # D's dropout (S5) off while it is measured, back on for training
+        try:
+            return self._evaluate(module)
+        finally:
+            module.discriminator.train(was_training)
+
+    def _evaluate(self, module: GANModule) -> tuple[dict[str, float], np.ndarray]:
         fake = self.generate(module, self.noise, self.fake_labels)
         labels = None if self.fake_labels is None else self.fake_labels.to(module.device)  # = the real set's
         d_real = self.d_probability(module, self.real.to(module.device), labels).mean()

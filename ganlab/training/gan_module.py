@@ -117,13 +117,21 @@ class GANModule(pl.LightningModule):
     def _fake(self, n: int, labels: torch.Tensor | None) -> torch.Tensor:
         return self.generate(self.noise.sample(n, self.device), labels)
 
+    def _real_batch(self, batch, step: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Real samples for D step ``step``: a slice of the loader's rows for a dataset, or fresh
+        samples from a synthetic target (whose loader item is just the iteration number)."""
+        if isinstance(batch, (list, tuple)):
+            rows = slice(step * n, (step + 1) * n)
+            return batch[0][rows], batch[1][rows]
+        return self.target.sample_with_labels(n, self.device)
+
     def training_step(self, batch, batch_idx: int) -> None:
         cfg = self.train_cfg
         n = cfg.batch_size
         opt_d, opt_g = self.optimizers()
 
-        for _ in range(cfg.d_steps):
-            real, real_labels = self.target.sample_with_labels(n, self.device)
+        for step in range(cfg.d_steps):
+            real, real_labels = self._real_batch(batch, step, n)
             fake_labels = self.fake_labels(n)
             with torch.no_grad():
                 fake = self._fake(n, fake_labels)

@@ -17,9 +17,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from ganlab.config.compose import ConfigError
+from ganlab.data.loaders import training_loader
 from ganlab.data.noise import build_noise
 from ganlab.data.registry import build_target
 from ganlab.discriminator_inputs import build_discriminator_input, samples_per_input
@@ -32,6 +32,12 @@ from ganlab.training.evaluation import Evaluator, History, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
 
 FINAL_SAMPLES = 10_000
+FINAL_SAMPLES_MAX_VALUES = 4_000_000  # samples.npy stays under ~16 MB: 10,000 digits, 5,102 MNIST, 1,302 CIFAR
+
+
+def final_sample_count(dim: int) -> int:
+    """How many final samples a run saves: 10,000, fewer for large images."""
+    return min(FINAL_SAMPLES, FINAL_SAMPLES_MAX_VALUES // dim)
 
 logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -107,8 +113,9 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
 
 def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: Tracker, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed + 1)
-    z = module.noise.sample(FINAL_SAMPLES, generator=gen)
-    labels = module.fake_labels(FINAL_SAMPLES, gen) if module.conditioning.classes else None
+    n = final_sample_count(module.target.dim)
+    z = module.noise.sample(n, generator=gen)
+    labels = module.fake_labels(n, gen) if module.conditioning.classes else None
     samples = Evaluator.generate(module, z, labels).float().cpu().numpy()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -160,7 +167,7 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     plotter = build_plotter(module.target)
     monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
                               history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
-    loader = DataLoader(range(first, cfg.train.iterations), batch_size=None)
+    loader = training_loader(module.target, cfg.train, first)
     fit_start = time.perf_counter()
     try:
         make_trainer(cfg, [monitor, CheckpointWriter(tracker, cfg, history)]).fit(module, loader)

@@ -13,13 +13,19 @@ def ema_generator(generator: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of G (torch's AveragedModel), used for evaluation.
 
     The decay warms up as min(decay, (1 + n) / (10 + n)) so early evaluations are not dominated by
-    the random initial weights.
+    the random initial weights. Buffers are averaged too (BatchNorm's running statistics, S2's G),
+    except integer counters, which are copied.
     """
 
     def average(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
         n = float(num_averaged)
         beta = min(decay, (1.0 + n) / (10.0 + n))
-        torch._foreach_lerp_(averaged, current, 1.0 - beta)  # in place, all tensors at once
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - beta)  # in place, at once
+        for a, c in zip(averaged, current, strict=True):  # counters (BatchNorm's num_batches_tracked) are copied
+            if not a.is_floating_point():
+                a.copy_(c)
 
     return AveragedModel(generator, multi_avg_fn=average, use_buffers=True)
 
