@@ -4,6 +4,7 @@
     python -m benchmarks.run --only overhead  # just the loop-overhead ratio (about a minute)
     python -m benchmarks.run --only quality --seeds 1 --experiments default devnag_moments
     python -m benchmarks.run --only modes     # 2D mode-collapse benchmark (ring8, grid25)
+    python -m benchmarks.run --only images    # digits: S2, S5 and ganlab's recipe, Frechet distance
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import modes_2d, overhead, quality, sweep_speed
+from benchmarks import images, modes_2d, overhead, quality, sweep_speed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -33,11 +34,12 @@ def _save(name: str, payload: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["overhead", "quality", "sweep", "modes"])
+    parser.add_argument("--only", choices=["overhead", "quality", "sweep", "modes", "images"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
     parser.add_argument("--mode-seeds", type=int, default=5, help="seeds per run of the 2D mode benchmark")
+    parser.add_argument("--image-seeds", type=int, default=3, help="seeds per experiment of the image benchmark")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
@@ -84,6 +86,14 @@ def main() -> None:
         res = modes_2d.run(seeds=args.mode_seeds, workers=args.workers)
         path = _save("modes_2d", res)
         print("\n" + modes_2d.table(res) + f"\n-> {path}")
+
+    if args.only in (None, "images"):
+        print("images: digits, S2 / S5 / ganlab recipe, Frechet distance in classifier features", flush=True)
+        res = images.run(seeds=args.image_seeds, workers=args.workers)
+        path = _save("images", res)
+        best = res["summary"].get("ganlab_digits", {})
+        print("\n" + images.table(res) + f"\n\nganlab_digits closes >= 90 % of the gap in < 10 min on every seed: "
+              f"{best.get('meets_targets')}\n-> {path}")
 
 
 if __name__ == "__main__":
