@@ -106,15 +106,15 @@ def test_a_tiny_digits_run_logs_grids_and_quality_metrics(tmp_path, experiment):
 
 
 def test_a_short_seeded_digits_run_closes_most_of_the_distance(tmp_path):
-    """S2's MLP pair on digits: 400 iterations (~35 epochs, ~1 minute) must cut the Frechet distance
-    of the untrained generator by at least 80 %."""
-    done = _run(tmp_path, "experiment=goodfellow_digits", "train.iterations=400", "train.eval_every=200",
-                "train.plot_every=400", "train.eval_samples=1000")
+    """S2's MLP pair on digits: 250 iterations (~22 epochs, ~20 s) must cut the Frechet distance of
+    the untrained generator by at least 85 % (measured: seed 0 89 %, seeds 1-3 93-95 %)."""
+    done = _run(tmp_path, "experiment=goodfellow_digits", "train.iterations=250", "train.eval_every=250",
+                "train.plot_every=250", "train.eval_samples=1000")
     assert done.returncode == 0, done.stderr[-2000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.search_runs([client.get_experiment_by_name("goodfellow_digits").experiment_id])[0]
     fd = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "frechet_distance")}
-    assert fd[400] < 0.2 * fd[0], fd
+    assert fd[250] < 0.15 * fd[0], fd
 
 
 @pytest.mark.parametrize("args,expected", [
