@@ -40,7 +40,7 @@ def test_cli_run_is_recorded_in_mlflow(tmp_path):
                      "model/generator_ema.pt", "plots/histogram.gif", "plots/metrics.png",
                      "plots/histogram_000000.png", "plots/histogram_000040.png"):
         assert expected in arts, expected
-    local = mlflow.artifacts.downloadartifact_paths(run_id=run.info.run_id, artifact_path="samples.npy",
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.npy",
                                                 tracking_uri=uri, dst_path=str(tmp_path / "dl"))
     samples = np.load(local)
     assert samples.shape == (10_000, 1) and np.isfinite(samples).all()
@@ -82,12 +82,15 @@ EXPERIMENTS_1D = ["devnag_moments", "devnag_raw", "devnag_diffs", "devnag_varian
                   "ganotes_1d"]
 EXPERIMENTS_2D = ["gan2d_zig", "gan2d_two_blobs", "cgan_two_blobs", "ring8_gan", "ring8_pacgan", "grid25_gan",
                   "grid25_pacgan", "ring8_ganlab", "grid25_ganlab"]
+# trained in test_images.py (the MNIST and CIFAR-10 ones on fixture files in the real formats)
+EXPERIMENTS_IMAGES = ["goodfellow_digits", "ganotes_digits", "cgan_digits", "ganlab_digits",
+                      "goodfellow_mnist", "ganotes_mnist", "goodfellow_cifar10"]
 
 
 def test_every_experiment_is_covered_here():
     from ganlab.config.compose import group_options
 
-    assert set(group_options("experiment")) == set(EXPERIMENTS_1D) | set(EXPERIMENTS_2D)
+    assert set(group_options("experiment")) == set(EXPERIMENTS_1D) | set(EXPERIMENTS_2D) | set(EXPERIMENTS_IMAGES)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS_1D)
@@ -106,15 +109,28 @@ def test_every_1d_experiment_trains_end_to_end(experiment, tracking_uri):
     assert "plots/histogram.gif" in artifact_paths(client, result.run_id)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS_2D)
-def test_every_2d_experiment_runs_from_the_cli_with_plots(experiment, tmp_path):
+TINY_2D = ["train.iterations=4", "train.eval_every=2", "train.plot_every=2", "train.eval_samples=2000"]
+
+
+def test_a_2d_experiment_from_the_cli_prints_its_2d_metrics(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = _cli([f"experiment={experiment}", "train.iterations=4", "train.eval_every=2", "train.plot_every=2",
-                 "train.eval_samples=2000"], uri, tmp_path)
+    proc = _cli(["experiment=ring8_gan", *TINY_2D], uri, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "[it 4/4] SW1" in proc.stdout
+    assert "[it 4/4] SW1" in proc.stdout and "modes" in proc.stdout
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("ring8_gan").experiment_id])
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS_2D)
+def test_every_2d_experiment_trains_with_plots(experiment, tracking_uri):
+    """In process (the CLI path is the test above): each experiment's data, model and plots."""
+    from ganlab.config import compose_config
+    from ganlab.training.runner import run_training
+
+    result = run_training(compose_config([f"experiment={experiment}", *TINY_2D]), verbose=False)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     arts = artifact_paths(client, run.info.run_id)
     for expected in ("plots/samples.gif", "plots/samples_000000.png", "plots/samples_000004.png",

@@ -1,6 +1,7 @@
 """Image GANs (S2, S5): the epoch-stream loader, the feature classifier and its Frechet distance,
 generator shapes per dataset, and end-to-end CLI runs on the bundled digits."""
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -88,12 +89,23 @@ def _run(tmp_path, *args):
     return run_cli(list(args), f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
 
 
-@pytest.mark.parametrize("experiment", ["goodfellow_digits", "ganotes_digits", "cgan_digits", "ganlab_digits"])
-def test_a_tiny_digits_run_logs_grids_and_quality_metrics(tmp_path, experiment):
-    done = _run(tmp_path, f"experiment={experiment}", *TINY)
+def test_a_tiny_digits_run_from_the_cli_prints_its_image_metrics(tmp_path):
+    done = _run(tmp_path, "experiment=goodfellow_digits", *TINY)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "[it 20/20] FD " in done.stdout and "class-KL" in done.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])[0]
+    run = client.search_runs([client.get_experiment_by_name("goodfellow_digits").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("experiment", ["goodfellow_digits", "ganotes_digits", "cgan_digits", "ganlab_digits"])
+def test_a_tiny_digits_run_logs_grids_and_quality_metrics(tracking_uri, experiment):
+    """In process (the CLI path is the test above)."""
+    from ganlab.training.runner import run_training
+
+    result = run_training(compose_config([f"experiment={experiment}", *TINY]), verbose=False)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "frechet_distance")
     assert [m.step for m in history] == [0, 10, 20] and all(m.value > 0 for m in history)
@@ -102,7 +114,31 @@ def test_a_tiny_digits_run_logs_grids_and_quality_metrics(tmp_path, experiment):
     files = set(artifact_paths(client, run.info.run_id))
     assert {"plots/grid_000000.png", "plots/grid_000020.png", "plots/grid.gif", "plots/metrics.png",
             "samples.npy", "model/generator.pt"} <= files
-    assert "FD " in done.stdout
+
+
+@pytest.mark.parametrize("experiment,dataset", [("goodfellow_mnist", "mnist"), ("ganotes_mnist", "mnist"),
+                                                ("goodfellow_cifar10", "cifar")])
+def test_the_file_dataset_experiments_train_on_files_in_the_real_formats(experiment, dataset, request,
+                                                                         tracking_uri, tmp_path):
+    """No MNIST or CIFAR-10 here: the experiments run (in process, 4 iterations) on the fixture files
+    that conftest.py writes in the real formats, through the loader, classifier, metric and plots."""
+    from ganlab.training.runner import run_training
+
+    root = request.getfixturevalue(f"{dataset}_root")
+    cfg = compose_config([f"experiment={experiment}", f"data.root={root}", "train.iterations=4",
+                          "train.eval_every=2", "train.plot_every=4", "train.eval_samples=200"])
+    result = run_training(cfg, verbose=False)
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(result.run_id, "frechet_distance")] == [0, 2, 4]
+    assert np.isfinite(result.metrics["frechet_distance"]) and result.metrics["frechet_distance"] > 0
+    files = set(artifact_paths(client, result.run_id))
+    assert {"plots/grid_000004.png", "plots/grid.gif", "samples.npy"} <= files
+    samples = np.load(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="samples.npy",
+                                                          tracking_uri=tracking_uri, dst_path=str(tmp_path)))
+    side = {"mnist": 28 * 28, "cifar": 3 * 32 * 32}[dataset]
+    assert samples.shape[1] == side and samples.shape[0] * side <= 4_000_000
+    assert samples.min() >= -1 and samples.max() <= 1
 
 
 def test_a_short_seeded_digits_run_closes_most_of_the_distance(tmp_path):
