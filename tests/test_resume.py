@@ -40,8 +40,10 @@ def _checkpoints(run):
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    args = ["train.iterations=1500", *SHORT]
-    killed_uri = f"sqlite:///{tmp_path / 'killed.db'}"
+    args = ["train.iterations=600", *SHORT]
+    (tmp_path / "fresh").mkdir()  # its own store and artifact folder, apart from the run to kill
+    killed_uri, fresh_uri = f"sqlite:///{tmp_path / 'killed.db'}", f"sqlite:///{tmp_path / 'fresh' / 'fresh.db'}"
+    fresh = _cli(args, fresh_uri, tmp_path / "fresh")  # the uninterrupted reference, on the other core
     proc = _cli(args, killed_uri, tmp_path)
     run_id = proc.stdout.readline().split()[2]
     folder = None
@@ -63,8 +65,6 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed.returncode == 0, err
     assert f"run {run_id} resumed at iteration" in out
 
-    fresh_uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    fresh = _cli(args, fresh_uri, tmp_path)
     fresh.communicate(timeout=300)
     assert fresh.returncode == 0
 
@@ -78,7 +78,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         np.testing.assert_array_equal(sorted(mine), sorted(theirs), err_msg=key)  # nan == nan (loss at step 0)
     samples = [np.load(Path(r.info.artifact_uri.removeprefix("file://")) / "samples.npy") for r in (done, reference)]
     np.testing.assert_array_equal(samples[0], samples[1])
-    assert _checkpoints(done) == [checkpoint_name(1500)]  # keep 1: the newest
+    assert _checkpoints(done) == [checkpoint_name(600)]  # keep 1: the newest
 
 
 def test_extending_a_finished_run(tracking_uri):
