@@ -27,7 +27,7 @@ train: install
 	$(PY) -m ganlab.train $(ARGS)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist worksteal tests
 
 bench: install
 	$(PY) -m benchmarks.run $(ARGS)

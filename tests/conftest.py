@@ -17,6 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs two pytest workers on two cores: one torch/OpenMP thread each (inherited by
+    # the subprocesses the tests start), or the two would fight over both cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def tracking_uri(tmp_path, monkeypatch) -> str:
