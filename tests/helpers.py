@@ -22,3 +22,18 @@ def artifact_paths(client, run_id: str, path: str = "") -> list[str]:
     for item in client.list_artifacts(run_id, path):
         out += artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
     return out
+
+
+def train_finished(overrides: list[str], uri: str):
+    """Train in process (no interpreter start-up: the CLI path has its own tests) and return
+    ``(client, run, result)`` for a run that must have ended FINISHED in the store at ``uri``."""
+    from mlflow.tracking import MlflowClient
+
+    from ganlab.config import compose_config
+    from ganlab.training.runner import run_training
+
+    result = run_training(compose_config(overrides), verbose=False)
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    return client, run, result

@@ -7,7 +7,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from helpers import artifact_paths, run_cli
+from helpers import artifact_paths, run_cli, train_finished
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,15 +95,8 @@ def test_every_experiment_is_covered_here():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS_1D)
 def test_every_1d_experiment_trains_end_to_end(experiment, tracking_uri):
-    from ganlab.config import compose_config
-    from ganlab.training.runner import run_training
-
-    cfg = compose_config([f"experiment={experiment}", "train.iterations=3", "train.eval_every=1",
-                          "train.plot_every=2", "train.eval_samples=2000"])
-    result = run_training(cfg, verbose=False)
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(result.run_id)
-    assert run.info.status == "FINISHED"
+    client, run, result = train_finished([f"experiment={experiment}", "train.iterations=3", "train.eval_every=1",
+                                          "train.plot_every=2", "train.eval_samples=2000"], tracking_uri)
     assert client.get_experiment(run.info.experiment_id).name == experiment
     assert 0 <= result.metrics["ks"] <= 1
     assert "plots/histogram.gif" in artifact_paths(client, result.run_id)
@@ -125,13 +118,7 @@ def test_a_2d_experiment_from_the_cli_prints_its_2d_metrics(tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS_2D)
 def test_every_2d_experiment_trains_with_plots(experiment, tracking_uri):
     """In process (the CLI path is the test above): each experiment's data, model and plots."""
-    from ganlab.config import compose_config
-    from ganlab.training.runner import run_training
-
-    result = run_training(compose_config([f"experiment={experiment}", *TINY_2D]), verbose=False)
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(result.run_id)
-    assert run.info.status == "FINISHED"
+    client, run, _ = train_finished([f"experiment={experiment}", *TINY_2D], tracking_uri)
     arts = artifact_paths(client, run.info.run_id)
     for expected in ("plots/samples.gif", "plots/samples_000000.png", "plots/samples_000004.png",
                      "plots/metrics.png", "samples.npy"):

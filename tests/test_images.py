@@ -5,7 +5,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import artifact_paths, run_cli
+from helpers import artifact_paths, run_cli, train_finished
 from mlflow.tracking import MlflowClient
 
 from ganlab.config import compose_config
@@ -101,12 +101,7 @@ def test_a_tiny_digits_run_from_the_cli_prints_its_image_metrics(tmp_path):
 @pytest.mark.parametrize("experiment", ["goodfellow_digits", "ganotes_digits", "cgan_digits", "ganlab_digits"])
 def test_a_tiny_digits_run_logs_grids_and_quality_metrics(tracking_uri, experiment):
     """In process (the CLI path is the test above)."""
-    from ganlab.training.runner import run_training
-
-    result = run_training(compose_config([f"experiment={experiment}", *TINY]), verbose=False)
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(result.run_id)
-    assert run.info.status == "FINISHED"
+    client, run, _ = train_finished([f"experiment={experiment}", *TINY], tracking_uri)
     history = client.get_metric_history(run.info.run_id, "frechet_distance")
     assert [m.step for m in history] == [0, 10, 20] and all(m.value > 0 for m in history)
     assert "class_kl" in run.data.metrics
@@ -122,14 +117,10 @@ def test_the_file_dataset_experiments_train_on_files_in_the_real_formats(experim
                                                                          tracking_uri, tmp_path):
     """No MNIST or CIFAR-10 here: the experiments run (in process, 4 iterations) on the fixture files
     that conftest.py writes in the real formats, through the loader, classifier, metric and plots."""
-    from ganlab.training.runner import run_training
-
     root = request.getfixturevalue(f"{dataset}_root")
-    cfg = compose_config([f"experiment={experiment}", f"data.root={root}", "train.iterations=4",
-                          "train.eval_every=2", "train.plot_every=4", "train.eval_samples=200"])
-    result = run_training(cfg, verbose=False)
-    client = MlflowClient(tracking_uri)
-    assert client.get_run(result.run_id).info.status == "FINISHED"
+    client, _, result = train_finished([f"experiment={experiment}", f"data.root={root}", "train.iterations=4",
+                                        "train.eval_every=2", "train.plot_every=4", "train.eval_samples=200"],
+                                       tracking_uri)
     assert [m.step for m in client.get_metric_history(result.run_id, "frechet_distance")] == [0, 2, 4]
     assert np.isfinite(result.metrics["frechet_distance"]) and result.metrics["frechet_distance"] > 0
     files = set(artifact_paths(client, result.run_id))
