@@ -47,7 +47,7 @@ def floor(eval_samples: int = 2000, repeats: int = 5) -> dict:
     import torch
 
     from ganlab.config import compose_config
-    from ganlab.data.registry import build_target
+    from ganlab.data.targets import build_target
     from ganlab.metrics.metrics_images import image_quality
 
     digits = build_target(compose_config(["data=digits"]).data)

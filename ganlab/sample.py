@@ -10,9 +10,10 @@ its newest checkpoint.
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ganlab.errors import GanlabError, SampleError
 
 USAGE = """usage: python -m ganlab.sample (run_id=<id> | experiment=<name>) [n=10000] [out=samples.npy]
                              [label=<class>] [plot=false] [seed=0] [tracking.uri=<uri>]
@@ -23,11 +24,6 @@ USAGE = """usage: python -m ganlab.sample (run_id=<id> | experiment=<name>) [n=1
   label for a conditional model, the class to sample (default: classes drawn as in training)
 """
 KEYS = ("run_id", "experiment", "n", "out", "label", "plot", "seed", "tracking.uri")
-CHUNK = 65_536
-
-
-class SampleError(ValueError):
-    """Bad arguments or a run that cannot be sampled: reported as one line."""
 
 
 @dataclass
@@ -81,14 +77,10 @@ def parse_args(argv: list[str]) -> SampleArgs:
     return args
 
 
-def find_run(client, args: SampleArgs):
-    from mlflow.exceptions import MlflowException
-
+def find_run_id(client, args: SampleArgs) -> str:
+    """``run_id``, or the latest finished run of ``experiment``."""
     if args.run_id is not None:
-        try:
-            return client.get_run(args.run_id)
-        except MlflowException:
-            raise SampleError(f"run_id={args.run_id!r}: no such run in the tracking store") from None
+        return args.run_id
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
         raise SampleError(f"experiment={args.experiment!r}: no such MLflow experiment")
@@ -96,88 +88,45 @@ def find_run(client, args: SampleArgs):
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise SampleError(f"experiment={args.experiment!r} has no finished run")
-    return runs[0]
-
-
-def _generator_weights(client, run, tmp: str) -> dict:
-    """The EMA generator if logged, else the generator; for a run without final weights, its newest
-    checkpoint. Read weights-only."""
-    import mlflow
-    import torch
-
-    from ganlab.tracking import list_checkpoints
-    from ganlab.training.checkpoints import CheckpointError, load_checkpoint
-
-    logged = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    for name in ("model/generator_ema.pt", "model/generator.pt"):
-        if name in logged:
-            path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=name, dst_path=tmp,
-                                                       tracking_uri=client.tracking_uri)
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise SampleError(f"{name} of run {run.info.run_id} cannot be read safely "
-                                  f"({type(exc).__name__}); it may carry pickled objects") from None
-    for name in list_checkpoints(client, run.info.run_id):
-        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=name, dst_path=tmp,
-                                                   tracking_uri=client.tracking_uri)
-        try:
-            state = load_checkpoint(Path(path))
-        except CheckpointError:
-            continue
-        if state["ema"] is not None:
-            return {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
-        return state["generator"]
-    raise SampleError(f"run {run.info.run_id} has no generator weights (model/*.pt) and no readable checkpoint")
+    return runs[0].info.run_id
 
 
 def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
     """Write the samples (and figure); return their paths and the run id."""
-    import mlflow
     import torch
     from mlflow.tracking import MlflowClient
-    from omegaconf import OmegaConf
 
-    from ganlab.tracking import resolve_tracking_uri
-    from ganlab.training.evaluation import Evaluator
+    from ganlab.config.uris import resolve_tracking_uri
+    from ganlab.stored_runs import RunReadError, StoredRun
     from ganlab.training.runner import build_module
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    client = MlflowClient(uri)
-    run = find_run(client, args)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            cfg = OmegaConf.load(mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id, artifact_path="config.yaml", dst_path=tmp, tracking_uri=uri))
-        except Exception:
-            raise SampleError(f"run {run.info.run_id} has no readable config.yaml: not a ganlab run?") from None
-        weights = _generator_weights(client, run, tmp)
-    module = build_module(cfg)
+    run_id = find_run_id(MlflowClient(uri), args)
     try:
-        module.generator.load_state_dict(weights)
+        with StoredRun(uri, run_id) as run:
+            cfg = run.config()
+            weights = run.generator_state()
+    except RunReadError as exc:
+        prefix = f"run_id={run_id!r}: " if args.run_id is not None else ""
+        raise SampleError(f"{prefix}{exc}") from None
+    module = build_module(cfg)
+    try:  # the weights are the ones to sample from (the EMA copy when the run had one)
+        module.eval_generator.load_state_dict(weights)
     except RuntimeError as exc:
-        raise SampleError(f"the generator weights of run {run.info.run_id} do not fit its config: "
+        raise SampleError(f"the generator weights of run {run_id} do not fit its config: "
                           f"{str(exc).splitlines()[0]}") from None
     classes = module.conditioning.classes
     if args.label is not None and not classes:
-        raise SampleError(f"label={args.label} is not allowed; run {run.info.run_id} is not a conditional model")
+        raise SampleError(f"label={args.label} is not allowed; run {run_id} is not a conditional model")
     if args.label is not None and args.label >= classes:
         raise SampleError(f"label={args.label} is not allowed; the model has classes 0..{classes - 1}")
 
-    gen = torch.Generator().manual_seed(args.seed)
-    z = module.noise.sample(args.n, generator=gen)
-    labels = None
-    if classes:
-        labels = (torch.full((args.n,), args.label, dtype=torch.long) if args.label is not None
-                  else module.fake_labels(args.n, gen))
-    module.ema = None  # the weights loaded into G are already the ones to sample from
-    chunks = [Evaluator.generate(module, z[i:i + CHUNK], None if labels is None else labels[i:i + CHUNK])
-              for i in range(0, args.n, CHUNK)]
-    samples = torch.cat(chunks).float().numpy()
+    samples, labels = module.sample(args.n, torch.Generator().manual_seed(args.seed), args.label)
+    samples = samples.float().numpy()
     label_array = None if labels is None else labels.numpy()
     _write(args.out, samples, label_array)
     figure = _plot(module, samples, label_array, args.out) if args.plot else None
-    return args.out, figure, run.info.run_id
+    return args.out, figure, run_id
 
 
 def _write(out: Path, samples, labels) -> None:
@@ -196,9 +145,6 @@ def _write(out: Path, samples, labels) -> None:
 
 
 def _plot(module, samples, labels, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from ganlab.plots.plotter import build_plotter
@@ -218,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or "-h" in argv or "--help" in argv:
         print(USAGE)
         return 0 if argv else 2
-    from ganlab.config.compose import ConfigError
+    from ganlab.runtime import configure_runtime
 
+    configure_runtime()
     try:
         out, figure, run_id = sample_run(parse_args(argv))
-    except (SampleError, ConfigError) as exc:
+    except GanlabError as exc:
         print(f"ganlab.sample: error: {exc}", file=sys.stderr)
         return 2
     print(f"ganlab.sample: wrote {out}" + (f" and {figure}" if figure else "") + f" from run {run_id}")

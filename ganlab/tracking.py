@@ -9,43 +9,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import re
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import mlflow
-from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import ganlab
-from ganlab.config.validate import check_tracking_uri
+from ganlab.atomic_files import save_atomic
+from ganlab.config.flatten import flatten_config
+from ganlab.config.uris import resolve_tracking_uri
+from ganlab.stored_runs import CHECKPOINT_DIR, list_checkpoints
 
-DEFAULT_STORE = Path("mlruns")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
-CHECKPOINT_DIR = "checkpoints"
-
-for _name in ("alembic", "mlflow"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri`` if given (tracking.uri), else $MLFLOW_TRACKING_URI, else the local SQLite store."""
-    if uri:
-        return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        check_tracking_uri(env, key="MLFLOW_TRACKING_URI")
-        return env
-    DEFAULT_STORE.mkdir(exist_ok=True)
-    return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
 
 
 def _sqlite_dir(uri: str) -> Path | None:
@@ -68,28 +55,6 @@ def _store_lock(uri: str):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as dotted keys, e.g. {'optim.d_lr': '0.001', 'model.g.hidden': '[5, 5]'}."""
-    flat: dict[str, str] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = str(node)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
-
-
-def list_checkpoints(client: MlflowClient, run_id: str) -> list[str]:
-    """Artifact paths of a run's checkpoints (checkpoints/ckpt_<iteration>.pt), newest first."""
-    names = [a.path for a in client.list_artifacts(run_id, CHECKPOINT_DIR)
-             if re.fullmatch(rf"{CHECKPOINT_DIR}/ckpt_\d+\.pt", a.path)]
-    return sorted(names, reverse=True)
 
 
 def git_commit() -> str:
@@ -143,7 +108,7 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
-        params = [Param(k, v[:6000]) for k, v in flatten(cfg).items()]
+        params = [Param(k, str(v)[:6000]) for k, v in flatten_config(cfg).items()]
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
         self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -184,8 +149,6 @@ class Tracker:
     def save_checkpoint(self, state: dict, name: str) -> None:
         """Into the run's artifacts, atomically: written in place with a rename where the artifact
         store is a local folder, else written atomically to a temporary file and uploaded."""
-        from ganlab.training.checkpoints import save_atomic
-
         local = self._local_artifact_dir()
         if local is not None:
             save_atomic(state, local / CHECKPOINT_DIR / name)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-from ganlab.config.compose import GROUPS, ConfigError, compose_config, group_options, to_yaml
+from ganlab.config.compose import GROUPS, compose_config, group_options, to_yaml
+from ganlab.errors import GanlabError
 from ganlab.metrics import headline
+from ganlab.runtime import configure_runtime
 
 USAGE = """usage: python -m ganlab.train [--cfg] [group=option ...] [key=value ...]
        python -m ganlab.train resume=<run_id> [train.iterations=N ...]
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from ganlab.training.runner import TrainingFailed, run_training  # heavy imports after validation
 
+        configure_runtime()
+
         try:
             result = run_training(cfg, resume=resume)
         except TrainingFailed as exc:
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"ganlab: run {exc.run_id} FAILED: {exc.reason}", file=sys.stderr)
             return 1
-    except ConfigError as exc:
+    except GanlabError as exc:
         print(f"ganlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

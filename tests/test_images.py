@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from ganlab.config import compose_config
 from ganlab.data.loaders import EpochStreamSampler, training_loader
-from ganlab.data.registry import build_target
+from ganlab.data.targets import build_target
 from ganlab.metrics.metrics_images import frechet_distance, image_quality
 from ganlab.training.runner import build_module
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ganlab.data.targets_2d import GaussianMixture2D, ImageDensity, ring_means
+from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity, ring_means
 from ganlab.metrics import headline, sample_metrics
 from ganlab.metrics.metrics_2d import mode_metrics, off_density_share, sliced_wasserstein
 
@@ -59,7 +59,7 @@ def test_sliced_wasserstein_of_a_shift():
 def test_off_density_share():
     weights = np.zeros((2, 2))
     weights[0, 0] = 1.0  # top-left quarter of [0, 1]^2
-    image = ImageDensity(weights)
+    image = PictureDensity(weights)
     points = np.array([[0.25, 0.75], [0.75, 0.75], [0.25, 0.25], [2.0, 0.5]])
     assert off_density_share(points, image) == pytest.approx(0.75)
 

@@ -14,8 +14,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import ConfigError, compose_config
-from ganlab.training.checkpoints import CheckpointError, checkpoint_name, load_checkpoint, save_atomic
+from ganlab.atomic_files import save_atomic
+from ganlab.config import compose_config
+from ganlab.errors import CheckpointError, ConfigError
+from ganlab.training.checkpoints import checkpoint_name, load_checkpoint
 from ganlab.training.resume import prepare_resume
 from ganlab.training.runner import run_training
 

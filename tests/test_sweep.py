@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import ConfigError
+from ganlab.errors import ConfigError
 from ganlab.sweeping.definition import available, load
 from ganlab.sweeping.study import open_study
 from ganlab.sweeping.summary import open_parent_run

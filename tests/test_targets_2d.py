@@ -9,16 +9,10 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from ganlab.data.example_images import EXAMPLES
-from ganlab.data.targets_2d import (
-    ConditionalImageDensity,
-    GaussianMixture2D,
-    ImageDensity,
-    ImageDensityError,
-    grid_means,
-    load_density_image,
-    ring_means,
-)
+from ganlab.data.example_pictures import EXAMPLES
+from ganlab.data.pictures import load_picture
+from ganlab.data.targets_2d import ConditionalPictureDensity, GaussianMixture2D, PictureDensity, grid_means, ring_means
+from ganlab.errors import PictureError
 
 
 def _gen(seed=0):
@@ -33,7 +27,7 @@ def _png(path, array):
 def test_image_mass_in_one_quadrant_gives_samples_only_there(tmp_path):
     pixels = np.zeros((40, 40))
     pixels[:20, 20:] = 255  # top-right quadrant of the picture (row 0 is the top)
-    target = ImageDensity(load_density_image(_png(tmp_path / "q.png", pixels)), box=(-1, 1, -1, 1))
+    target = PictureDensity(load_picture(_png(tmp_path / "q.png", pixels)), box=(-1, 1, -1, 1))
     x = target.sample(50_000, generator=_gen()).numpy()
     assert (x[:, 0] >= 0).all() and (x[:, 1] >= 0).all()
     assert (x[:, 0] <= 1).all() and (x[:, 1] <= 1).all()
@@ -46,8 +40,8 @@ def test_pixel_proportions_match_weights(tmp_path):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(6, 5))
     pixels[2, 3] = 0
-    weights = load_density_image(_png(tmp_path / "w.png", pixels))
-    target = ImageDensity(weights, box=(0, 5, 0, 6), jitter=0.0)
+    weights = load_picture(_png(tmp_path / "w.png", pixels))
+    target = PictureDensity(weights, box=(0, 5, 0, 6), jitter=0.0)
     n = 400_000
     x = target.sample(n, generator=_gen(1)).numpy()
     cols, rows = np.floor(x[:, 0]).astype(int), np.floor(6 - x[:, 1]).astype(int)
@@ -65,7 +59,7 @@ def test_pixel_proportions_match_weights(tmp_path):
 
 
 def test_image_sampler_is_reproducible_and_fast():
-    target = ImageDensity(load_density_image("star"))
+    target = PictureDensity(load_picture("star"))
     np.testing.assert_array_equal(target.sample(1000, generator=_gen(3)), target.sample(1000, generator=_gen(3)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -85,14 +79,14 @@ def test_image_sampler_is_reproducible_and_fast():
 def test_shipped_examples_load_with_mass():
     for name in ("zig", "blobs", "ring", "star", "blob_left", "blob_right"):
         assert name in EXAMPLES
-        weights = load_density_image(name)
+        weights = load_picture(name)
         assert weights.shape == (256, 256) and weights.max() > 0.9 and 0 < weights.mean() < 0.5
 
 
 def test_large_pictures_shrink_keeping_mass(tmp_path):
     pixels = np.zeros((100, 200))
     pixels[:, :50] = 255  # a quarter of the picture is white
-    weights = load_density_image(_png(tmp_path / "big.png", pixels), max_side=40)
+    weights = load_picture(_png(tmp_path / "big.png", pixels), max_side=40)
     assert weights.shape == (20, 40)
     assert weights.sum() / weights.size == pytest.approx(0.25, abs=0.01)
 
@@ -104,8 +98,8 @@ def test_large_pictures_shrink_keeping_mass(tmp_path):
 ])
 def test_bad_pictures_are_one_clear_line(tmp_path, make, message):
     path = make(tmp_path)
-    with pytest.raises(ImageDensityError) as err:
-        load_density_image(path)
+    with pytest.raises(PictureError) as err:
+        load_picture(path)
     assert message in str(err.value) and path in str(err.value) and "\n" not in str(err.value)
 
 
@@ -135,8 +129,8 @@ def test_mixture_sample_moments():
 
 
 def test_conditional_target_labels_follow_their_pictures():
-    left, right = (ImageDensity(load_density_image(name)) for name in ("blob_left", "blob_right"))
-    target = ConditionalImageDensity([left, right])
+    left, right = (PictureDensity(load_picture(name)) for name in ("blob_left", "blob_right"))
+    target = ConditionalPictureDensity([left, right])
     x, labels = target.sample_with_labels(20_000, generator=_gen())
     x, labels = x.numpy(), labels.numpy()
     assert set(np.unique(labels)) == {0, 1}

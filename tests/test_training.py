@@ -5,7 +5,8 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import ConfigError, compose_config
+from ganlab.config import compose_config
+from ganlab.errors import ConfigError
 from ganlab.training.runner import run_training
 
 FAST = ["train.eval_every=25", "train.plot_every=1000", "train.eval_samples=5000"]

@@ -1,5 +1,5 @@
 """Configuration: typed schema, Hydra composition and validation."""
 
-from ganlab.config.compose import ConfigError, compose_config
+from ganlab.config.compose import compose_config
 
-__all__ = ["ConfigError", "compose_config"]
+__all__ = ["compose_config"]

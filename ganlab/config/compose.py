@@ -17,18 +17,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from ganlab.config.schema import PackPreprocessConfig, register_schemas
-from ganlab.data.registry import TARGET_DIMS
-from ganlab.data.targets_images import IMAGE_DATASETS
-from ganlab.discriminator_inputs import AUTO
-from ganlab.nets.models import BATCH_MODELS
+from ganlab.config.validate import validate
+from ganlab.data.targets import TARGETS
+from ganlab.errors import ConfigError
+from ganlab.nets.models import MODELS
+from ganlab.preprocess import AUTO
 
 IMAGE_NOISE_DIM = 128  # noise.dim null on image data: S2's z size
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "experiment")
-
-
-class ConfigError(ValueError):
-    """A bad configuration, with a one-line message meant for the user."""
 
 
 def group_options(group: str) -> list[str]:
@@ -64,8 +61,6 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
     The returned config carries the resolved MLflow experiment name in ``tracking.experiment``.
     """
-    from ganlab.config.validate import validate  # local: validate imports the builders
-
     register_schemas()
     overrides = list(overrides or [])
     GlobalHydra.instance().clear()
@@ -93,17 +88,25 @@ def _resolve_defaults(cfg: DictConfig) -> None:
     """Fill in the choices that depend on other groups: noise.dim null follows the data's dimension
     (128 for images, S2's z),
     and preprocess=auto picks the natural D input for the model and the data."""
-    data_dim = TARGET_DIMS.get(cfg.data.name)
-    if cfg.noise.dim is None:  # an unknown data name is reported by validate()
-        cfg.noise.dim = IMAGE_NOISE_DIM if cfg.data.name in IMAGE_DATASETS else data_dim or 1
+    target = TARGETS[cfg.data.name]
+    if cfg.noise.dim is None:
+        cfg.noise.dim = IMAGE_NOISE_DIM if target.family == "images" else target.dim
     if cfg.preprocess.name != AUTO:
         return
-    if cfg.model.name not in BATCH_MODELS:
+    if not MODELS[cfg.model.name].judges_batches:
         cfg.preprocess.name, cfg.preprocess.group_size = "none", 0
-    elif data_dim is not None and data_dim > 1:  # sorting each coordinate apart would lose the joint law
-        cfg.preprocess = OmegaConf.structured(PackPreprocessConfig())
+    elif target.dim > 1:  # sorting each coordinate apart would lose the joint law
+        cfg.preprocess = OmegaConf.merge(OmegaConf.structured(PackPreprocessConfig), _option("preprocess", "pack"))
     else:
         cfg.preprocess.name = "sorted"
+
+
+def _option(group: str, name: str) -> DictConfig:
+    """The values of one YAML option of a group (its defaults list left out)."""
+    values = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    with open_dict(values):
+        values.pop("defaults", None)
+    return values
 
 
 def to_yaml(cfg: DictConfig) -> str:

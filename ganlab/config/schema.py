@@ -3,6 +3,9 @@
 Each YAML option under ``conf/<group>/`` names its schema in its defaults list, so Hydra
 rejects unknown keys and wrong types at composition time, before anything trains.
 Value ranges and cross-group rules that a type cannot express live in ``validate.py``.
+
+One source of defaults: a field the YAML options set is ``MISSING`` here (the YAML holds the value);
+only fields no option sets keep a default here (e.g. an MLP's dropout), so no number is written twice.
 """
 
 from __future__ import annotations
@@ -11,42 +14,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
 # --- data: the target distribution -------------------------------------------------------
 @dataclass
 class GaussianTargetConfig:
-    name: str = "gaussian_1d"
-    mean: float = 4.0
-    std: float = 1.25
+    name: str = MISSING
+    mean: float = MISSING
+    std: float = MISSING
 
 
 @dataclass
 class MixtureTargetConfig:
-    name: str = "mixture_1d"
-    weights: list[float] = field(default_factory=lambda: [0.5, 0.5])
-    means: list[float] = field(default_factory=lambda: [-2.0, 2.0])
-    stds: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    name: str = MISSING
+    weights: list[float] = MISSING
+    means: list[float] = MISSING
+    stds: list[float] = MISSING
 
 
 @dataclass
 class RingTargetConfig:
     """PacGAN/VEEGAN's ring: ``count`` Gaussians evenly spaced on a circle."""
 
-    name: str = "ring8"
-    count: int = 8
-    radius: float = 1.0
-    std: float = 0.01
+    name: str = MISSING
+    count: int = MISSING
+    radius: float = MISSING
+    std: float = MISSING
 
 
 @dataclass
 class GridTargetConfig:
     """PacGAN/VEEGAN's grid: side x side Gaussians ``spacing`` apart, centred on 0."""
 
-    name: str = "grid25"
-    side: int = 5
-    spacing: float = 2.0
-    std: float = 0.05
+    name: str = MISSING
+    side: int = MISSING
+    spacing: float = MISSING
+    std: float = MISSING
 
 
 @dataclass
@@ -54,25 +58,25 @@ class PictureOptions:
     """How pictures become densities: the box they cover = [xmin, xmax, ymin, ymax] (S4: [0, 1]^2),
     sub-pixel jitter, and the size large pictures are shrunk to."""
 
-    box: list[float] = field(default_factory=lambda: [0.0, 1.0, 0.0, 1.0])
-    jitter: float = 1.0
-    max_side: int = 512
+    box: list[float] = MISSING
+    jitter: float = MISSING
+    max_side: int = MISSING
 
 
 @dataclass
-class ImageTargetConfig(PictureOptions):
+class PictureTargetConfig(PictureOptions):
     """A grayscale picture as a density (white = more mass)."""
 
-    name: str = "image_density"
-    path: str = "zig"
+    name: str = MISSING
+    path: str = MISSING
 
 
 @dataclass
-class ConditionalImageTargetConfig(PictureOptions):
+class ConditionalPictureTargetConfig(PictureOptions):
     """Several pictures on one box, one class each (S4's conditional GAN)."""
 
-    name: str = "conditional_image_density"
-    paths: list[str] = field(default_factory=lambda: ["blob_left", "blob_right"])
+    name: str = MISSING
+    paths: list[str] = MISSING
 
 
 @dataclass
@@ -80,43 +84,43 @@ class ImageDatasetConfig:
     """An image dataset read from local files (never downloaded): digits (scikit-learn's bundled 8x8
     digits), mnist (the four IDX files in ``root``), cifar10 (the python batches in ``root``)."""
 
-    name: str = "digits"
-    root: str | None = None  # the folder with the dataset's files (mnist, cifar10)
-    holdout: float = 0.2  # digits: the share of each class held out for the quality metric
+    name: str = MISSING
+    root: str | None = MISSING  # the folder with the dataset's files (mnist, cifar10)
+    holdout: float = MISSING  # digits: the share of each class held out for the quality metric
 
 
 # --- noise: the generator's input -------------------------------------------------------
 @dataclass
 class UniformNoiseConfig:
-    name: str = "uniform"
-    dim: int | None = None  # None: the data's dimension
-    low: float = 0.0
-    high: float = 1.0
+    name: str = MISSING
+    dim: int | None = MISSING  # None: the data's dimension
+    low: float = MISSING
+    high: float = MISSING
 
 
 @dataclass
 class NormalNoiseConfig:
-    name: str = "normal"
-    dim: int | None = None  # None: the data's dimension
-    mean: float = 0.0
-    std: float = 1.0
+    name: str = MISSING
+    dim: int | None = MISSING  # None: the data's dimension
+    mean: float = MISSING
+    std: float = MISSING
 
 
 @dataclass
 class StratifiedNoiseConfig:
     """S3: an evenly spaced grid over [low, high] plus a small uniform jitter."""
 
-    name: str = "stratified"
-    dim: int | None = None  # None: the data's dimension
-    low: float = -8.0
-    high: float = 8.0
-    jitter: float = 0.01
+    name: str = MISSING
+    dim: int | None = MISSING  # None: the data's dimension
+    low: float = MISSING
+    high: float = MISSING
+    jitter: float = MISSING
 
 
 # --- preprocess: what the discriminator sees ---------------------------------------------
 @dataclass
 class PreprocessConfig:
-    name: str = "none"
+    name: str = MISSING
     group_size: int = 0  # samples per D input for batch transforms; 0 = the whole batch (S1)
 
 
@@ -124,24 +128,24 @@ class PreprocessConfig:
 class PackPreprocessConfig:
     """PacGAN: ``m`` samples concatenated into one D input (S1's `raw` is m = the whole batch)."""
 
-    name: str = "pack"
-    m: int = 4
+    name: str = MISSING
+    m: int = MISSING
 
 
 @dataclass
 class CenteredPreprocessConfig(PreprocessConfig):
     """S1's 'diffs' and 'variances': keep_raw=False is the 'remove raw data' switch."""
 
-    keep_raw: bool = True
+    keep_raw: bool = MISSING
 
 
 # --- model: generator and discriminator networks -----------------------------------------
 @dataclass
 class MLPConfig:
-    hidden: list[int] = field(default_factory=lambda: [32, 32])
-    activations: list[str] = field(default_factory=lambda: ["relu", "relu"])
+    hidden: list[int] = MISSING
+    activations: list[str] = MISSING
     output_activation: str = "none"
-    init: str = "default"
+    init: str = MISSING
     init_std: float = 0.02
     batch_norm: list[bool] = field(default_factory=list)  # per hidden layer, between Linear and activation; []: none
     dropout: float = 0.0  # after each hidden activation (S5: 0.2)
@@ -149,7 +153,7 @@ class MLPConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "vanilla"
+    name: str = MISSING
     g: MLPConfig = field(default_factory=MLPConfig)
     d: MLPConfig = field(default_factory=MLPConfig)
 
@@ -158,80 +162,80 @@ class ModelConfig:
 class MinibatchModelConfig(ModelConfig):
     """Per-sample D whose last hidden features go through a minibatch-discrimination layer."""
 
-    name: str = "minibatch"
-    kernels: int = 5
-    kernel_dim: int = 3
-    minibatch_init_std: float = 0.02
+    name: str = MISSING
+    kernels: int = MISSING
+    kernel_dim: int = MISSING
+    minibatch_init_std: float = MISSING
 
 
 # --- optim -------------------------------------------------------------------------------
 @dataclass
 class OptimConfig:
-    name: str = "adam"
-    d_lr: float = 1e-3
-    g_lr: float = 1e-3
-    schedule: str = "none"
-    final_lr_fraction: float = 0.1
+    name: str = MISSING
+    d_lr: float = MISSING
+    g_lr: float = MISSING
+    schedule: str = MISSING
+    final_lr_fraction: float = MISSING
 
 
 @dataclass
 class SGDConfig(OptimConfig):
-    name: str = "sgd"
-    momentum: float = 0.9
+    name: str = MISSING
+    momentum: float = MISSING
 
 
 @dataclass
 class AdamConfig(OptimConfig):
-    name: str = "adam"
-    beta1: float = 0.9
-    beta2: float = 0.999
+    name: str = MISSING
+    beta1: float = MISSING
+    beta2: float = MISSING
 
 
 # --- train -------------------------------------------------------------------------------
 @dataclass
 class TrainConfig:
-    iterations: int = 3000
-    d_steps: int = 1
-    g_steps: int = 1
-    batch_size: int = 256
-    loss: str = "bce"
-    label_smoothing: float = 0.0
-    seed: int = 0
-    eval_every: int = 100
-    plot_every: int = 500
-    eval_samples: int = 20000
-    ema_decay: float = 0.0
-    r1_gamma: float = 0.0
-    accelerator: str = "cpu"
-    threads: int = 1
-    ckpt_every: int = 1000  # checkpoint every this many iterations and at the end; 0: never
-    ckpt_keep: int = 1  # how many of the newest checkpoints the run keeps
+    iterations: int = MISSING
+    d_steps: int = MISSING
+    g_steps: int = MISSING
+    batch_size: int = MISSING
+    loss: str = MISSING
+    label_smoothing: float = MISSING
+    seed: int = MISSING
+    eval_every: int = MISSING
+    plot_every: int = MISSING
+    eval_samples: int = MISSING
+    ema_decay: float = MISSING
+    r1_gamma: float = MISSING
+    accelerator: str = MISSING
+    threads: int = MISSING
+    ckpt_every: int = MISSING  # checkpoint every this many iterations and at the end; 0: never
+    ckpt_keep: int = MISSING  # how many of the newest checkpoints the run keeps
 
 
 @dataclass
 class TrackingConfig:
-    uri: str | None = None
-    experiment: str | None = None
+    uri: str | None = MISSING
+    experiment: str | None = MISSING
 
 
 @dataclass
 class Config:
-    data: Any = None
-    noise: Any = None
-    preprocess: Any = None
-    model: Any = None
-    optim: Any = None
+    data: Any = MISSING
+    noise: Any = MISSING
+    preprocess: Any = MISSING
+    model: Any = MISSING
+    optim: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"gaussian_1d": GaussianTargetConfig, "mixture_1d": MixtureTargetConfig, "ring8": RingTargetConfig,
-             "grid25": GridTargetConfig, "image_density": ImageTargetConfig,
-             "conditional_image_density": ConditionalImageTargetConfig, "image_dataset": ImageDatasetConfig},
+             "grid25": GridTargetConfig, "image_density": PictureTargetConfig,
+             "conditional_image_density": ConditionalPictureTargetConfig, "image_dataset": ImageDatasetConfig},
     "noise": {"uniform": UniformNoiseConfig, "normal": NormalNoiseConfig, "stratified": StratifiedNoiseConfig},
-    "preprocess": {"plain": PreprocessConfig, "centered": CenteredPreprocessConfig,
-                   "pack": PackPreprocessConfig},
+    "preprocess": {"preprocess": PreprocessConfig, "preprocess_centered": CenteredPreprocessConfig,
+                   "preprocess_pack": PackPreprocessConfig},
     "model": {"mlp": ModelConfig, "minibatch": MinibatchModelConfig},
     "optim": {"sgd": SGDConfig, "adam": AdamConfig},
     "train": {"train": TrainConfig},

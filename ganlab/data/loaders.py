@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from ganlab.data.targets_images import ImageDataset
+from ganlab.data.image_datasets import ImageDataset
 
 
 class EpochStreamSampler(Sampler[list[int]]):

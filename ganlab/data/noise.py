@@ -1,8 +1,15 @@
-"""Generator input samplers (config group ``noise``)."""
+"""Generator input samplers (config group ``noise``) and their registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
+
+from ganlab.errors import require, require_positive
+from ganlab.registry import Registry
 
 
 class Noise:
@@ -50,15 +57,34 @@ class StratifiedNoise(Noise):
         return z.to(device)
 
 
-NOISE_NAMES = ("uniform", "normal", "stratified")
+@dataclass(frozen=True)
+class NoiseEntry:
+    """How to check and build one sampler from its ``noise`` config node."""
+
+    build: Callable[[Any], Noise]
+    check: Callable[[Any], None]
+
+
+def _check_range(noise) -> None:
+    require_positive(noise, "noise", "dim")
+    require(noise.low < noise.high, "noise.high", noise.high, f"must be > noise.low={noise.low}")
+
+
+def _check_normal(noise) -> None:
+    require_positive(noise, "noise", "dim", "std")
+
+
+def _check_stratified(noise) -> None:
+    _check_range(noise)
+    require(noise.jitter >= 0, "noise.jitter", noise.jitter, "must be >= 0")
+
+
+NOISES: Registry[NoiseEntry] = Registry("noise.name")
+NOISES.add("uniform", NoiseEntry(lambda c: UniformNoise(c.dim, c.low, c.high), _check_range))
+NOISES.add("normal", NoiseEntry(lambda c: NormalNoise(c.dim, c.mean, c.std), _check_normal))
+NOISES.add("stratified", NoiseEntry(lambda c: StratifiedNoise(c.dim, c.low, c.high, c.jitter), _check_stratified))
 
 
 def build_noise(cfg) -> Noise:
     """Build the sampler named by a ``noise`` config node."""
-    if cfg.name == "uniform":
-        return UniformNoise(cfg.dim, cfg.low, cfg.high)
-    if cfg.name == "normal":
-        return NormalNoise(cfg.dim, cfg.mean, cfg.std)
-    if cfg.name == "stratified":
-        return StratifiedNoise(cfg.dim, cfg.low, cfg.high, cfg.jitter)
-    raise ValueError(f"unknown noise '{cfg.name}'; allowed: {', '.join(NOISE_NAMES)}")
+    return NOISES[cfg.name].build(cfg)

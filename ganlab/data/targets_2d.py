@@ -1,4 +1,5 @@
-"""The 2D targets (config group ``data``): Gaussian mixtures (ring8, grid25) and densities drawn as images.
+"""The 2D targets (config group ``data``): Gaussian mixtures (ring8, grid25) and pictures
+used as densities (``data=image_density``: white = more mass).
 
 Every sampler is vectorised in torch (no Python loop per sample) and reproducible with a CPU
 ``torch.Generator``. Conditional targets also return a class label per sample.
@@ -7,17 +8,9 @@ Every sampler is vectorised in torch (no Python loop per sample) and reproducibl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-
-from ganlab.data.example_images import EXAMPLES, IMAGE_DIR
-
-
-class ImageDensityError(ValueError):
-    """A density picture that cannot be used: missing, not an image, or without any mass."""
 
 
 class Target2D:
@@ -76,39 +69,7 @@ def grid_means(side: int, spacing: float) -> np.ndarray:
     return np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
-def resolve_image_path(path: str) -> Path:
-    """A file path, or the name of a shipped example (``zig``, ``blobs``, ...)."""
-    if path in EXAMPLES:
-        return IMAGE_DIR / f"{path}.png"
-    resolved = Path(path).expanduser()
-    if not resolved.is_file():
-        raise ImageDensityError(f"data.path={path!r}: no such file; give a PNG/JPEG path or an example: "
-                                f"{', '.join(EXAMPLES)}")
-    return resolved
-
-
-def load_density_image(path: str, max_side: int = 512) -> np.ndarray:
-    """A grayscale picture as (H, W) pixel weights in [0, 1] (white = 1). Pictures larger than
-    ``max_side`` are shrunk with a box filter, which keeps each region's mass; 0 keeps the size."""
-    file = resolve_image_path(path)
-    try:
-        with Image.open(file) as image:
-            gray = image.convert("L")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageDensityError(f"data.path={path!r} is not a readable image ({type(exc).__name__}); "
-                                "use a PNG or JPEG file") from None
-    if max_side and max(gray.size) > max_side:
-        scale = max_side / max(gray.size)
-        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
-                           Image.Resampling.BOX)
-    weights = np.asarray(gray, dtype=np.float64) / 255.0
-    if not weights.any():
-        raise ImageDensityError(f"data.path={path!r} is all black: white pixels carry the mass, "
-                                "so the picture needs some")
-    return weights
-
-
-class ImageDensity(Target2D):
+class PictureDensity(Target2D):
     """A picture as a density on a box: a pixel's probability is proportional to its brightness.
 
     Sampling is exact on the pixel grid: one inverse-CDF lookup (``searchsorted``) over all pixels
@@ -156,16 +117,16 @@ class ImageDensity(Target2D):
         return out
 
 
-class ConditionalImageDensity(Target2D):
+class ConditionalPictureDensity(Target2D):
     """Several pictures on one box, one class each (S4's conditional GAN). A class's share of the
     samples is its picture's total brightness, so all classes together form the summed picture."""
 
-    def __init__(self, images: Sequence[ImageDensity]) -> None:
+    def __init__(self, images: Sequence[PictureDensity]) -> None:
         self.images = list(images)
         self.classes = len(self.images)
         masses = np.array([image.mass for image in self.images])
         self.class_weights = masses / masses.sum()
-        self.union = ImageDensity(sum(image.weights for image in self.images), self.images[0].box(),
+        self.union = PictureDensity(sum(image.weights for image in self.images), self.images[0].box(),
                                   self.images[0].jitter)
 
     def sample_labels(self, n: int, device: torch.device | str = "cpu",

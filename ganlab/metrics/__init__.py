@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ganlab.data.registry import Target
-from ganlab.data.targets_images import ImageDataset
+from ganlab.data.image_datasets import ImageDataset
+from ganlab.data.targets import Target
 from ganlab.metrics.metrics_1d import SAMPLE_METRICS_1D, metrics_1d
 from ganlab.metrics.metrics_2d import metrics_2d
 from ganlab.metrics.metrics_images import SAMPLE_METRICS_IMAGES, metrics_images

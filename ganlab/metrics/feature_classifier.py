@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ganlab.data.targets_images import ImageDataset
+from ganlab.atomic_files import save_atomic
+from ganlab.data.image_datasets import ImageDataset
 
 CLASSIFIER_VERSION = 2  # bump when the architecture or its training changes: old caches retrain
 FEATURES = 128
@@ -109,8 +110,6 @@ def cache_path(dataset: ImageDataset) -> Path:
 
 def load_or_train_classifier(dataset: ImageDataset, verbose: bool = True) -> tuple[FeatureClassifier, float]:
     """The cached classifier for this dataset, trained first if missing or unreadable."""
-    from ganlab.training.checkpoints import save_atomic
-
     path = cache_path(dataset)
     model = FeatureClassifier(dataset.image_shape, dataset.classes)
     if path.exists():

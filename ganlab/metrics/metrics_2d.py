@@ -7,7 +7,7 @@ import numpy as np
 from scipy import stats
 from scipy.spatial import cKDTree
 
-from ganlab.data.targets_2d import ConditionalImageDensity, GaussianMixture2D, ImageDensity, Target2D
+from ganlab.data.targets_2d import ConditionalPictureDensity, GaussianMixture2D, PictureDensity, Target2D
 
 PAPER_SAMPLES = 2500  # PacGAN and VEEGAN count modes on 2,500 generated samples
 SLICE_DIRECTIONS = 64
@@ -39,7 +39,7 @@ def mode_metrics(samples: np.ndarray, means: np.ndarray, std: float,
     return {"modes": float(np.count_nonzero(counts)), "hq_share": float(good.mean()), "reverse_kl": reverse_kl}
 
 
-def off_density_share(samples: np.ndarray, image: ImageDensity) -> float:
+def off_density_share(samples: np.ndarray, image: PictureDensity) -> float:
     """Share of samples on black pixels or outside the box: mass the target does not have."""
     return float(np.mean(image.pixel_weights_at(np.asarray(samples, np.float64)) == 0))
 
@@ -53,9 +53,9 @@ def metrics_2d(samples: np.ndarray, target: Target2D, reference: np.ndarray,
         out.update(mode_metrics(samples[:PAPER_SAMPLES], target.means, target.std, target.weights))
         full = mode_metrics(samples, target.means, target.std, target.weights)
         out.update({f"{key}_full": value for key, value in full.items()})
-    if isinstance(target, ImageDensity):
+    if isinstance(target, PictureDensity):
         out["off_density"] = off_density_share(samples, target)
-    if isinstance(target, ConditionalImageDensity):
+    if isinstance(target, ConditionalPictureDensity):
         out["off_density"] = off_density_share(samples, target.union)
         if labels is not None and reference_labels is not None:
             for k, image in enumerate(target.images):

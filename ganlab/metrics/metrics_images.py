@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import linalg, stats
 
-from ganlab.data.targets_images import ImageDataset
+from ganlab.data.image_datasets import ImageDataset
 from ganlab.metrics.feature_classifier import FeatureClassifier, load_or_train_classifier
 
 SAMPLE_METRICS_IMAGES = ("frechet_distance", "class_kl", "classes_covered")

@@ -12,38 +12,64 @@ the same function as S1-S5's Sigmoid output layer followed by BCE.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ganlab.discriminator_inputs import DiscriminatorInput
 from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
 from ganlab.nets.mlp import init_linear, mlp, output_width
+from ganlab.preprocess import Preprocess
+from ganlab.registry import Registry
 
-MODEL_NAMES = ("vanilla", "devnag", "minibatch", "quantile", "conditional")
-BATCH_MODELS = ("devnag", "quantile")
-PACKABLE_MODELS = ("vanilla", "conditional", *BATCH_MODELS)  # PacGAN packs a per-sample D's inputs
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What a model family is: whether D judges whole batches (needs a batch preprocess), whether D can
+    read packed inputs, whether D ends in a minibatch-discrimination layer, whether G and D see the class."""
+
+    judges_batches: bool = False
+    packable: bool = False
+    minibatch: bool = False
+    conditional: bool = False
+
+
+MODELS: Registry[ModelEntry] = Registry("model.name")
+MODELS.add("vanilla", ModelEntry(packable=True))
+MODELS.add("devnag", ModelEntry(judges_batches=True, packable=True))
+MODELS.add("minibatch", ModelEntry(minibatch=True))
+MODELS.add("quantile", ModelEntry(judges_batches=True, packable=True))
+MODELS.add("conditional", ModelEntry(packable=True, conditional=True))
+
+
+def batch_models() -> tuple[str, ...]:
+    return tuple(name for name, entry in MODELS.items() if entry.judges_batches)
+
+
+def packable_models() -> tuple[str, ...]:
+    return tuple(name for name, entry in MODELS.items() if entry.packable)
 
 
 class Discriminator(nn.Module):
-    """inputs transform -> MLP trunk -> [minibatch discrimination] -> Linear to one logit."""
+    """preprocess -> MLP trunk -> [minibatch discrimination] -> Linear to one logit."""
 
-    def __init__(self, inputs: DiscriminatorInput, trunk: nn.Sequential, head: nn.Linear,
+    def __init__(self, preprocess: Preprocess, trunk: nn.Sequential, head: nn.Linear,
                  minibatch: MinibatchDiscrimination | None = None) -> None:
         super().__init__()
-        self.inputs, self.trunk, self.head = inputs, trunk, head
+        self.preprocess, self.trunk, self.head = preprocess, trunk, head
         self.minibatch = minibatch
 
     def in_context(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Logits of each sample of ``x`` judged within a batch made of it and ``context``."""
         if self.minibatch is None:
             return self(x)
-        features = self.minibatch.against(self.trunk(self.inputs(x)), self.trunk(self.inputs(context)))
+        features = self.minibatch.against(self.trunk(self.preprocess(x)), self.trunk(self.preprocess(context)))
         return self.head(features)
 
     def forward(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Logits. ``batch``: score x as consecutive training batches of that size (what the
         minibatch layer compares); by default x is one batch."""
-        features = self.trunk(self.inputs(x))
+        features = self.trunk(self.preprocess(x))
         if self.minibatch is not None:
             if batch is not None:
                 features = self.minibatch(features.unflatten(0, (-1, batch))).flatten(0, 1)
@@ -58,17 +84,17 @@ def build_generator(model_cfg, noise_dim: int, data_dim: int) -> nn.Sequential:
                g.batch_norm, g.dropout)
 
 
-def build_discriminator(model_cfg, inputs: DiscriminatorInput) -> Discriminator:
+def build_discriminator(model_cfg, preprocess: Preprocess) -> Discriminator:
     d = model_cfg.d
-    in_features = inputs.out_features()
+    in_features = preprocess.out_features()
     trunk = mlp(in_features, d.hidden, d.activations, None, init=d.init, init_std=d.init_std,
                 batch_norm=d.batch_norm, dropout=d.dropout)
     width = output_width(trunk, in_features)
     minibatch = None
-    if model_cfg.name == "minibatch":
+    if MODELS[model_cfg.name].minibatch:
         minibatch = MinibatchDiscrimination(width, model_cfg.kernels, model_cfg.kernel_dim,
                                             model_cfg.minibatch_init_std)
         width += minibatch.out_extra
     head = nn.Linear(width, 1)
     init_linear(head, d.init, d.init_std)
-    return Discriminator(inputs, trunk, head, minibatch)
+    return Discriminator(preprocess, trunk, head, minibatch)

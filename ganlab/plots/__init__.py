@@ -1,5 +1,2 @@
-"""Figures and animations logged to MLflow (headless: the Agg backend)."""
-
-import matplotlib
-
-matplotlib.use("Agg")
+"""Figures and animations logged to MLflow. Headless: ``ganlab.runtime.configure_runtime`` selects
+matplotlib's Agg backend before the first figure; importing this package changes nothing."""

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
 from ganlab.data.targets_1d import Target1D
+from ganlab.frames import HistogramFrame
 from ganlab.plots.curves import training_curves_figure
 
 BINS = 80
-
-
-@dataclass
-class HistogramFrame:
-    """What one plot of the generated distribution needs; kept in memory for the animation."""
-
-    iteration: int
-    edges: np.ndarray
-    density: np.ndarray
-    xs: np.ndarray
-    d_curve: np.ndarray | None
-    outside: float  # share of samples outside the plotted range
 
 
 def histogram_frame(samples: np.ndarray, target: Target1D, iteration: int,

@@ -3,37 +3,19 @@ output as contours, classes in colour; and the metric curves of a 2D run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from ganlab.data.targets_2d import ConditionalImageDensity, GaussianMixture2D, ImageDensity, Target2D
+from ganlab.data.targets_2d import ConditionalPictureDensity, GaussianMixture2D, PictureDensity, Target2D
+from ganlab.frames import DecisionFn, ScatterFrame
 from ganlab.metrics.metrics_2d import HQ_STDS, PAPER_SAMPLES
 from ganlab.plots.curves import training_curves_figure
 
 POINTS = 2000  # samples drawn per frame: enough to see the shape, few enough to see single points
 GRID = 80  # D is evaluated on GRID x GRID points for its contours
 CLASS_COLORS = plt.get_cmap("tab10").colors
-
-# D's probability at each grid point, for one class (None: unconditional), or None when D has no
-# per-point output (a packed or batch discriminator)
-DecisionFn = Callable[[np.ndarray, int | None], np.ndarray | None]
-
-
-@dataclass
-class ScatterFrame:
-    """What one plot of the generated samples needs; kept in memory for the animation."""
-
-    iteration: int
-    points: np.ndarray
-    labels: np.ndarray | None
-    decision: list[np.ndarray | None]  # one GRID x GRID map per panel
-    outside: float  # share of all samples outside the box
-
 
 def _grid(target: Target2D) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xmin, xmax, ymin, ymax = target.box()
@@ -44,7 +26,7 @@ def _grid(target: Target2D) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def panel_classes(target: Target2D, conditional: bool) -> list[int | None]:
     """The panels a figure shows: all samples, then one per class for a conditional model."""
-    if conditional and isinstance(target, ConditionalImageDensity):
+    if conditional and isinstance(target, ConditionalPictureDensity):
         return [None, *range(target.classes)]
     return [None]
 
@@ -62,10 +44,10 @@ def scatter_frame(samples: np.ndarray, labels: np.ndarray | None, target: Target
 
 def _background(ax, target: Target2D, label: int | None) -> None:
     xmin, xmax, ymin, ymax = target.box()
-    if isinstance(target, ConditionalImageDensity):
+    if isinstance(target, ConditionalPictureDensity):
         image = target.union if label is None else target.images[label]
         ax.imshow(image.weights, extent=(xmin, xmax, ymin, ymax), cmap="gray", vmin=0, vmax=1, origin="upper")
-    elif isinstance(target, ImageDensity):
+    elif isinstance(target, PictureDensity):
         ax.imshow(target.weights, extent=(xmin, xmax, ymin, ymax), cmap="gray", vmin=0, vmax=1, origin="upper")
     elif isinstance(target, GaussianMixture2D):
         for mean in target.means:  # the high-quality region of each mode

@@ -3,25 +3,15 @@ G), and the metric curves of an image run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ganlab.data.targets_images import ImageDataset
+from ganlab.data.image_datasets import ImageDataset
+from ganlab.frames import ImageGridFrame
 from ganlab.plots.curves import training_curves_figure
 
 GRID_SIDE = 8  # 8 x 8 images per frame
-
-
-@dataclass
-class ImageGridFrame:
-    """One grid: (rows * cols, H, W, C) images as uint8, and each row's class (conditional) or None."""
-
-    iteration: int
-    images: np.ndarray
-    row_labels: np.ndarray | None
 
 
 def grid_frame(samples: np.ndarray, labels: np.ndarray | None, dataset: ImageDataset, iteration: int) -> ImageGridFrame:

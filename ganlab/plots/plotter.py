@@ -4,21 +4,19 @@ all frames, and the metric curves."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from ganlab.data.registry import Target
-from ganlab.data.targets_images import ImageDataset
+from ganlab.data.image_datasets import ImageDataset
+from ganlab.data.targets import Target
+from ganlab.frames import DecisionFn
 from ganlab.plots.animation import write_gif
 from ganlab.plots.plots_1d import draw_histogram, histogram_figure, histogram_frame, metric_curves_figure
 from ganlab.plots.plots_2d import draw_panels, metric_curves_figure_2d, new_figure, scatter_figure, scatter_frame
 from ganlab.plots.plots_images import draw_grid, grid_figure, grid_frame, metric_curves_figure_images
-
-DecisionFn = Callable[[np.ndarray, int | None], np.ndarray | None]
 
 
 class Plotter1D:

@@ -16,13 +16,13 @@ from typing import Any
 import optuna
 import yaml
 
-from ganlab.config.compose import ConfigError, compose_config
+from ganlab.config.compose import compose_config
+from ganlab.config.flatten import flatten_config
+from ganlab.errors import ConfigError
 from ganlab.metrics import LOGGED_METRICS
-from ganlab.tracking import flatten
+from ganlab.sweeping.samplers import PRUNERS, SAMPLERS
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
-SAMPLERS = ("tpe", "random", "cmaes", "grid")
-PRUNERS = ("median", "hyperband", "successive_halving", "none")
 DIRECTIONS = ("minimize", "maximize")
 RUN_METRICS = ("wall_s", "fit_s")  # objectives measured on the run itself, not by the evaluator
 TOP_KEYS = {"description", "base", "fixed", "space", "objective", "second_objective", "trials", "sampler",
@@ -153,7 +153,7 @@ def _check_against_schema(path: Path, sweep: SweepDefinition) -> None:
         cfg = compose_config([*sweep.base, *sweep.fixed])
     except ConfigError as exc:
         _fail(path, f"base/fixed overrides: {exc}")
-    keys = set(flatten(cfg))
+    keys = set(flatten_config(cfg))
     for p in sweep.space:
         if p.key not in keys:
             close = difflib.get_close_matches(p.key, sorted(keys), n=1)
@@ -185,9 +185,9 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
     sampler = dict(raw.get("sampler") or {"name": "tpe"})
     pruner = dict(raw.get("pruner") or {"name": "none"})
     if sampler.get("name") not in SAMPLERS:
-        _fail(path, f"sampler.name={sampler.get('name')!r}; allowed: {', '.join(SAMPLERS)}")
+        _fail(path, f"sampler.name={sampler.get('name')!r}; {SAMPLERS.allowed()}")
     if pruner.get("name") not in PRUNERS:
-        _fail(path, f"pruner.name={pruner.get('name')!r}; allowed: {', '.join(PRUNERS)}")
+        _fail(path, f"pruner.name={pruner.get('name')!r}; {PRUNERS.allowed()}")
     n_trials = trials if trials is not None else raw.get("trials", 20)
     if not isinstance(n_trials, int) or n_trials < 1:
         _fail(path, f"trials={n_trials!r} must be a positive integer")

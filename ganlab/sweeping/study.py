@@ -1,4 +1,4 @@
-"""The Optuna side of a sweep: storage, sampler and pruner built from a definition; create or resume."""
+"""The Optuna side of a sweep: the storage, and the study built from a definition; create or resume."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ganlab.sweeping.definition import SweepDefinition
+from ganlab.sweeping.samplers import make_pruner, make_sampler
 
 DEFAULT_STORAGE_DIR = Path("mlruns")
 HEARTBEAT_S = 5  # a worker that has not beaten for `stale_after` seconds is dead: its trial fails, then is retried
@@ -45,22 +46,6 @@ def make_storage(url: str, stale_after: int = STALE_AFTER_S) -> RDBStorage:
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
 
 
-def make_sampler(spec: dict[str, Any]) -> optuna.samplers.BaseSampler:
-    """Samplers with explicit arguments (Optuna 5 changed TPE's defaults; spell them out)."""
-    args = {k: v for k, v in spec.items() if k != "name"}
-    name = spec["name"]
-    if name == "tpe":
-        defaults = {"seed": 0, "n_startup_trials": 5, "multivariate": True, "constant_liar": True}
-        return optuna.samplers.TPESampler(**{**defaults, **args})
-    if name == "random":
-        return optuna.samplers.RandomSampler(**{"seed": 0, **args})
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(**{"seed": 0, **args})
-    if name == "grid":
-        return optuna.samplers.GridSampler(**{"seed": 0, **args})
-    raise ValueError(f"unknown sampler '{name}'")
-
-
 def grid_space(sweep: SweepDefinition) -> dict[str, list[Any]]:
     """The grid sampler's explicit value lists, from each parameter's range and step (or choices)."""
     space: dict[str, list[Any]] = {}
@@ -72,19 +57,6 @@ def grid_space(sweep: SweepDefinition) -> dict[str, list[Any]]:
             count = int((p.high - p.low) / step + 1e-9) + 1  # never past high
             space[p.key] = [p.low + i * step for i in range(count)]
     return space
-
-
-def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """Pruners compare trials at equal iteration counts (the reported step is the iteration)."""
-    args = {k: v for k, v in spec.items() if k != "name"}
-    name = spec["name"]
-    if name == "median":
-        return optuna.pruners.MedianPruner(**{"n_startup_trials": 3, "n_warmup_steps": 0, **args})
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**args)
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**args)
-    return optuna.pruners.NopPruner()
 
 
 def open_study(sweep: SweepDefinition, url: str, stale_after: int = STALE_AFTER_S) -> optuna.Study:

@@ -11,8 +11,8 @@ import optuna
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import compose_config
-from ganlab.config.compose import to_yaml
+from ganlab.config.compose import compose_config, to_yaml
+from ganlab.stored_runs import RunReadError, StoredRun
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.tracking import open_experiment
 
@@ -115,6 +115,20 @@ def _figures(study: optuna.Study) -> dict[str, Any]:
     return figures
 
 
+def _best_config_yaml(trial: optuna.trial.FrozenTrial, tracking_uri: str) -> str:
+    """The config the best trial trained with, read back from its child run (composed again from
+    its overrides when the child run cannot be read)."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        try:
+            with StoredRun(tracking_uri, run_id) as run:
+                return to_yaml(run.config())
+        except RunReadError:
+            pass
+    overrides = [o for o in trial.user_attrs.get("overrides", []) if not o.startswith("tracking.")]
+    return to_yaml(compose_config(overrides))
+
+
 def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri: str, parent_run_id: str,
                       status: str = "FINISHED") -> None:
     client = MlflowClient(tracking_uri)
@@ -128,8 +142,7 @@ def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri:
         # tags, not params: params are write-once and a resumed sweep may find a better trial
         client.log_batch(parent_run_id, tags=[RunTag(f"best.{k}", str(v)) for k, v in top.params.items()]
                          + [RunTag("best.trial", str(top.number))])
-        overrides = [o for o in top.user_attrs.get("overrides", []) if not o.startswith("tracking.")]
-        client.log_text(parent_run_id, to_yaml(compose_config(overrides)), "best_config.yaml")
+        client.log_text(parent_run_id, _best_config_yaml(top, tracking_uri), "best_config.yaml")
         client.set_tag(parent_run_id, "best_rerun", rerun_command(top))
     client.log_batch(parent_run_id, metrics=metrics)
     for name, fig in _figures(study).items():

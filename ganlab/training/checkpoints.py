@@ -9,10 +9,8 @@ dicts, so ``torch.load(weights_only=True)`` reads it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -20,21 +18,16 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ganlab.plots.plots_1d import HistogramFrame
-from ganlab.plots.plots_2d import ScatterFrame
-from ganlab.plots.plots_images import ImageGridFrame
+from ganlab.config.flatten import flatten_config
+from ganlab.errors import CheckpointError
+from ganlab.training.history import History
 
 FORMAT_VERSION = 1
 # keys a resumed run may change: its length, its intervals, where it is tracked, how many threads
 RESUMABLE_KEYS = ("train.iterations", "train.eval_every", "train.plot_every", "train.ckpt_every", "train.ckpt_keep",
                   "train.threads", "tracking.uri", "tracking.experiment")
-_FRAMES = {cls.__name__: cls for cls in (HistogramFrame, ScatterFrame, ImageGridFrame)}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: missing, truncated, not ganlab's, or carrying pickled objects."""
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -43,17 +36,7 @@ def checkpoint_name(iteration: int) -> str:
 
 def fixed_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config without the keys a resume may change, as a flat {dotted key: value} dict."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        elif prefix[:-1] not in RESUMABLE_KEYS:
-            flat[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+    return {key: value for key, value in flatten_config(cfg).items() if key not in RESUMABLE_KEYS}
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -66,39 +49,13 @@ def config_differences(stored: DictConfig, new: DictConfig) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {cur.get(k)!r}" for k in sorted(set(old) | set(cur)) if old.get(k) != cur.get(k)]
 
 
-def _plain(value: Any) -> Any:
-    """Numpy arrays -> tensors and plot frames -> tagged dicts, recursively: what weights_only allows."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if dataclasses.is_dataclass(value) and type(value).__name__ in _FRAMES:
-        fields = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {"__frame__": type(value).__name__, **fields}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _unplain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.numpy()
-    if isinstance(value, dict) and "__frame__" in value:
-        fields = {k: _unplain(v) for k, v in value.items() if k != "__frame__"}
-        return _FRAMES[value["__frame__"]](**fields)
-    if isinstance(value, list):
-        return [_unplain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _unplain(v) for k, v in value.items()}
-    return value
-
-
 def rng_states() -> dict[str, Any]:
     np_state = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     return {"torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "python": _plain(random.getstate())}
+            "python": [version, list(internal), gauss_next]}
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
@@ -111,11 +68,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def training_state(module, history, cfg: DictConfig) -> dict[str, Any]:
+def training_state(module, history: History, cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines how the run goes on from ``module.iteration``."""
     opt_d, opt_g = module.optimizers()
-    schedules = module.lr_schedulers()
-    schedules = [] if schedules is None else schedules if isinstance(schedules, list) else [schedules]
     return {
         "format": FORMAT_VERSION,
         "iteration": module.iteration,
@@ -125,28 +80,11 @@ def training_state(module, history, cfg: DictConfig) -> dict[str, Any]:
         "discriminator": module.discriminator.state_dict(),
         "ema": module.ema.state_dict() if module.ema is not None else None,
         "optimizers": [opt_d.optimizer.state_dict(), opt_g.optimizer.state_dict()],
-        "schedules": [s.state_dict() for s in schedules],
+        "schedules": [s.state_dict() for s in module.schedules()],
         "last_losses": list(module.last_losses),
         "rng": rng_states(),
-        "history_rows": history.rows,
-        "history_frames": _plain(history.frames),
+        **history.state(),
     }
-
-
-def save_atomic(state: dict[str, Any], path: Path) -> Path:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``: a crash
-    at any moment leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -162,11 +100,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "generator" not in state:
         raise CheckpointError(f"checkpoint {path.name} is not a ganlab checkpoint (format {FORMAT_VERSION})")
     return state
-
-
-def restore_history(state: dict[str, Any], history) -> None:
-    history.rows[:] = state["history_rows"]
-    history.frames[:] = _unplain(state["history_frames"])
 
 
 class CheckpointWriter(pl.Callback):

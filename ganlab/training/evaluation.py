@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytorch_lightning as pl
@@ -12,19 +11,9 @@ import torch
 
 from ganlab.metrics import headline, sample_metrics
 from ganlab.training.gan_module import GANModule
+from ganlab.training.history import History
 
 EVAL_SEED_OFFSET = 7919  # fixed eval batches differ from, and never disturb, the training RNG
-
-
-@dataclass
-class History:
-    """Metric values per evaluated iteration, and plot frames per plotted iteration."""
-
-    rows: list[dict[str, float]] = field(default_factory=list)
-    frames: list = field(default_factory=list)
-
-    def last(self) -> dict[str, float]:
-        return self.rows[-1] if self.rows else {}
 
 
 class Evaluator:
@@ -32,24 +21,13 @@ class Evaluator:
 
     def __init__(self, module: GANModule, n_samples: int, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
-        groups = module.discriminator.inputs.groups(n_samples)
-        n = n_samples if module.discriminator.inputs.per_sample else groups * module.discriminator.inputs.batch_size
+        preprocess = module.discriminator.preprocess
+        n = n_samples if preprocess.per_sample else preprocess.groups(n_samples) * preprocess.batch_size
         self.noise = module.noise.sample(n, generator=gen)
         self.real, self.real_labels = module.target.sample_with_labels(n, generator=gen)
         # a conditional G is asked for the real set's classes, so every class is compared like for like
         self.fake_labels = self.real_labels if module.conditioning.classes else None
         self.reference = self.real.numpy()
-
-    @staticmethod
-    @torch.no_grad()
-    def generate(module: GANModule, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Samples from the evaluation generator (EMA if on) in eval mode, G's train mode restored after."""
-        generator = module.eval_generator
-        was_training = generator.training
-        generator.eval()
-        out = module.generate(z.to(module.device), None if labels is None else labels.to(module.device), generator)
-        generator.train(was_training)
-        return out
 
     @staticmethod
     @torch.no_grad()
@@ -72,7 +50,7 @@ class Evaluator:
             module.discriminator.train(was_training)
 
     def _evaluate(self, module: GANModule) -> tuple[dict[str, float], np.ndarray]:
-        fake = self.generate(module, self.noise, self.fake_labels)
+        fake = module.generate_eval(self.noise, self.fake_labels)
         labels = None if self.fake_labels is None else self.fake_labels.to(module.device)  # = the real set's
         d_real = self.d_probability(module, self.real.to(module.device), labels).mean()
         d_fake = self.d_probability(module, fake, labels).mean()
@@ -88,7 +66,7 @@ class Evaluator:
     def decision_map(self, module: GANModule, points: np.ndarray, label: int | None) -> np.ndarray | None:
         """D(x) at (m, dim) points (given class ``label`` for a conditional D), for per-sample
         discriminators; a batch or packed D has no per-point output, so None."""
-        if not module.discriminator.inputs.per_sample:
+        if not module.discriminator.preprocess.per_sample:
             return None
         x = torch.as_tensor(points, dtype=torch.float32, device=module.device)
         labels = None

@@ -17,12 +17,14 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 
 from ganlab.data.noise import Noise
-from ganlab.data.registry import Target
+from ganlab.data.targets import Target
 from ganlab.nets.conditioning import LabelConditioning
 from ganlab.training.checkpoints import set_rng_states
 from ganlab.training.losses import discriminator_loss, generator_loss
 from ganlab.training.optimizers import make_optimizer, make_schedule, stretch_schedule
 from ganlab.training.stabilizers import ema_generator, r1_penalty
+
+SAMPLE_CHUNK = 65_536  # samples generated at once by GANModule.sample: bounded memory for large n
 
 
 class NonFiniteLossError(RuntimeError):
@@ -69,9 +71,7 @@ class GANModule(pl.LightningModule):
     def _restore_optimisation(self, state: dict) -> None:
         for optimizer, saved in zip(self.optimizers(), state["optimizers"], strict=True):
             optimizer.optimizer.load_state_dict(saved)
-        schedules = self.lr_schedulers()
-        schedules = [] if schedules is None else schedules if isinstance(schedules, list) else [schedules]
-        for schedule, saved in zip(schedules, state["schedules"], strict=True):
+        for schedule, saved in zip(self.schedules(), state["schedules"], strict=True):
             schedule.load_state_dict(saved)
             if state["iterations"] != self.train_cfg.iterations:  # the run was extended
                 stretch_schedule(schedule, self.optim_cfg, self.train_cfg.iterations)
@@ -85,6 +85,11 @@ class GANModule(pl.LightningModule):
         else:
             self.manual_backward(loss)
             optimizer.step()
+
+    def schedules(self) -> list:
+        """The learning-rate schedules as a list (Lightning returns None, one, or a list)."""
+        schedules = self.lr_schedulers()
+        return [] if schedules is None else schedules if isinstance(schedules, list) else [schedules]
 
     @property
     def eval_generator(self) -> nn.Module:
@@ -109,6 +114,32 @@ class GANModule(pl.LightningModule):
                  generator: nn.Module | None = None) -> torch.Tensor:
         """G(z | labels); ``generator`` picks another copy of G (the EMA one for evaluation)."""
         return (generator or self.generator)(self.conditioning.join(z, labels))
+
+    @torch.no_grad()
+    def generate_eval(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples from the evaluation generator (EMA if on) in eval mode, G's train mode restored after."""
+        generator = self.eval_generator
+        was_training = generator.training
+        generator.eval()
+        try:
+            return self.generate(z.to(self.device), None if labels is None else labels.to(self.device), generator)
+        finally:
+            generator.train(was_training)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, label: int | None = None,
+               chunk: int = SAMPLE_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n samples from the evaluation generator, drawn ``chunk`` at a time, and their classes (a
+        conditional model's ``label``, else classes drawn as in training; None if unconditional).
+        The noise is drawn before the labels, from ``generator`` if given."""
+        z = self.noise.sample(n, generator=generator)
+        labels = None
+        if self.conditioning.classes:
+            labels = (torch.full((n,), label, dtype=torch.long) if label is not None
+                      else self.fake_labels(n, generator))
+        parts = [self.generate_eval(z[i:i + chunk], None if labels is None else labels[i:i + chunk])
+                 for i in range(0, n, chunk)]
+        return torch.cat(parts), labels
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """D's logits for x (given its labels, for a conditional model)."""
@@ -148,10 +179,8 @@ class GANModule(pl.LightningModule):
 
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
-        schedules = self.lr_schedulers()
-        if schedules:
-            for schedule in schedules if isinstance(schedules, list) else [schedules]:
-                schedule.step()
+        for schedule in self.schedules():
+            schedule.step()
 
         self.iteration += 1
         d_value, g_value = float(d_loss.detach()), float(g_loss.detach())  # one host sync per iteration, not per step

@@ -1,4 +1,5 @@
-"""GAN losses on D's logits. The sigmoid is applied here, in its numerically stable form.
+"""GAN losses on D's logits (config key ``train.loss``) and their registry. The sigmoid is applied here,
+in its numerically stable form.
 
 - ``bce``: D minimises BCE(real, 1) + BCE(fake, 0); G minimises BCE(fake, 1) (non-saturating).
 - ``bce_saturating``: G minimises log(1 - D(G(z))), the original minimax objective.
@@ -9,8 +10,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from ganlab.registry import Registry
 
 CLAMP = 1e-5
 
@@ -27,18 +33,30 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+@dataclass(frozen=True)
+class Loss:
+    """D's loss on (real logits, fake logits, real target) and G's loss on fake logits."""
+
+    discriminator: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _bce_d(real: torch.Tensor, fake: torch.Tensor, real_target: float) -> torch.Tensor:
+    return _bce(real, real_target) + _bce(fake, 0.0)
+
+
+LOSSES: Registry[Loss] = Registry("train.loss")
+LOSSES.add("bce", Loss(_bce_d, lambda fake: _bce(fake, 1.0)))
+# log(1 - sigmoid(l)) = -softplus(l)
+LOSSES.add("bce_saturating", Loss(_bce_d, lambda fake: -F.softplus(fake).mean()))
+LOSSES.add("clamped_log", Loss(lambda real, fake, t: _clamped_bce(real, t) + _clamped_bce(fake, 0.0),
+                               lambda fake: _clamped_bce(fake, 1.0)))
+
+
 def discriminator_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor,
                        real_target: float = 1.0) -> torch.Tensor:
-    if kind == "clamped_log":
-        return _clamped_bce(real_logits, real_target) + _clamped_bce(fake_logits, 0.0)
-    return _bce(real_logits, real_target) + _bce(fake_logits, 0.0)
+    return LOSSES[kind].discriminator(real_logits, fake_logits, real_target)
 
 
 def generator_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    if kind == "bce":
-        return _bce(fake_logits, 1.0)
-    if kind == "bce_saturating":
-        return -F.softplus(fake_logits).mean()  # log(1 - sigmoid(l)) = -softplus(l)
-    if kind == "clamped_log":
-        return _clamped_bce(fake_logits, 1.0)
-    raise ValueError(f"unknown loss '{kind}'")
+    return LOSSES[kind].generator(fake_logits)

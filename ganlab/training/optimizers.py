@@ -1,20 +1,34 @@
-"""Optimisers and learning-rate schedules (config group ``optim``), one pair per network."""
+"""Optimisers and learning-rate schedules (config group ``optim``), one pair per network, and their registries."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LinearLR, LRScheduler
+
+from ganlab.registry import Registry
+
+# name -> (optimizer class, its keyword arguments from the ``optim`` config node)
+OPTIMIZERS: Registry[tuple[type[torch.optim.Optimizer], Callable[[Any], dict[str, Any]]]] = Registry("optim.name")
+OPTIMIZERS.add("adam", (torch.optim.Adam, lambda c: {"betas": (c.beta1, c.beta2)}))
+OPTIMIZERS.add("sgd", (torch.optim.SGD, lambda c: {"momentum": c.momentum}))
+
+# name -> (optimizer, iterations, final fraction) -> a scheduler stepped once per iteration; None: constant
+SCHEDULES: Registry[Callable[[torch.optim.Optimizer, int, float], LRScheduler] | None] = Registry("optim.schedule")
+SCHEDULES.add("none", None)
+SCHEDULES.add("cosine", lambda opt, total, frac: CosineAnnealingLR(opt, T_max=total,
+                                                                   eta_min=frac * opt.param_groups[0]["lr"]))
+SCHEDULES.add("linear", lambda opt, total, frac: LinearLR(opt, start_factor=1.0, end_factor=frac, total_iters=total))
+SCHEDULES.add("exponential", lambda opt, total, frac: ExponentialLR(opt, gamma=frac ** (1.0 / total)))
 
 
 def make_optimizer(optim_cfg, params, lr: float) -> torch.optim.Optimizer:
     """The fused kernel when this torch has it (3x faster steps for these small nets), else foreach."""
     params = list(params)
-    if optim_cfg.name == "sgd":
-        cls, kwargs = torch.optim.SGD, {"momentum": optim_cfg.momentum}
-    elif optim_cfg.name == "adam":
-        cls, kwargs = torch.optim.Adam, {"betas": (optim_cfg.beta1, optim_cfg.beta2)}
-    else:
-        raise ValueError(f"unknown optim '{optim_cfg.name}'")
+    cls, options = OPTIMIZERS[optim_cfg.name]
+    kwargs = options(optim_cfg)
     try:
         return cls(params, lr=lr, fused=True, **kwargs)
     except (RuntimeError, TypeError):
@@ -23,17 +37,8 @@ def make_optimizer(optim_cfg, params, lr: float) -> torch.optim.Optimizer:
 
 def make_schedule(optim_cfg, optimizer: torch.optim.Optimizer, iterations: int) -> LRScheduler | None:
     """Decay from lr to final_lr_fraction * lr over the run, stepped once per iteration."""
-    frac, total = optim_cfg.final_lr_fraction, max(iterations, 1)
-    if optim_cfg.schedule == "none":
-        return None
-    if optim_cfg.schedule == "cosine":
-        lr = optimizer.param_groups[0]["lr"]
-        return CosineAnnealingLR(optimizer, T_max=total, eta_min=frac * lr)
-    if optim_cfg.schedule == "linear":
-        return LinearLR(optimizer, start_factor=1.0, end_factor=frac, total_iters=total)
-    if optim_cfg.schedule == "exponential":
-        return ExponentialLR(optimizer, gamma=frac ** (1.0 / total))
-    raise ValueError(f"unknown schedule '{optim_cfg.schedule}'")
+    make = SCHEDULES[optim_cfg.schedule]
+    return None if make is None else make(optimizer, max(iterations, 1), optim_cfg.final_lr_fraction)
 
 
 def stretch_schedule(schedule: LRScheduler, optim_cfg, iterations: int) -> None:

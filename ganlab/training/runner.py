@@ -5,10 +5,8 @@ This is the single entry point every caller uses (the CLI, tests, benchmarks, la
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +16,19 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from ganlab.config.compose import ConfigError
 from ganlab.data.loaders import training_loader
 from ganlab.data.noise import build_noise
-from ganlab.data.registry import build_target
-from ganlab.discriminator_inputs import build_discriminator_input, samples_per_input
+from ganlab.data.targets import build_target
+from ganlab.errors import ConfigError
 from ganlab.nets.conditioning import LabelConditioning
-from ganlab.nets.models import build_discriminator, build_generator
+from ganlab.nets.models import MODELS, build_discriminator, build_generator
 from ganlab.plots.plotter import build_plotter
+from ganlab.preprocess import build_preprocess
 from ganlab.tracking import Tracker
-from ganlab.training.checkpoints import CheckpointWriter, restore_history
-from ganlab.training.evaluation import Evaluator, History, TrainingMonitor
+from ganlab.training.checkpoints import CheckpointWriter
+from ganlab.training.evaluation import Evaluator, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
+from ganlab.training.history import History
 
 FINAL_SAMPLES = 10_000
 FINAL_SAMPLES_MAX_VALUES = 4_000_000  # samples.npy stays under ~16 MB: 10,000 digits, 5,102 MNIST, 1,302 CIFAR
@@ -38,12 +37,6 @@ FINAL_SAMPLES_MAX_VALUES = 4_000_000  # samples.npy stays under ~16 MB: 10,000 d
 def final_sample_count(dim: int) -> int:
     """How many final samples a run saves: 10,000, fewer for large images."""
     return min(FINAL_SAMPLES, FINAL_SAMPLES_MAX_VALUES // dim)
-
-logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-warnings.filterwarnings("ignore", ".*treespec.*")
 
 
 class EarlyStop(Exception):
@@ -85,12 +78,11 @@ class RunResult:
 
 def build_module(cfg: DictConfig) -> GANModule:
     target, noise = build_target(cfg.data), build_noise(cfg.noise)
-    conditioning = LabelConditioning(target.classes if cfg.model.name == "conditional" else 0)
+    conditioning = LabelConditioning(target.classes if MODELS[cfg.model.name].conditional else 0)
     extra = conditioning.extra_features()
-    inputs = build_discriminator_input(cfg.preprocess.name, cfg.train.batch_size, target.dim + extra,
-                                       cfg.preprocess.get("keep_raw", True), samples_per_input(cfg.preprocess))
+    preprocess = build_preprocess(cfg.preprocess, cfg.train.batch_size, target.dim + extra)
     generator = build_generator(cfg.model, noise.dim + extra, target.dim)
-    discriminator = build_discriminator(cfg.model, inputs)
+    discriminator = build_discriminator(cfg.model, preprocess)
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
 
 
@@ -112,11 +104,8 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
 
 
 def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: Tracker, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed + 1)
-    n = final_sample_count(module.target.dim)
-    z = module.noise.sample(n, generator=gen)
-    labels = module.fake_labels(n, gen) if module.conditioning.classes else None
-    samples = Evaluator.generate(module, z, labels).float().cpu().numpy()
+    samples, labels = module.sample(final_sample_count(module.target.dim), torch.Generator().manual_seed(seed + 1))
+    samples = samples.float().cpu().numpy()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         np.save(tmp_path / "samples.npy", samples)
@@ -154,7 +143,7 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     history = History()
     if resume is not None:
         module.load_training_state(resume.state)
-        restore_history(resume.state, history)
+        history.restore(resume.state)
         tracker = Tracker(cfg, resume_run_id=resume.run_id)
     else:
         tracker = Tracker(cfg, run_name=run_name, tags=tags)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ganlab.errors import DatasetFileError
+
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{k}" for k in range(1, 6))
@@ -28,14 +30,6 @@ CLASSES = 10
 # IDX type byte -> big-endian numpy dtype (the IDX specification's six types)
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DatasetFileError(ValueError):
-    """A dataset file that is missing, truncated or not in the expected format (a one-line message naming it)."""
-
-    def __init__(self, message: str) -> None:
-        # one line, whatever the underlying error said: the message ends up in a ConfigError
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,21 @@ random training images for evaluation.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from ganlab.data.image_files import ImageArrays, load_cifar10, load_digits, load_mnist
+from ganlab.data.image_dataset_files import ImageArrays, load_cifar10, load_digits, load_mnist
 
-IMAGE_DATASETS = ("digits", "mnist", "cifar10")
+# dataset name -> its reader (root folder, held-out share) -> ImageArrays; and its image shape
+READERS: dict[str, Callable[[str, float], ImageArrays]] = {
+    "digits": lambda root, holdout: load_digits(holdout),  # bundled with scikit-learn: no root
+    "mnist": lambda root, holdout: load_mnist(root),
+    "cifar10": lambda root, holdout: load_cifar10(root),
+}
+IMAGE_DATASETS = tuple(READERS)
 IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
@@ -68,10 +75,4 @@ class ImageDataset:
 @lru_cache(maxsize=4)
 def load_image_dataset(name: str, root: str | None, holdout: float) -> ImageDataset:
     """Read a dataset once per process (validation and the run share it). Raises DatasetFileError."""
-    if name == "digits":
-        return ImageDataset(load_digits(holdout))
-    if name == "mnist":
-        return ImageDataset(load_mnist(root or ""))
-    if name == "cifar10":
-        return ImageDataset(load_cifar10(root or ""))
-    raise ValueError(f"unknown image dataset '{name}'; allowed: {', '.join(IMAGE_DATASETS)}")
+    return ImageDataset(READERS[name](root or "", holdout))

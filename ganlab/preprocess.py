@@ -1,4 +1,4 @@
-"""The discriminator input transforms (config group ``preprocess``): what D sees of a batch.
+"""Preprocess (config group ``preprocess``): what the discriminator sees of a batch, and the registry.
 
 ``none`` hands D single samples. The others are S1's batch-as-one-sample transforms: a batch of
 ``batch_size`` samples becomes one D input vector, so D judges a whole distribution at once.
@@ -7,13 +7,18 @@ Each transform declares its output size for a given batch size, which sizes D's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
+
+from ganlab.registry import Registry
 
 STD_FLOOR = 1e-8  # keeps moments finite if G collapses to a single value
 
 
-class DiscriminatorInput(nn.Module):
+class Preprocess(nn.Module):
     """Maps (N, dim) samples to D's inputs (groups, features)."""
 
     per_sample: bool = False
@@ -41,7 +46,7 @@ class DiscriminatorInput(nn.Module):
         raise NotImplementedError
 
 
-class PerSample(DiscriminatorInput):
+class IdentityPreprocess(Preprocess):
     """`none`: D judges single samples; the batch only supplies statistics."""
 
     per_sample = True
@@ -50,7 +55,7 @@ class PerSample(DiscriminatorInput):
         return self.dim
 
 
-class Raw(DiscriminatorInput):
+class ConcatPreprocess(Preprocess):
     """`raw` (S1 flag 2): the batch as one vector of batch_size * dim numbers. `pack` (PacGAN) is the
     same transform on groups of m samples: D sees m samples at once, all real or all fake."""
 
@@ -61,7 +66,7 @@ class Raw(DiscriminatorInput):
         return batches.flatten(1)
 
 
-class Centered(DiscriminatorInput):
+class CenteredPreprocess(Preprocess):
     """`diffs` / `variances` (S1 flags 1 / 0): raw data and its deviations from the batch mean."""
 
     def __init__(self, batch_size: int, dim: int, keep_raw: bool = True, squared: bool = False) -> None:
@@ -79,7 +84,7 @@ class Centered(DiscriminatorInput):
         return torch.cat(parts, dim=1)
 
 
-class Sorted(DiscriminatorInput):
+class SortedPreprocess(Preprocess):
     """`sorted` (ganlab's own): each group of samples sorted, i.e. its empirical quantile function.
 
     S1's `raw` fails because a D on an unordered batch must first learn that order does not matter;
@@ -93,7 +98,7 @@ class Sorted(DiscriminatorInput):
         return batches.sort(dim=1).values.flatten(1)
 
 
-class Moments(DiscriminatorInput):
+class MomentsPreprocess(Preprocess):
     """`moments` (S1 flag 3): mean, std, skewness, excess kurtosis of the batch, per dimension.
 
     Population (biased) estimators, the same as scipy.stats.skew / kurtosis with bias=True.
@@ -112,8 +117,19 @@ class Moments(DiscriminatorInput):
         return torch.cat([mean, std, skew, kurtosis], dim=1)
 
 
-PREPROCESS_NAMES = ("none", "raw", "diffs", "variances", "moments", "sorted", "pack")
 AUTO = "auto"  # resolved at composition: none for per-sample models; sorted (1D) or pack (2D) for batch models
+
+# name -> (batch_size, dim, config node) -> the transform. ``batch_size`` is the samples per D input.
+PREPROCESSES: Registry[Callable[[int, int, Any], Preprocess]] = Registry("preprocess.name")
+PREPROCESSES.add("none", lambda n, dim, cfg: IdentityPreprocess(n, dim))
+PREPROCESSES.add("raw", lambda n, dim, cfg: ConcatPreprocess(n, dim))
+PREPROCESSES.add("diffs", lambda n, dim, cfg: CenteredPreprocess(n, dim, cfg.get("keep_raw", True), squared=False))
+PREPROCESSES.add("variances", lambda n, dim, cfg: CenteredPreprocess(n, dim, cfg.get("keep_raw", True), squared=True))
+PREPROCESSES.add("moments", lambda n, dim, cfg: MomentsPreprocess(n, dim))
+PREPROCESSES.add("sorted", lambda n, dim, cfg: SortedPreprocess(n, dim))
+PREPROCESSES.add("pack", lambda n, dim, cfg: ConcatPreprocess(n, dim))
+# the transforms that summarise each coordinate on its own (they lose the joint law of 2D data)
+PER_COORDINATE = ("diffs", "variances", "moments", "sorted")
 
 
 def samples_per_input(preprocess_cfg) -> int:
@@ -123,20 +139,8 @@ def samples_per_input(preprocess_cfg) -> int:
     return preprocess_cfg.get("group_size", 0)
 
 
-def build_discriminator_input(name: str, batch_size: int, dim: int, keep_raw: bool = True,
-                              group_size: int = 0) -> DiscriminatorInput:
-    """``group_size`` samples make one D input (0: the whole batch, as in S1)."""
-    batch_size = group_size or batch_size
-    if name == "none":
-        return PerSample(batch_size, dim)
-    if name in ("raw", "pack"):
-        return Raw(batch_size, dim)
-    if name == "diffs":
-        return Centered(batch_size, dim, keep_raw=keep_raw, squared=False)
-    if name == "variances":
-        return Centered(batch_size, dim, keep_raw=keep_raw, squared=True)
-    if name == "moments":
-        return Moments(batch_size, dim)
-    if name == "sorted":
-        return Sorted(batch_size, dim)
-    raise ValueError(f"unknown preprocess '{name}'; allowed: {', '.join(PREPROCESS_NAMES)}")
+def build_preprocess(preprocess_cfg, batch_size: int, dim: int) -> Preprocess:
+    """The configured transform for batches of ``batch_size`` samples of ``dim`` numbers
+    (``samples_per_input`` of them make one D input; 0: the whole batch, as in S1)."""
+    per_input = samples_per_input(preprocess_cfg) or batch_size
+    return PREPROCESSES[preprocess_cfg.name](per_input, dim, preprocess_cfg)

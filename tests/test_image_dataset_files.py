@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganlab.data.image_files import (
+from ganlab.data.image_dataset_files import (
     MNIST_FILES,
-    DatasetFileError,
     ImageArrays,
     load_cifar10,
     load_digits,
     load_mnist,
     read_idx,
 )
+from ganlab.errors import DatasetFileError
 
 # ------------------------------------------------------------------------------------------------------- helpers
 

@@ -1,17 +1,16 @@
-"""Draws the example density pictures shipped in ``ganlab/data/images`` (no downloaded images).
+"""Draws the example density pictures shipped in ``ganlab/data/pictures`` (no downloaded images).
 
-Run ``python -m ganlab.data.example_images`` to redraw them; the PNGs are committed so a fresh clone
+Run ``python -m ganlab.data.example_pictures`` to redraw them; the PNGs are committed so a fresh clone
 does not need to. White is mass, black is none: the same convention as a user's own picture.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-IMAGE_DIR = Path(__file__).resolve().parent / "images"
+from ganlab.data.pictures import PICTURE_DIR
+
 SIZE = 256
 
 
@@ -75,10 +74,10 @@ EXAMPLES = {"zig": zig, "blobs": blobs, "blob_left": blob_left, "blob_right": bl
 
 
 def main() -> None:
-    IMAGE_DIR.mkdir(parents=True, exist_ok=True)
+    PICTURE_DIR.mkdir(parents=True, exist_ok=True)
     for name, draw in EXAMPLES.items():
-        draw().save(IMAGE_DIR / f"{name}.png", optimize=True)
-        print(f"wrote {IMAGE_DIR / name}.png")
+        draw().save(PICTURE_DIR / f"{name}.png", optimize=True)
+        print(f"wrote {PICTURE_DIR / name}.png")
 
 
 if __name__ == "__main__":

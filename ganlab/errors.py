@@ -1,0 +1,55 @@
+"""Every error ganlab reports to a user, under one base class.
+
+The CLIs catch :class:`GanlabError` and print its message as one line; anything else is a bug and
+keeps its traceback. Each subclass says which kind of input was bad, so callers can catch narrowly.
+This module imports nothing from ganlab: everyone may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GanlabError(Exception):
+    """A problem the user can fix, with a one-line message that names the bad value."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(" ".join(str(message).split()))  # one line, whatever the cause said
+
+
+class ConfigError(GanlabError, ValueError):
+    """A bad configuration value or override."""
+
+
+class DatasetFileError(GanlabError, ValueError):
+    """A dataset file that is missing, truncated or not in the expected format (the message names it)."""
+
+
+class PictureError(GanlabError, ValueError):
+    """A picture used as a 2D density that cannot be used: missing, not an image, or without any mass."""
+
+
+class CheckpointError(GanlabError, RuntimeError):
+    """A checkpoint that cannot be used: missing, truncated, not ganlab's, or carrying pickled objects."""
+
+
+class SampleError(GanlabError, ValueError):
+    """Bad `ganlab.sample` arguments, or a run that cannot be sampled."""
+
+
+def not_allowed(key: str, value: Any, allowed: str) -> ConfigError:
+    """The standard one-line message: ``key=value is not allowed; <what is>``."""
+    return ConfigError(f"{key}={value!r} is not allowed; {allowed}")
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise :func:`not_allowed` unless ``ok``."""
+    if not ok:
+        raise not_allowed(key, value, allowed)
+
+
+def require_positive(node: Any, prefix: str, *keys: str) -> None:
+    """Each ``node[key]`` must be a finite number > 0 (NaN and inf are refused too)."""
+    for key in keys:
+        value = node[key]
+        require(value == value and abs(value) != float("inf") and value > 0, f"{prefix}.{key}", value, "must be > 0")

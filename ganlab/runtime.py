@@ -1,0 +1,28 @@
+"""Process-wide set-up that used to happen as a side effect of importing modules: warning filters,
+library log levels and matplotlib's headless backend. Each entry point (train, sweep, sample,
+benchmarks) calls :func:`configure_runtime`; importing any ganlab module changes nothing.
+
+Call it after importing pytorch_lightning (its import sets its own logger back to INFO); calling it
+again is harmless."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+QUIET_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "alembic", "mlflow")
+IGNORED_WARNINGS = (".*does not have many workers.*", ".*GPU available but not used.*", ".*treespec.*")
+
+
+def configure_runtime() -> None:
+    """Quiet library chatter and pick the Agg backend (no display) before any figure is drawn."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", pattern)
+    if "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].use("Agg")
+    else:  # read when matplotlib is first imported: no need to import it (slow) before a figure is due
+        os.environ["MPLBACKEND"] = "Agg"

@@ -1,0 +1,117 @@
+"""Reading a run back from MLflow: its config, its newest readable checkpoint, its generator weights.
+
+Resume, sampling and sweeps all go through :class:`StoredRun`, so there is one place that knows
+where a run keeps what (``config.yaml``, ``checkpoints/ckpt_<iteration>.pt``, ``model/*.pt``) and
+one way of reading weights: ``torch.load(weights_only=True)``, which refuses pickled objects.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ganlab.errors import CheckpointError, GanlabError
+
+CHECKPOINT_DIR = "checkpoints"
+GENERATOR_FILES = ("model/generator_ema.pt", "model/generator.pt")  # the EMA copy first, when logged
+
+
+class RunReadError(GanlabError):
+    """A run, or a part of it, that cannot be read (the caller words it for its own command)."""
+
+
+def list_checkpoints(client, run_id: str) -> list[str]:
+    """Artifact paths of a run's checkpoints (checkpoints/ckpt_<iteration>.pt), newest first."""
+    names = [a.path for a in client.list_artifacts(run_id, CHECKPOINT_DIR)
+             if re.fullmatch(rf"{CHECKPOINT_DIR}/ckpt_\d+\.pt", a.path)]
+    return sorted(names, reverse=True)
+
+
+class StoredRun:
+    """One MLflow run, read through a client on ``tracking_uri``. Files are downloaded into a
+    temporary folder that lives as long as this object (use it as a context manager)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.run_id = tracking_uri, run_id
+        self.client = MlflowClient(tracking_uri)
+        try:
+            self.run = self.client.get_run(run_id)
+        except MlflowException:
+            raise RunReadError(f"no such run {run_id!r} in the tracking store {tracking_uri}") from None
+        self._tmp = tempfile.TemporaryDirectory()
+
+    def __enter__(self) -> StoredRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+    @property
+    def status(self) -> str:
+        return self.run.info.status
+
+    def download(self, path: str) -> Path:
+        import mlflow
+
+        return Path(mlflow.artifacts.download_artifacts(run_id=self.run_id, artifact_path=path,
+                                                        tracking_uri=self.uri, dst_path=self._tmp.name))
+
+    def config(self) -> DictConfig:
+        """The resolved config the run trained with (its ``config.yaml``)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return OmegaConf.load(self.download("config.yaml"))
+        except (MlflowException, OSError) as exc:
+            raise RunReadError(f"run {self.run_id} has no readable config.yaml ({type(exc).__name__}): "
+                               "not a ganlab run?") from None
+
+    def checkpoints(self) -> list[str]:
+        return list_checkpoints(self.client, self.run_id)
+
+    def newest_checkpoint(self) -> tuple[dict[str, Any], list[str]]:
+        """The newest checkpoint that loads, and a note for each newer one that did not."""
+        from mlflow.exceptions import MlflowException
+
+        from ganlab.training.checkpoints import load_checkpoint
+
+        paths = self.checkpoints()
+        if not paths:
+            raise RunReadError(f"run {self.run_id} has no checkpoints (it ran with train.ckpt_every=0, or "
+                               "stopped before its first checkpoint)")
+        skipped = []
+        for path in paths:
+            try:
+                return load_checkpoint(self.download(path)), skipped
+            except (CheckpointError, MlflowException, OSError) as exc:
+                skipped.append(f"{path}: {exc}")
+        raise RunReadError(f"no checkpoint of the run can be read; {skipped[0]}")
+
+    def generator_state(self) -> dict[str, Any]:
+        """The weights to sample from: the logged EMA generator, else the generator; for a run that
+        ended before logging them, its newest readable checkpoint's (EMA copy first)."""
+        import torch
+
+        logged = {a.path for a in self.client.list_artifacts(self.run_id, "model")}
+        for name in GENERATOR_FILES:
+            if name in logged:
+                try:
+                    return torch.load(self.download(name), map_location="cpu", weights_only=True)
+                except Exception as exc:  # torch raises several kinds for a file it will not unpickle
+                    raise RunReadError(f"{name} of run {self.run_id} cannot be read safely "
+                                       f"({type(exc).__name__}); it may carry pickled objects") from None
+        try:
+            state, _ = self.newest_checkpoint()
+        except RunReadError:
+            raise RunReadError(f"run {self.run_id} has no generator weights (model/*.pt) and no readable "
+                               "checkpoint") from None
+        if state["ema"] is not None:
+            return {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+        return state["generator"]
