@@ -11,7 +11,7 @@ SWEEP ?= default
 WORKERS ?= 2
 TRIALS ?=
 
-.PHONY: install train test bench sweep ui server lint clean
+.PHONY: install train test test-all bench sweep ui server lint clean
 
 install: $(STAMP)
 
@@ -26,7 +26,12 @@ $(STAMP): pyproject.toml
 train: install
 	$(PY) -m ganlab.train $(ARGS)
 
+# the fast tier, for every change (at most 5 minutes on 2 cores): everything but the tests marked slow
 test: install
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" tests
+
+# the whole suite, what CI runs (under 20 minutes on 2 cores)
+test-all: install
 	$(PY) -m pytest -q -n 2 --dist worksteal tests
 
 bench: install

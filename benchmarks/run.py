@@ -2,6 +2,7 @@
 
     python -m benchmarks.run                  # everything (about an hour and a half on 2 cores)
     python -m benchmarks.run --only overhead  # just the loop-overhead ratio (about a minute)
+    python -m benchmarks.run --only startup   # whole-process start-up and overhead (about 6 minutes)
     python -m benchmarks.run --only quality --seeds 1 --experiments default devnag_moments
     python -m benchmarks.run --only modes     # 2D mode-collapse benchmark (ring8, grid25)
     python -m benchmarks.run --only images    # digits: S2, S5 and ganlab's recipe, Frechet distance
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import images, modes_2d, overhead, quality, sweep_speed
+from benchmarks import images, modes_2d, overhead, quality, startup, sweep_speed
+from ganlab.runtime import configure_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -34,7 +36,7 @@ def _save(name: str, payload: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["overhead", "quality", "sweep", "modes", "images"])
+    parser.add_argument("--only", choices=["overhead", "startup", "quality", "sweep", "modes", "images"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--image-seeds", type=int, default=3, help="seeds per experiment of the image benchmark")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    configure_runtime()
 
     if args.only in (None, "overhead"):
         print("overhead: ganlab loop vs plain PyTorch on devnag_moments", flush=True)
@@ -50,6 +53,12 @@ def main() -> None:
         print(f"\n| loop | median optimizer steps/s |\n|---|---|\n| ganlab | {res['ganlab_median']:.0f} |\n"
               f"| plain PyTorch | {res['plain_median']:.0f} |\n| ratio (target >= 0.9) | {res['ratio']:.3f} |\n"
               f"-> {path}\n")
+
+    if args.only in (None, "startup"):
+        print("startup: whole-process wall of a 1-iteration run and of devnag_moments vs a bare script", flush=True)
+        res = startup.run()
+        path = _save("startup", res)
+        print("\n" + startup.table(res) + f"\n-> {path}\n")
 
     if args.only in (None, "quality"):
         print("quality: final KS and W1/std per experiment", flush=True)

@@ -16,6 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning  # noqa: F401 -- imported before configure_runtime, which quiets its logger
+
+from ganlab.runtime import configure_runtime
+
+configure_runtime()  # what every entry point does: quiet library loggers, headless matplotlib
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     # `make test` runs two pytest workers on two cores: one torch/OpenMP thread each (inherited by

@@ -132,6 +132,7 @@ def test_the_file_dataset_experiments_train_on_files_in_the_real_formats(experim
     assert samples.min() >= -1 and samples.max() <= 1
 
 
+@pytest.mark.slow
 def test_a_short_seeded_digits_run_closes_most_of_the_distance(tmp_path):
     """S2's MLP pair on digits: 250 iterations (~22 epochs, ~20 s) must cut the Frechet distance of
     the untrained generator by at least 85 % (measured: seed 0 89 %, seeds 1-3 93-95 %)."""

@@ -41,6 +41,7 @@ def _checkpoints(run):
     return sorted(p.name for p in folder.glob("ckpt_*.pt"))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["train.iterations=600", *SHORT]
     (tmp_path / "fresh").mkdir()  # its own store and artifact folder, apart from the run to kill

@@ -103,6 +103,7 @@ def test_unknown_run_and_pickled_weights_are_refused(tracking_uri, tmp_path, cap
     assert not (tmp_path / "x.npy").exists()
 
 
+@pytest.mark.slow
 def test_cli_writes_samples(tracking_uri, tmp_path):
     run = run_training(compose_config(TINY), verbose=False)
     proc = subprocess.run([sys.executable, "-m", "ganlab.sample", f"run_id={run.run_id}", "n=50000",

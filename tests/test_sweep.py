@@ -91,6 +91,7 @@ def _children(tmp_path, study_name):
     return client, parents, children
 
 
+@pytest.mark.slow
 def test_two_worker_sweep_end_to_end(tmp_path):
     path = _write(tmp_path, "e2e")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -113,6 +114,7 @@ def test_two_worker_sweep_end_to_end(tmp_path):
     assert "best_value" in parent.data.metrics and parent.data.params["sampler"].startswith("tpe(")
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_fail_and_the_sweep_goes_on(tmp_path):
     path = _write(tmp_path, "fails", base=["optim=sgd", "optim.momentum=0", "train.ema_decay=0",
                                            "model.g.activations=[relu,relu]"],
@@ -155,6 +157,7 @@ def test_pruning_stops_a_clearly_worse_trial(tmp_path, tracking_uri):
     assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "pruned"
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
     path = _write(tmp_path, "resume", trials=4, fixed=["train.iterations=300", "train.eval_every=100",
                                                        "train.plot_every=300", "train.eval_samples=2000"])
@@ -218,6 +221,7 @@ def test_grid_values_stay_inside_the_range(tmp_path):
     assert grid["train.d_steps"] == [1, 3, 5]
 
 
+@pytest.mark.slow
 def test_four_workers_share_sqlite_without_lock_errors(tmp_path):
     path = _write(tmp_path, "four", trials=8, fixed=["train.iterations=20", "train.eval_every=5",
                                                      "train.plot_every=20", "train.eval_samples=1024"])
@@ -231,6 +235,7 @@ def test_four_workers_share_sqlite_without_lock_errors(tmp_path):
     assert all(t.state.name == "COMPLETE" for t in study.trials)
 
 
+@pytest.mark.slow
 def test_enqueued_trials_are_run_not_counted_as_done(tmp_path):
     path = _write(tmp_path, "queued", trials=2)
     storage = f"sqlite:///{tmp_path / 'o.db'}"

@@ -19,6 +19,8 @@ import optuna
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # a real server per test: only the whole suite (make test-all) runs it
+
 
 def _pg_bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))

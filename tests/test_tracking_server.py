@@ -11,6 +11,8 @@ import yaml
 from helpers import artifact_paths
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # a real server per test: only the whole suite (make test-all) runs it
+
 TINY = ["train.iterations=40", "train.eval_every=10", "train.plot_every=20", "train.eval_samples=2000",
         "train.ckpt_every=10", "train.ckpt_keep=1"]
 

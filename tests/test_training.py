@@ -60,6 +60,7 @@ def test_default_recipe_converges_when_seeded(tracking_uri):
     assert abs(m["mean"] - 4.0) < 0.2 and abs(m["std"] - 1.25) < 0.15, m
 
 
+@pytest.mark.slow
 def test_ring8_recipe_captures_more_modes_than_a_collapsing_gan(tracking_uri):
     """A short seeded run of ganlab's ring8 recipe covers the ring; a GAN whose G learns 100x faster
     than its D chases D's current favourite point and collapses.

@@ -18,7 +18,8 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--window-size=1400,900"]
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver (see .ci/run)")
+pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver (see .ci/run)"),
+              pytest.mark.slow]
 
 
 @pytest.fixture
