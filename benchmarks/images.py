@@ -24,7 +24,7 @@ TARGET_GAP, TARGET_WALL_S = 0.90, 600.0  # the issue's target for ganlab's recip
 def _one(job: tuple[str, int, str]) -> dict:
     experiment, seed, uri = job
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from ganlab.config import compose_config
+    from ganlab.config.compose import compose_config
     from ganlab.training.runner import TrainingFailed, run_training
 
     start = time.perf_counter()
@@ -46,7 +46,7 @@ def floor(eval_samples: int = 2000, repeats: int = 5) -> dict:
     the evaluation set is): the best any generator can expect."""
     import torch
 
-    from ganlab.config import compose_config
+    from ganlab.config.compose import compose_config
     from ganlab.data.targets import build_target
     from ganlab.metrics.metrics_images import image_quality
 

@@ -30,7 +30,7 @@ METRICS = ("modes", "hq_share", "reverse_kl", "wall_s")
 def _one(job: tuple[str, int, str, list[str]]) -> dict:
     experiment, seed, uri, extra = job
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from ganlab.config import compose_config
+    from ganlab.config.compose import compose_config
     from ganlab.training.runner import TrainingFailed, run_training
 
     start = time.perf_counter()

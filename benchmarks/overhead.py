@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.training.losses import discriminator_loss, generator_loss
 from ganlab.training.optimizers import make_optimizer
 from ganlab.training.runner import build_module, run_training

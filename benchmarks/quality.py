@@ -21,7 +21,7 @@ TARGETS = {"ks": 0.02, "w1_over_std": 0.03, "wall_s": 90.0}
 def _one(job: tuple[str, int, str, list[str]], quiet: bool = False) -> dict:
     experiment, seed, uri, extra = job
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from ganlab.config import compose_config
+    from ganlab.config.compose import compose_config
     from ganlab.training.runner import TrainingFailed, run_training
 
     overrides = ([] if experiment == "default" else [f"experiment={experiment}"]) + [f"train.seed={seed}", *extra]

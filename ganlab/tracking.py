@@ -14,9 +14,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -24,13 +21,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import ganlab
-from ganlab.atomic_files import save_atomic
 from ganlab.config.flatten import flatten_config
 from ganlab.config.uris import resolve_tracking_uri
-from ganlab.stored_runs import CHECKPOINT_DIR, list_checkpoints
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from ganlab.run_files import RunFiles
+from ganlab.stored_runs import list_checkpoints
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 
@@ -66,6 +60,13 @@ def git_commit() -> str:
         return "unknown"
 
 
+def warm_store(uri: str) -> None:
+    """Open the store once (creating or migrating a SQLite file under the lock), so that the run's
+    own calls find it ready; ``TrackerProcess`` does this while the trainer imports torch."""
+    with _store_lock(uri):
+        MlflowClient(uri).search_experiments(max_results=1)
+
+
 def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     """A client on ``uri`` and the id of experiment ``name``, creating both store and experiment once
     (under a lock for SQLite) with artifacts beside a SQLite store (mlruns/artifacts/<name>)."""
@@ -86,7 +87,7 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
             return client, client.get_experiment_by_name(name).experiment_id
 
 
-class Tracker:
+class Tracker(RunFiles):
     """One MLflow run. Metrics go out in one ``log_batch`` call per evaluation, never per step.
 
     ``resume_run_id`` reopens an existing run instead of creating one: its params and config stay,
@@ -133,38 +134,21 @@ class Tracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
-    def log_figure(self, fig: Figure, path: str) -> None:
-        import matplotlib.pyplot as plt
-
-        self.client.log_figure(self.run_id, fig, path)
-        plt.close(fig)
-
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
-
-    def _local_artifact_dir(self) -> Path | None:
-        parsed = urlparse(self.artifact_uri)
-        return Path(url2pathname(parsed.path)) if parsed.scheme == "file" else None
-
-    def save_checkpoint(self, state: dict, name: str) -> None:
-        """Into the run's artifacts, atomically: written in place with a rename where the artifact
-        store is a local folder, else written atomically to a temporary file and uploaded."""
-        local = self._local_artifact_dir()
-        if local is not None:
-            save_atomic(state, local / CHECKPOINT_DIR / name)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            self.log_artifact(save_atomic(state, Path(tmp) / name), CHECKPOINT_DIR)
 
     def list_checkpoints(self) -> list[str]:
         """Artifact paths of this run's checkpoints, newest first."""
         return list_checkpoints(self.client, self.run_id)
 
-    def delete_checkpoint(self, path: str) -> None:
-        local = self._local_artifact_dir()
-        if local is not None:
-            (local / path).unlink(missing_ok=True)
-            return
+    def log_png(self, data: bytes, path: str) -> None:
+        folder, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / name
+            file.write_bytes(data)
+            self.log_artifact(file, folder or None)
+
+    def delete_remote_artifact(self, path: str) -> None:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         try:

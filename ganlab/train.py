@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ganlab.config.compose import GROUPS, compose_config, group_options, to_yaml
 from ganlab.errors import GanlabError
-from ganlab.metrics import headline
 from ganlab.runtime import configure_runtime
 
 USAGE = """usage: python -m ganlab.train [--cfg] [group=option ...] [key=value ...]
@@ -30,6 +28,8 @@ Config groups and options:
 
 
 def _help() -> str:
+    from ganlab.config.compose import GROUPS, group_options
+
     lines = [USAGE]
     for group in GROUPS:
         lines.append(f"  {group:<11} {', '.join(group_options(group))}")
@@ -38,6 +38,8 @@ def _help() -> str:
 
 
 def _summary(result) -> str:
+    from ganlab.metrics import headline
+
     m = result.metrics
     return "\n".join([
         f"ganlab: finished run {result.run_id} (experiment '{result.experiment}') "
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in args if a != "--cfg"]
     resume_ids = [a.split("=", 1)[1] for a in overrides if a.startswith("resume=")]
     overrides = [a for a in overrides if not a.startswith("resume=")]
+    tracking = None
+    if not show_cfg and not resume_ids:  # MLflow's import and store open on another core, from now on
+        tracking = _start_tracking()
     try:
         resume = None
         if resume_ids:
@@ -67,8 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             for note in skipped:
                 print(f"ganlab: skipped an unreadable checkpoint: {note}", file=sys.stderr)
         else:
+            from ganlab.config.compose import compose_config
+            from ganlab.config.uris import resolve_tracking_uri
+
             cfg = compose_config(overrides)
+            if tracking is not None and not show_cfg:
+                tracking.warm(resolve_tracking_uri(cfg.tracking.uri))
         if show_cfg:
+            from ganlab.config.compose import to_yaml
+
             print(to_yaml(cfg), end="")
             return 0
         from ganlab.training.runner import TrainingFailed, run_training  # heavy imports after validation
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_runtime()
 
         try:
-            result = run_training(cfg, resume=resume)
+            result = run_training(cfg, resume=resume, tracking=tracking)
         except TrainingFailed as exc:
             if os.environ.get("GANLAB_DEBUG"):
                 raise
@@ -88,8 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ganlab: interrupted; the run is marked KILLED in MLflow", file=sys.stderr)
         return 130
+    finally:
+        if tracking is not None:
+            tracking.close()
     print(_summary(result))
     return 0
+
+
+def _start_tracking():
+    """The run's tracker in a child process that imports MLflow while this one composes the config
+    and imports torch; None to track in this process (``GANLAB_TRACKING=inline``)."""
+    if os.environ.get("GANLAB_TRACKING") == "inline":
+        return None
+    from ganlab.tracking_process import TrackerProcess
+
+    return TrackerProcess()
 
 
 if __name__ == "__main__":

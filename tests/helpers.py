@@ -29,7 +29,7 @@ def train_finished(overrides: list[str], uri: str):
     ``(client, run, result)`` for a run that must have ended FINISHED in the store at ``uri``."""
     from mlflow.tracking import MlflowClient
 
-    from ganlab.config import compose_config
+    from ganlab.config.compose import compose_config
     from ganlab.training.runner import run_training
 
     result = run_training(compose_config(overrides), verbose=False)

@@ -3,8 +3,7 @@ fails with one clear line that names the bad key or value."""
 
 import pytest
 
-from ganlab.config import compose_config
-from ganlab.config.compose import group_options
+from ganlab.config.compose import compose_config, group_options
 from ganlab.errors import ConfigError
 
 COMPATIBLE = {  # options that need a partner in another group

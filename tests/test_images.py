@@ -8,7 +8,7 @@ import torch
 from helpers import artifact_paths, run_cli, train_finished
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.data.loaders import EpochStreamSampler, training_loader
 from ganlab.data.targets import build_target
 from ganlab.metrics.metrics_images import frechet_distance, image_quality

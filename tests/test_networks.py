@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
 from ganlab.nets.mlp import mlp
 from ganlab.training.runner import build_module

@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from ganlab.atomic_files import save_atomic
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.errors import CheckpointError, ConfigError
 from ganlab.training.checkpoints import checkpoint_name, load_checkpoint
 from ganlab.training.resume import prepare_resume

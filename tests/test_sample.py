@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.sample import SampleError, main, parse_args, sample_run
 from ganlab.training.runner import run_training
 

@@ -5,7 +5,7 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
 from ganlab.training.runner import run_training
 

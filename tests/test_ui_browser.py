@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.training.runner import run_training
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,3 @@
-"""Configuration: typed schema, Hydra composition and validation."""
-
-from ganlab.config.compose import compose_config
-
-__all__ = ["compose_config"]
+"""Configuration: typed schema (schema.py), Hydra composition (compose.py), validation (validate.py),
+flattening (flatten.py) and tracking URIs (uris.py). Import the module you need: this package's
+``__init__`` imports nothing, so light modules (uris, flatten) stay light."""

@@ -49,8 +49,8 @@ class Gaussian1D(Target1D):
         self._dist = stats.norm(loc=self.mean, scale=self.std)
 
     def sample(self, n, device="cpu", generator=None):
-        z = torch.randn(n, 1, generator=generator, device=device if generator is None else "cpu")
-        return (z * self.std + self.mean).to(device)
+        where = device if generator is None else "cpu"
+        return torch.empty(n, 1, device=where).normal_(self.mean, self.std, generator=generator).to(device)
 
     def cdf(self, x: np.ndarray) -> np.ndarray:
         return self._dist.cdf(x)

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from mlflow.tracking import MlflowClient
 
-from ganlab.config import compose_config
+from ganlab.config.compose import compose_config
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.training.runner import EarlyStop, RunResult, TrainingFailed, run_training
 

@@ -10,12 +10,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+if TYPE_CHECKING:
+    from ganlab.tracking import Tracker
+    from ganlab.tracking_process import TrackerProcess
+
+from ganlab.config.uris import resolve_tracking_uri
 from ganlab.data.loaders import training_loader
 from ganlab.data.noise import build_noise
 from ganlab.data.targets import build_target
@@ -24,7 +30,6 @@ from ganlab.nets.conditioning import LabelConditioning
 from ganlab.nets.models import MODELS, build_discriminator, build_generator
 from ganlab.plots.plotter import build_plotter
 from ganlab.preprocess import build_preprocess
-from ganlab.tracking import Tracker
 from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.evaluation import Evaluator, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
@@ -103,7 +108,19 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     )
 
 
-def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: Tracker, seed: int) -> None:
+def _open_tracker(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None, resume: ResumePoint | None,
+                  tracking: TrackerProcess | None) -> Tracker | TrackerProcess:
+    if tracking is not None and resume is None:
+        return tracking.open(cfg, run_name=run_name, tags=tags)
+    from ganlab.tracking import Tracker  # MLflow loads here, after the model is built
+
+    if resume is not None:
+        return Tracker(cfg, resume_run_id=resume.run_id)
+    return Tracker(cfg, run_name=run_name, tags=tags)
+
+
+def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: Tracker | TrackerProcess,
+                         seed: int) -> None:
     samples, labels = module.sample(final_sample_count(module.target.dim), torch.Generator().manual_seed(seed + 1))
     samples = samples.float().cpu().numpy()
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,12 +145,15 @@ def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: 
 
 def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
                  on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
-                 tags: dict[str, str] | None = None, resume: ResumePoint | None = None) -> RunResult:
+                 tags: dict[str, str] | None = None, resume: ResumePoint | None = None,
+                 tracking: TrackerProcess | None = None) -> RunResult:
     """Train one GAN as configured; return the final metrics and where the run lives in MLflow.
 
     ``on_evaluate(iteration, metrics)`` is called after every evaluation (the sweeps report to their
     pruner there); ``tags`` are added to the MLflow run (e.g. ``mlflow.parentRunId``). ``resume``
-    continues an existing run from its checkpoint (see ``ganlab.training.resume``).
+    continues an existing run from its checkpoint (see ``ganlab.training.resume``). ``tracking``: a
+    started :class:`TrackerProcess` to record the run from another process (the CLI's), else the run
+    is recorded in this process.
     """
     start = time.perf_counter()
     accelerator = _accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
@@ -141,12 +161,11 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     pl.seed_everything(cfg.train.seed, verbose=False)
     module = build_module(cfg)
     history = History()
+    resolve_tracking_uri(cfg.tracking.uri)  # a bad URI is a one-line ConfigError here, wherever it is tracked
     if resume is not None:
         module.load_training_state(resume.state)
         history.restore(resume.state)
-        tracker = Tracker(cfg, resume_run_id=resume.run_id)
-    else:
-        tracker = Tracker(cfg, run_name=run_name, tags=tags)
+    tracker = _open_tracker(cfg, run_name, tags, resume, tracking)
     first = module.iteration
     if verbose:
         action = f"resumed at iteration {first} of" if resume is not None else "in"

@@ -1,0 +1,170 @@
+"""The CLI's tracker: the same :class:`~ganlab.tracking.Tracker`, run in a child process.
+
+Importing MLflow and opening its store take about two seconds of CPU, as long as the rest of a short
+run. In a child process they run on another core while the trainer composes its config and imports
+torch and Lightning, and every metric, figure and file upload later overlaps training too. The
+interface is the Tracker's; calls go through a pipe in order. Calls whose answer or file the trainer
+needs (opening the run, uploads of temporary files, listing checkpoints, finishing) wait for the
+child; metrics, figures and tags do not. A failure in the child is raised in the trainer at its next
+waiting call, so it ends the run as a failure like any other.
+
+If the trainer dies without finishing the run, the child logs what it already received, then exits
+and leaves the run as a killed single process would (its final state is the next resume's concern).
+Library callers (tests, sweeps, benchmarks) use the in-process Tracker: they have MLflow loaded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Any
+
+from ganlab.errors import GanlabError
+from ganlab.run_files import RunFiles
+
+
+class TrackingError(GanlabError):
+    """The tracking process failed or died; the message says how."""
+
+
+def _serve(conn) -> None:
+    """The child: import MLflow at once, then run the Tracker's methods as they arrive until EOF."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it closes the run through us
+    from ganlab.runtime import configure_runtime
+    from ganlab.tracking import Tracker, warm_store
+
+    configure_runtime()
+    tracker: Tracker | None = None
+    failure: tuple[str, str] | None = None  # the first failure of a call nobody waited for
+    while True:
+        try:
+            method, args, kwargs, wait = conn.recv()
+        except (EOFError, OSError):  # the trainer closed the pipe (or died): everything sent is done
+            os._exit(0)  # skip interpreter teardown: MLflow's exit hooks cost a second and have nothing to do
+        try:
+            if failure is not None:
+                raise _Replayed()
+            if method == "warm":
+                try:
+                    warm_store(*args)
+                except Exception:  # noqa: BLE001 -- the same error reappears, reported, when the run is opened
+                    pass
+                continue
+            if method == "open":
+                tracker = Tracker(*args, **kwargs)
+                result: Any = {"run_id": tracker.run_id, "artifact_uri": tracker.artifact_uri,
+                               "experiment_name": tracker.experiment_name, "uri": tracker.uri}
+            else:
+                result = getattr(tracker, method)(*args, **kwargs)
+            if wait:
+                conn.send(("ok", result))
+        except _Replayed:
+            if wait:
+                conn.send(("error", failure))
+                failure = None
+        except Exception as exc:  # noqa: BLE001 -- sent back whole: the trainer decides
+            error = (type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            if isinstance(exc, GanlabError):
+                error = ("GanlabError", str(exc))
+            if wait:
+                conn.send(("error", error))
+            elif failure is None:
+                failure = error
+
+
+class _Replayed(Exception):
+    """Internal: an earlier failure is reported to the next waiting call instead of running it."""
+
+
+class TrackerProcess(RunFiles):
+    """Start it first thing (the child imports MLflow meanwhile); :meth:`warm` the store once the
+    config is valid; :meth:`open` the run; use it as a Tracker; :meth:`close` at the end."""
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")  # never fork a process that may hold torch's threads
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child,), name="ganlab-tracking", daemon=True)
+        self._proc.start()
+        child.close()
+        self.run_id = self.artifact_uri = self.experiment_name = self.uri = ""
+        self._finished = False
+        self._touched_store = False  # until the first warm/open, the child only imports: safe to stop
+
+    def _call(self, method: str, *args: Any, wait: bool = False, **kwargs: Any) -> Any:
+        try:
+            self._conn.send((method, args, kwargs, wait))
+            if not wait:
+                return None
+            status, result = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            raise TrackingError(f"the tracking process died (exit code {self._proc.exitcode}) during {method}; "
+                                "GANLAB_TRACKING=inline tracks in process, to see its error") from None
+        if status == "error":
+            kind, message = result
+            raise TrackingError(message if kind == "GanlabError" else f"tracking failed: {kind}: {message}")
+        return result
+
+    def warm(self, uri: str) -> None:
+        """Open the store at ``uri`` in the background (creating or migrating it), ready for :meth:`open`."""
+        self._touched_store = True
+        self._call("warm", uri)
+
+    def open(self, cfg, run_name: str | None = None, tags: dict[str, str] | None = None) -> TrackerProcess:
+        self._touched_store = True
+        info = self._call("open", cfg, run_name=run_name, tags=tags, wait=True)
+        self.run_id, self.artifact_uri = info["run_id"], info["artifact_uri"]
+        self.experiment_name, self.uri = info["experiment_name"], info["uri"]
+        return self
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._call("log_metrics", {k: float(v) for k, v in metrics.items()}, step)
+
+    def log_png(self, data: bytes, path: str) -> None:
+        self._call("log_png", data, path)
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self._call("log_artifact", str(local_path), artifact_path, wait=True)  # the file may be temporary
+
+    def delete_remote_artifact(self, path: str) -> None:
+        self._call("delete_remote_artifact", path)
+
+    def list_checkpoints(self) -> list[str]:
+        return self._call("list_checkpoints", wait=True)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._call("set_tag", key, value)
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        """End the run. Should the child have died, the run is ended FAILED from this process instead
+        (what it last sent may be missing), and a requested FINISHED still raises."""
+        try:
+            self._call("finish", status, reason, wait=True)
+        except TrackingError as exc:
+            if not self.run_id or self._proc.is_alive():
+                raise
+            self._fail_here(f"{reason}; {exc}" if reason else str(exc))
+            if status == "FINISHED":
+                raise
+        self._finished = True
+
+    def _fail_here(self, reason: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        client.set_tag(self.run_id, "failure_reason", reason[:5000])
+        client.set_terminated(self.run_id, status="FAILED")
+        self._finished = True
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Let the child log what it has and exit. Once the run is finished (every call before it was
+        answered), or while the child has not touched a store, there is nothing to wait for; otherwise
+        it is never stopped in the middle of a database write."""
+        self._conn.close()
+        if self._finished or not self._touched_store:
+            self._proc.terminate()
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.terminate()

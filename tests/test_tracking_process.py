@@ -1,0 +1,73 @@
+"""The CLI's tracker runs MLflow in a child process: it must record exactly what the in-process
+Tracker records, and a dead tracking process must end training with one clear line."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import pytest
+from helpers import artifact_paths
+from mlflow.tracking import MlflowClient
+
+from ganlab.config.compose import compose_config
+from ganlab.tracking_process import TrackerProcess
+from ganlab.training.runner import TrainingFailed, run_training
+
+TINY = ["train.iterations=30", "train.eval_every=10", "train.plot_every=20", "train.eval_samples=2048",
+        "train.ckpt_every=10", "train.ckpt_keep=2"]
+
+
+def _history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    run = client.get_run(run_id)
+    def value(v: float) -> float | None:
+        return None if math.isnan(v) else v  # the losses before the first step are NaN, and NaN != NaN
+
+    return {key: sorted((m.step, value(m.value)) for m in client.get_metric_history(run_id, key))
+            for key in run.data.metrics}
+
+
+def test_a_run_tracked_from_a_child_process_records_what_an_in_process_run_records(tracking_uri):
+    cfg = compose_config(TINY)
+    inline = run_training(cfg, verbose=False)
+    tracking = TrackerProcess()
+    try:
+        remote = run_training(cfg, verbose=False, tracking=tracking)
+    finally:
+        tracking.close()
+    assert tracking.run_id == remote.run_id != inline.run_id
+    client = MlflowClient(tracking_uri)
+    a, b = client.get_run(inline.run_id), client.get_run(remote.run_id)
+    assert a.info.status == b.info.status == "FINISHED"
+    assert a.data.params == b.data.params
+    assert _history(client, inline.run_id) == _history(client, remote.run_id)  # same seed, same values
+    names = lambda run_id: sorted(p.rsplit("/", 1)[-1] if "checkpoints/" in p else p  # noqa: E731
+                                  for p in artifact_paths(client, run_id))
+    assert names(inline.run_id) == names(remote.run_id)
+    assert "plots/histogram_000020.png" in names(remote.run_id) and "ckpt_00000030.pt" in names(remote.run_id)
+
+
+def test_a_config_error_stops_the_tracking_process_without_touching_the_store(tmp_path):
+    tracking = TrackerProcess()
+    tracking.close()  # what the CLI does when composing fails: no store was opened, so no wait
+    assert not tracking._proc.is_alive()
+
+
+def test_a_dead_tracking_process_fails_the_run_with_its_reason(tracking_uri):
+    tracking = TrackerProcess()
+
+    def kill_it(iteration: int, metrics: dict[str, float]) -> None:
+        if iteration == 10:
+            os.kill(tracking._proc.pid, signal.SIGKILL)
+            tracking._proc.join()
+
+    try:
+        with pytest.raises(TrainingFailed) as err:
+            run_training(compose_config(TINY), verbose=False, tracking=tracking, on_evaluate=kill_it)
+    finally:
+        tracking.close()
+    assert "tracking process died" in err.value.reason and "\n" not in err.value.reason
+    run = MlflowClient(tracking_uri).get_run(tracking.run_id)
+    assert run.info.status == "FAILED"  # closed from the trainer, since the child could not
+    assert "tracking process died" in run.data.tags["failure_reason"]
