@@ -1,6 +1,7 @@
 """What every tracker does the same way with a run's files, whatever carries them to MLflow:
-figures are rendered here and sent as PNG bytes; checkpoints are written atomically in place where
-the artifact store is a local folder, else written to a temporary file and uploaded.
+figures are drawn from plot frames (by the run's plotter) and sent as PNG bytes; checkpoints are
+written atomically in place where the artifact store is a local folder, else written to a temporary
+file and uploaded. ``TrackerProcess`` sends frames, not figures: drawing happens in its child.
 
 No MLflow import here: ``TrackerProcess`` (MLflow in a child process) shares this with ``Tracker``.
 """
@@ -20,6 +21,9 @@ from ganlab.stored_runs import CHECKPOINT_DIR
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from ganlab.frames import Frame
+    from ganlab.plots.plotter import Plotter
+
 
 def figure_png(fig: Figure) -> bytes:
     """The figure as a PNG (matplotlib's defaults, as ``MlflowClient.log_figure`` saves it); closes it."""
@@ -32,8 +36,8 @@ def figure_png(fig: Figure) -> bytes:
 
 
 class RunFiles:
-    """Figure and checkpoint handling on top of four primitives a tracker provides:
-    ``artifact_uri``, ``log_artifact``, ``log_png`` and ``delete_remote_artifact``."""
+    """Figure and checkpoint handling on top of five primitives a tracker provides:
+    ``artifact_uri``, ``log_artifact``, ``log_png``, ``delete_remote_artifact`` and ``plotter``."""
 
     artifact_uri: str
 
@@ -46,8 +50,25 @@ class RunFiles:
     def delete_remote_artifact(self, path: str) -> None:
         raise NotImplementedError
 
+    def plotter(self) -> Plotter:
+        """The plotter of the run's target (draws frames, animations and metric curves)."""
+        raise NotImplementedError
+
     def log_figure(self, fig: Figure, path: str) -> None:
         self.log_png(figure_png(fig), path)
+
+    def log_frame(self, frame: Frame, metrics: dict[str, float], path: str) -> None:
+        """One plotted iteration's figure (samples, D's output, the metrics in its title)."""
+        self.log_figure(self.plotter().figure(frame, metrics), path)
+
+    def log_animation(self, frames: list[Frame], path: str) -> None:
+        """All plotted iterations as a GIF."""
+        folder, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            self.log_artifact(self.plotter().animate(frames, Path(tmp) / name), folder or None)
+
+    def log_metric_curves(self, rows: list[dict[str, float]], path: str) -> None:
+        self.log_figure(self.plotter().metric_curves(rows), path)
 
     def local_artifact_dir(self) -> Path | None:
         """The run's artifact folder when the artifact store is a local one, else None."""

@@ -14,11 +14,15 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from ganlab.plots.plotter import Plotter
 
 import ganlab
 from ganlab.config.flatten import flatten_config
@@ -95,8 +99,9 @@ class Tracker(RunFiles):
     """
 
     def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
-                 resume_run_id: str | None = None) -> None:
+                 resume_run_id: str | None = None, plotter: Plotter | None = None) -> None:
         self.uri = resolve_tracking_uri(cfg.tracking.uri)
+        self._data_cfg, self._plotter = cfg.data, plotter
         self.logged_until = -1  # metrics at steps <= this are already in the run
         if resume_run_id is not None:
             self._reopen(resume_run_id)
@@ -140,6 +145,15 @@ class Tracker(RunFiles):
     def list_checkpoints(self) -> list[str]:
         """Artifact paths of this run's checkpoints, newest first."""
         return list_checkpoints(self.client, self.run_id)
+
+    def plotter(self) -> Plotter:
+        """The given plotter, else one built for the run's target (in the tracking process)."""
+        if self._plotter is None:
+            from ganlab.data.targets import build_target
+            from ganlab.plots.plotter import build_plotter
+
+            self._plotter = build_plotter(build_target(self._data_cfg))
+        return self._plotter
 
     def log_png(self, data: bytes, path: str) -> None:
         folder, _, name = path.rpartition("/")

@@ -125,6 +125,16 @@ class TrackerProcess(RunFiles):
     def log_png(self, data: bytes, path: str) -> None:
         self._call("log_png", data, path)
 
+    # figures are drawn in the child, from frames: matplotlib's rendering is off the training process
+    def log_frame(self, frame, metrics: dict[str, float], path: str) -> None:
+        self._call("log_frame", frame, {k: float(v) for k, v in metrics.items()}, path)
+
+    def log_animation(self, frames: list, path: str) -> None:
+        self._call("log_animation", list(frames), path)
+
+    def log_metric_curves(self, rows: list[dict[str, float]], path: str) -> None:
+        self._call("log_metric_curves", list(rows), path)
+
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         self._call("log_artifact", str(local_path), artifact_path, wait=True)  # the file may be temporary
 

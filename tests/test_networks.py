@@ -101,3 +101,40 @@ def test_conditional_labels_reach_both_networks():
 def test_unconditional_model_on_labelled_data_ignores_labels():
     module = build_module(compose_config(["experiment=gan2d_two_blobs"]))
     assert module.generator[0].in_features == 2 and module.discriminator.trunk[0].in_features == 2
+
+
+@pytest.mark.parametrize(("overrides", "joint"), [
+    (["experiment=devnag_moments"], True),  # a batch D: one logit per group of 500
+    (["model=vanilla"], True),
+    (["experiment=ring8_pacgan"], True),  # packed inputs
+    (["model=conditional", "data=conditional_image_density"], True),
+    (["model=minibatch", "train.batch_size=64"], False),  # the minibatch layer compares the samples it gets
+    (["model=vanilla", "model.d.dropout=0.2"], False),  # dropout draws a mask per call
+])
+def test_real_and_fake_are_judged_in_one_d_call_only_where_the_logits_stay_the_same(overrides, joint):
+    torch.manual_seed(0)
+    module = build_module(compose_config(overrides))
+    assert module.discriminator.judges_inputs_apart == joint
+    n = module.train_cfg.batch_size
+    real, real_labels = module.target.sample_with_labels(n)
+    fake_labels = module.fake_labels(n)
+    with torch.no_grad():
+        fake = module.generate(module.noise.sample(n), fake_labels)
+    module.discriminator.eval()  # dropout off, so the separate calls are deterministic to compare with
+    together = module._judge(real, real_labels, fake, fake_labels)
+    apart = module.discriminate(real, real_labels), module.discriminate(fake, fake_labels)
+    for a, b in zip(together, apart, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_g_step_leaves_d_without_gradients_and_gives_g_the_full_ones():
+    torch.manual_seed(0)
+    module = build_module(compose_config(["model=vanilla"]))
+    z = module.noise.sample(64)
+    loss = module._loss.generator(module.discriminate(module.generate(z)))
+    loss.backward(inputs=module._g_params)
+    assert all(p.grad is None for p in module.discriminator.parameters())
+    expected = torch.autograd.grad(module._loss.generator(module.discriminate(module.generate(z))),
+                                   list(module.generator.parameters()))
+    for p, g in zip(module.generator.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)

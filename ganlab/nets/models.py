@@ -59,6 +59,13 @@ class Discriminator(nn.Module):
         self.preprocess, self.trunk, self.head = preprocess, trunk, head
         self.minibatch = minibatch
 
+    @property
+    def judges_inputs_apart(self) -> bool:
+        """Whether each D input's logit depends on that input alone: no minibatch layer, batch norm or
+        dropout. Then real and fake batches can go through D in one call, with the same logits."""
+        mixing = (nn.BatchNorm1d, nn.Dropout)
+        return self.minibatch is None and not any(isinstance(m, mixing) for m in self.trunk.modules())
+
     def in_context(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Logits of each sample of ``x`` judged within a batch made of it and ``context``."""
         if self.minibatch is None:

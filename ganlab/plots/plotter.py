@@ -90,7 +90,10 @@ class PlotterImages:
         return metric_curves_figure_images(rows)
 
 
-def build_plotter(target: Target) -> Plotter1D | Plotter2D | PlotterImages:
+Plotter = Plotter1D | Plotter2D | PlotterImages
+
+
+def build_plotter(target: Target) -> Plotter:
     if isinstance(target, ImageDataset):
         return PlotterImages(target)
     return Plotter1D(target) if target.dim == 1 else Plotter2D(target)

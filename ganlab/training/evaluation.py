@@ -113,8 +113,7 @@ class TrainingMonitor(pl.Callback):
             frame = self.plotter.frame(samples, labels, it,
                                        lambda points, k: self.evaluator.decision_map(module, points, k))
             self.history.frames.append(frame)
-            fig = self.plotter.figure(frame, metrics)
-            self.tracker.log_figure(fig, f"plots/{self.plotter.animation_name}_{it:06d}.png")
+            self.tracker.log_frame(frame, metrics, f"plots/{self.plotter.animation_name}_{it:06d}.png")
         self._progress(it, metrics)
         if self.on_evaluate is not None:
             self.on_evaluate(it, metrics)

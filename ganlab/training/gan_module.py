@@ -49,6 +49,11 @@ class GANModule(pl.LightningModule):
         self._batch, self._d_steps, self._g_steps = train_cfg.batch_size, train_cfg.d_steps, train_cfg.g_steps
         self._r1_gamma = float(train_cfg.r1_gamma)
         self._loss = LOSSES[train_cfg.loss]
+        # D(real) and D(fake) in one call where that gives the same logits: half the D calls and
+        # autograd nodes of a D step
+        self._joint_d = discriminator.judges_inputs_apart
+        self._g_params = [p for p in generator.parameters() if p.requires_grad]
+        self._d_params = [p for p in discriminator.parameters() if p.requires_grad]
         self._direct_steps = False
         self._resume_state: dict | None = None
 
@@ -82,13 +87,15 @@ class GANModule(pl.LightningModule):
                 stretch_schedule(schedule, self.optim_cfg, self.train_cfg.iterations)
         set_rng_states(state["rng"])  # last: nothing before the first step may draw from them
 
-    def _update(self, loss: torch.Tensor, optimizer) -> None:
+    def _update(self, loss: torch.Tensor, optimizer, params: list[torch.Tensor]) -> None:
+        """One optimizer step on ``params``. Backward computes their gradients only: a G step does not
+        also work out D's weight gradients, which nothing would use (the next D step zeroes them)."""
         optimizer.zero_grad(set_to_none=True)
         if self._direct_steps:
-            loss.backward()
+            loss.backward(inputs=params)
             optimizer.optimizer.step()
         else:
-            self.manual_backward(loss)
+            self.manual_backward(loss, inputs=params)
             optimizer.step()
 
     def schedules(self) -> list:
@@ -161,6 +168,15 @@ class GANModule(pl.LightningModule):
             return batch[0][rows], batch[1][rows]
         return self.target.sample_with_labels(n, self.device)
 
+    def _judge(self, real: torch.Tensor, real_labels: torch.Tensor | None, fake: torch.Tensor,
+               fake_labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits for a real and a fake batch: one D call on both where D judges inputs apart."""
+        if not self._joint_d:
+            return self.discriminate(real, real_labels), self.discriminate(fake, fake_labels)
+        labels = None if real_labels is None else torch.cat([real_labels, fake_labels])
+        logits = self.discriminate(torch.cat([real, fake]), labels)
+        return logits.split(logits.shape[0] // 2)
+
     def training_step(self, batch, batch_idx: int) -> None:
         n, loss = self._batch, self._loss
         opt_d, opt_g = self.optimizers()
@@ -170,16 +186,16 @@ class GANModule(pl.LightningModule):
             fake_labels = self.fake_labels(n)
             with torch.no_grad():
                 fake = self._fake(n, fake_labels)
-            d_loss = loss.discriminator(self.discriminate(real, real_labels), self.discriminate(fake, fake_labels),
-                                        self._real_target)
+            real_logits, fake_logits = self._judge(real, real_labels, fake, fake_labels)
+            d_loss = loss.discriminator(real_logits, fake_logits, self._real_target)
             if self._r1_gamma > 0:
                 d_loss = d_loss + r1_penalty(partial(self.discriminate, labels=real_labels), real, self._r1_gamma)
-            self._update(d_loss, opt_d)
+            self._update(d_loss, opt_d, self._d_params)
 
         for _ in range(self._g_steps):
             fake_labels = self.fake_labels(n)
             g_loss = loss.generator(self.discriminate(self._fake(n, fake_labels), fake_labels))
-            self._update(g_loss, opt_g)
+            self._update(g_loss, opt_g, self._g_params)
 
         if self.ema is not None:
             self.ema.update_parameters(self.generator)

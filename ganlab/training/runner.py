@@ -28,7 +28,7 @@ from ganlab.data.targets import build_target
 from ganlab.errors import ConfigError
 from ganlab.nets.conditioning import LabelConditioning
 from ganlab.nets.models import MODELS, build_discriminator, build_generator
-from ganlab.plots.plotter import build_plotter
+from ganlab.plots.plotter import Plotter, build_plotter
 from ganlab.preprocess import build_preprocess
 from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.evaluation import Evaluator, TrainingMonitor
@@ -109,14 +109,14 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
 
 
 def _open_tracker(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None, resume: ResumePoint | None,
-                  tracking: TrackerProcess | None) -> Tracker | TrackerProcess:
+                  tracking: TrackerProcess | None, plotter: Plotter) -> Tracker | TrackerProcess:
     if tracking is not None and resume is None:
         return tracking.open(cfg, run_name=run_name, tags=tags)
     from ganlab.tracking import Tracker  # MLflow loads here, after the model is built
 
     if resume is not None:
-        return Tracker(cfg, resume_run_id=resume.run_id)
-    return Tracker(cfg, run_name=run_name, tags=tags)
+        return Tracker(cfg, resume_run_id=resume.run_id, plotter=plotter)
+    return Tracker(cfg, run_name=run_name, tags=tags, plotter=plotter)
 
 
 def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: Tracker | TrackerProcess,
@@ -136,11 +136,10 @@ def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: 
         for name, net in weights.items():
             torch.save(net.state_dict(), tmp_path / name)
             tracker.log_artifact(tmp_path / name, "model")
-        if len(history.frames) > 1:
-            gif = plotter.animate(history.frames, tmp_path / f"{plotter.animation_name}.gif")
-            tracker.log_artifact(gif, "plots")
+    if len(history.frames) > 1:
+        tracker.log_animation(history.frames, f"plots/{plotter.animation_name}.gif")
     if history.rows:
-        tracker.log_figure(plotter.metric_curves(history.rows), "plots/metrics.png")
+        tracker.log_metric_curves(history.rows, "plots/metrics.png")
 
 
 def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
@@ -165,14 +164,14 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     if resume is not None:
         module.load_training_state(resume.state)
         history.restore(resume.state)
-    tracker = _open_tracker(cfg, run_name, tags, resume, tracking)
+    plotter = build_plotter(module.target)
+    tracker = _open_tracker(cfg, run_name, tags, resume, tracking, plotter)
     first = module.iteration
     if verbose:
         action = f"resumed at iteration {first} of" if resume is not None else "in"
         print(f"ganlab: run {tracker.run_id} {action} experiment '{tracker.experiment_name}' "
               f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator})",
               flush=True)
-    plotter = build_plotter(module.target)
     monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
                               history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
     loader = training_loader(module.target, cfg.train, first)
