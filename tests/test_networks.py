@@ -138,3 +138,13 @@ def test_a_g_step_leaves_d_without_gradients_and_gives_g_the_full_ones():
                                    list(module.generator.parameters()))
     for p, g in zip(module.generator.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, g)
+
+
+def test_an_unconditional_model_on_labelled_data_judges_real_and_fake_together():
+    """Image datasets hand D real labels even when the model ignores classes."""
+    module = build_module(compose_config(["experiment=goodfellow_digits"]))
+    module.discriminator.eval()
+    real, real_labels = module.target.sample_with_labels(8)
+    fake = torch.zeros_like(real)
+    together = module._judge(real, real_labels, fake, None)
+    torch.testing.assert_close(together[0], module.discriminate(real, real_labels))

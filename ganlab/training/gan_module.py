@@ -173,7 +173,7 @@ class GANModule(pl.LightningModule):
         """D's logits for a real and a fake batch: one D call on both where D judges inputs apart."""
         if not self._joint_d:
             return self.discriminate(real, real_labels), self.discriminate(fake, fake_labels)
-        labels = None if real_labels is None else torch.cat([real_labels, fake_labels])
+        labels = torch.cat([real_labels, fake_labels]) if self.conditioning.classes else None  # else unused
         logits = self.discriminate(torch.cat([real, fake]), labels)
         return logits.split(logits.shape[0] // 2)
 
