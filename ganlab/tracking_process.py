@@ -34,10 +34,12 @@ def _serve(conn) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it closes the run through us
     from ganlab.runtime import configure_runtime
-    from ganlab.tracking import Tracker, warm_store
+    from ganlab.tracking import Tracker
 
+    _import_plotting()  # while the trainer still imports Lightning: the figures need torch, scipy, matplotlib
     configure_runtime()
     tracker: Tracker | None = None
+    plotter = None  # built at warm time, while the trainer still imports Lightning
     failure: tuple[str, str] | None = None  # the first failure of a call nobody waited for
     while True:
         try:
@@ -48,13 +50,10 @@ def _serve(conn) -> None:
             if failure is not None:
                 raise _Replayed()
             if method == "warm":
-                try:
-                    warm_store(*args)
-                except Exception:  # noqa: BLE001 -- the same error reappears, reported, when the run is opened
-                    pass
+                plotter = _warm(*args)
                 continue
             if method == "open":
-                tracker = Tracker(*args, **kwargs)
+                tracker = Tracker(*args, plotter=plotter, **kwargs)
                 result: Any = {"run_id": tracker.run_id, "artifact_uri": tracker.artifact_uri,
                                "experiment_name": tracker.experiment_name, "uri": tracker.uri}
             else:
@@ -73,6 +72,29 @@ def _serve(conn) -> None:
                 conn.send(("error", error))
             elif failure is None:
                 failure = error
+
+
+def _import_plotting() -> None:
+    import ganlab.data.targets  # noqa: F401
+    import ganlab.plots.plotter  # noqa: F401
+
+
+def _warm(uri: str, data_cfg):
+    """Open the store, and build the plotter (importing torch, scipy and matplotlib) for the figures
+    to come. Errors are left for later: they reappear, reported, when the run opens or draws."""
+    from ganlab.tracking import warm_store
+
+    try:
+        warm_store(uri)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        from ganlab.data.targets import build_target
+        from ganlab.plots.plotter import build_plotter
+
+        return build_plotter(build_target(data_cfg))
+    except Exception:  # noqa: BLE001
+        return None
 
 
 class _Replayed(Exception):
@@ -107,10 +129,11 @@ class TrackerProcess(RunFiles):
             raise TrackingError(message if kind == "GanlabError" else f"tracking failed: {kind}: {message}")
         return result
 
-    def warm(self, uri: str) -> None:
-        """Open the store at ``uri`` in the background (creating or migrating it), ready for :meth:`open`."""
+    def warm(self, uri: str, data_cfg) -> None:
+        """In the background: open the store at ``uri`` (creating or migrating it), ready for
+        :meth:`open`, and build the plotter for the ``data`` config's target, ready for the figures."""
         self._touched_store = True
-        self._call("warm", uri)
+        self._call("warm", uri, data_cfg)
 
     def open(self, cfg, run_name: str | None = None, tags: dict[str, str] | None = None) -> TrackerProcess:
         self._touched_store = True

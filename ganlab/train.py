@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = compose_config(overrides)
             if tracking is not None and not show_cfg:
-                tracking.warm(resolve_tracking_uri(cfg.tracking.uri))
+                tracking.warm(resolve_tracking_uri(cfg.tracking.uri), cfg.data)
         if show_cfg:
             from ganlab.config.compose import to_yaml
 
