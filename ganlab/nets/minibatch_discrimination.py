@@ -32,13 +32,19 @@ class MinibatchDiscrimination(nn.Module):
     def against(self, features: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Each row of ``features`` as if it were in one batch with the rows of ``context``
         (for drawing D's output over x without the grid points judging each other)."""
-        l1 = (self._project(features).unsqueeze(1) - self._project(context).unsqueeze(0)).abs().sum(dim=3)
-        closeness = 1.0 + torch.exp(-l1).sum(dim=1)  # exp(0) = 1 for the sample itself
-        return torch.cat([features, closeness], dim=1)
+        closeness = 1.0 + _summed_closeness(self._project(features), self._project(context))
+        return torch.cat([features, closeness], dim=1)  # the 1.0: exp(0) for the sample itself
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, A) -> (B, A + K); a leading dimension (G, B, A) holds G independent batches."""
         m = self._project(features)  # (..., B, K, C)
-        l1 = (m.unsqueeze(-4) - m.unsqueeze(-3)).abs().sum(dim=-1)  # (..., B, B, K)
-        closeness = torch.exp(-l1).sum(dim=-3)  # (..., B, K)
-        return torch.cat([features, closeness], dim=-1)
+        return torch.cat([features, _summed_closeness(m, m)], dim=-1)
+
+
+def _summed_closeness(rows: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """(..., B, K, C) rows and (..., N, K, C) context -> (..., B, K): sum_j exp(-||rows_bk - context_jk||_1).
+
+    One ``torch.cdist(p=1)`` per kernel instead of materialising the (B, N, K, C) differences: about
+    C times less memory, and several times faster at batch 1,024 (``benchmarks/minibatch_layer.py``)."""
+    l1 = torch.cdist(rows.transpose(-2, -3), context.transpose(-2, -3), p=1.0)  # (..., K, B, N)
+    return torch.exp(-l1).sum(dim=-1).transpose(-1, -2)
