@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ganlab.nets.fourier_features import FourierFeatures
 from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
 from ganlab.nets.mlp import init_linear, mlp, output_width
 from ganlab.preprocess import Preprocess
@@ -54,10 +55,14 @@ class Discriminator(nn.Module):
     """preprocess -> MLP trunk -> [minibatch discrimination] -> Linear to one logit."""
 
     def __init__(self, preprocess: Preprocess, trunk: nn.Sequential, head: nn.Linear,
-                 minibatch: MinibatchDiscrimination | None = None) -> None:
+                 minibatch: MinibatchDiscrimination | None = None, lift: FourierFeatures | None = None) -> None:
         super().__init__()
         self.preprocess, self.trunk, self.head = preprocess, trunk, head
         self.minibatch = minibatch
+        self.lift = lift  # applied to each point before preprocess groups or packs them
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.preprocess(x if self.lift is None else self.lift(x)))
 
     @property
     def judges_inputs_apart(self) -> bool:
@@ -70,13 +75,13 @@ class Discriminator(nn.Module):
         """Logits of each sample of ``x`` judged within a batch made of it and ``context``."""
         if self.minibatch is None:
             return self(x)
-        features = self.minibatch.against(self.trunk(self.preprocess(x)), self.trunk(self.preprocess(context)))
+        features = self.minibatch.against(self._features(x), self._features(context))
         return self.head(features)
 
     def forward(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Logits. ``batch``: score x as consecutive training batches of that size (what the
         minibatch layer compares); by default x is one batch."""
-        features = self.trunk(self.preprocess(x))
+        features = self._features(x)
         if self.minibatch is not None:
             if batch is not None:
                 features = self.minibatch(features.unflatten(0, (-1, batch))).flatten(0, 1)
@@ -91,7 +96,13 @@ def build_generator(model_cfg, noise_dim: int, data_dim: int) -> nn.Sequential:
                g.batch_norm, g.dropout)
 
 
-def build_discriminator(model_cfg, preprocess: Preprocess) -> Discriminator:
+def build_lift(model_cfg, dim: int) -> FourierFeatures | None:
+    """D's per-point Fourier features, or None when ``model.d.fourier_features`` is 0."""
+    d = model_cfg.d
+    return FourierFeatures(dim, d.fourier_features, d.fourier_scale) if d.fourier_features > 0 else None
+
+
+def build_discriminator(model_cfg, preprocess: Preprocess, lift: FourierFeatures | None = None) -> Discriminator:
     d = model_cfg.d
     in_features = preprocess.out_features()
     trunk = mlp(in_features, d.hidden, d.activations, None, init=d.init, init_std=d.init_std,
@@ -104,4 +115,4 @@ def build_discriminator(model_cfg, preprocess: Preprocess) -> Discriminator:
         width += minibatch.out_extra
     head = nn.Linear(width, 1)
     init_linear(head, d.init, d.init_std)
-    return Discriminator(preprocess, trunk, head, minibatch)
+    return Discriminator(preprocess, trunk, head, minibatch, lift)
