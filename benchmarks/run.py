@@ -3,9 +3,11 @@
     python -m benchmarks.run                  # everything (about an hour and a half on 2 cores)
     python -m benchmarks.run --only overhead  # just the loop-overhead ratio (about a minute)
     python -m benchmarks.run --only startup   # whole-process start-up and overhead (about 6 minutes)
+    python -m benchmarks.run --only minibatch # the minibatch-discrimination layer's two forms (seconds)
     python -m benchmarks.run --only quality --seeds 1 --experiments default devnag_moments
     python -m benchmarks.run --only modes     # 2D mode-collapse benchmark (ring8, grid25)
     python -m benchmarks.run --only images    # digits: S2, S5 and ganlab's recipe, Frechet distance
+    python -m benchmarks.run --only matrix    # every data family x model as typed, 3 seeds (hours)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import images, modes_2d, overhead, quality, startup, sweep_speed
+from benchmarks import images, matrix, minibatch_layer, modes_2d, overhead, quality, startup, sweep_speed
 from ganlab.runtime import configure_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,13 +38,16 @@ def _save(name: str, payload: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["overhead", "startup", "quality", "sweep", "modes", "images"])
+    parser.add_argument("--only", choices=["overhead", "startup", "minibatch", "quality", "sweep", "modes", "images",
+                                           "matrix"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
     parser.add_argument("--mode-seeds", type=int, default=5, help="seeds per run of the 2D mode benchmark")
     parser.add_argument("--image-seeds", type=int, default=3, help="seeds per experiment of the image benchmark")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--matrix-seeds", type=int, default=3, help="seeds per cell of the recipe matrix")
+    parser.add_argument("--matrix-only", nargs="*", help="families or data labels of the matrix to run")
     args = parser.parse_args()
     configure_runtime()
 
@@ -59,6 +64,12 @@ def main() -> None:
         res = startup.run()
         path = _save("startup", res)
         print("\n" + startup.table(res) + f"\n-> {path}\n")
+
+    if args.only in (None, "minibatch"):
+        print("minibatch: the minibatch-discrimination layer, cdist form vs broadcast form", flush=True)
+        res = minibatch_layer.run()
+        path = _save("minibatch_layer", res)
+        print("\n" + minibatch_layer.table(res) + f"\n-> {path}\n")
 
     if args.only in (None, "quality"):
         print("quality: final KS and W1/std per experiment", flush=True)
@@ -95,6 +106,12 @@ def main() -> None:
         res = modes_2d.run(seeds=args.mode_seeds, workers=args.workers)
         path = _save("modes_2d", res)
         print("\n" + modes_2d.table(res) + f"\n-> {path}")
+
+    if args.only in (None, "matrix"):
+        print("matrix: every data family x model as a user types it, whole process", flush=True)
+        res = matrix.run(seeds=args.matrix_seeds, workers=args.workers, only=args.matrix_only)
+        path = _save("matrix", res)
+        print("\n" + matrix.table(res) + f"\n-> {path}")
 
     if args.only in (None, "images"):
         print("images: digits, S2 / S5 / ganlab recipe, Frechet distance in classifier features", flush=True)

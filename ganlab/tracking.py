@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 import ganlab
 from ganlab.config.flatten import flatten_config
+from ganlab.config.recipes import recipe_summary
 from ganlab.config.uris import resolve_tracking_uri
 from ganlab.run_files import RunFiles
 from ganlab.stored_runs import list_checkpoints
@@ -110,7 +111,7 @@ class Tracker(RunFiles):
         self.client, self.experiment_id = open_experiment(self.uri, self.experiment_name)
         tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
                 "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name,
-                **(tags or {})}
+                "recipe": recipe_summary(cfg), **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri

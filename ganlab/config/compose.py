@@ -25,7 +25,7 @@ from ganlab.preprocess import AUTO
 
 IMAGE_NOISE_DIM = 128  # noise.dim null on image data: S2's z size
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "experiment")
+GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "recipe", "experiment")
 
 
 def group_options(group: str) -> list[str]:

@@ -11,7 +11,7 @@ only fields no option sets keep a default here (e.g. an MLP's dropout), so no nu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Dict  # noqa: UP035 -- OmegaConf reads typing.Dict
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -149,6 +149,8 @@ class MLPConfig:
     init_std: float = 0.02
     batch_norm: list[bool] = field(default_factory=list)  # per hidden layer, between Linear and activation; []: none
     dropout: float = 0.0  # after each hidden activation (S5: 0.2)
+    fourier_features: int = 0  # D only: lift each input point to [x, sin, cos] of this many random projections
+    fourier_scale: float = 10.0  # their frequencies' spread, in cycles per unit of the data
 
 
 @dataclass
@@ -176,6 +178,7 @@ class OptimConfig:
     g_lr: float = MISSING
     schedule: str = MISSING
     final_lr_fraction: float = MISSING
+    short_run_reference: int = MISSING  # runs shorter than this raise both lrs by sqrt(this / iterations); 0: off
 
 
 @dataclass
@@ -227,6 +230,8 @@ class Config:
     optim: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # which conf/recipe files specialised this run (slot -> file), set by those files; {} for none
+    applied_recipe: Dict[str, str] = field(default_factory=dict)  # noqa: UP006 -- OmegaConf reads typing.Dict
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -66,6 +66,11 @@ def _validate_model(cfg: DictConfig) -> None:
     PREPROCESSES[pre.name]  # noqa: B018 -- an unknown name raises the one-line error
     _validate_mlp(model.g, "model.g", with_output=True)
     _validate_mlp(model.d, "model.d", with_output=False)
+    require(model.g.fourier_features == 0, "model.g.fourier_features", model.g.fourier_features,
+            "only D reads Fourier features (model.d.fourier_features); keep 0 for G")
+    require(model.d.fourier_features >= 0, "model.d.fourier_features", model.d.fourier_features,
+            "must be >= 0 (0: off)")
+    require(model.d.fourier_scale > 0, "model.d.fourier_scale", model.d.fourier_scale, "must be > 0")
     transforms = [name for name in PREPROCESSES.names if name != "none"]
     batch_transforms = ", ".join(transforms[:-1]) + f" or {transforms[-1]}"
     if entry.judges_batches:
@@ -97,6 +102,8 @@ def _validate_optim(optim: DictConfig) -> None:
     SCHEDULES[optim.schedule]  # noqa: B018
     require(0 < optim.final_lr_fraction <= 1, "optim.final_lr_fraction", optim.final_lr_fraction,
             "must be in (0, 1]")
+    require(optim.short_run_reference >= 0, "optim.short_run_reference", optim.short_run_reference,
+            "must be >= 0 (0: off)")
     if "momentum" in optim:
         require(0 <= optim.momentum < 1, "optim.momentum", optim.momentum, "must be in [0, 1)")
     for key in ("beta1", "beta2"):

@@ -21,7 +21,7 @@ from ganlab.data.targets import Target
 from ganlab.nets.conditioning import LabelConditioning
 from ganlab.training.checkpoints import set_rng_states
 from ganlab.training.losses import LOSSES
-from ganlab.training.optimizers import make_optimizer, make_schedule, stretch_schedule
+from ganlab.training.optimizers import make_optimizer, make_schedule, short_run_boost, stretch_schedule
 from ganlab.training.stabilizers import ema_generator, r1_penalty
 
 SAMPLE_CHUNK = 65_536  # samples generated at once by GANModule.sample: bounded memory for large n
@@ -109,8 +109,9 @@ class GANModule(pl.LightningModule):
         return self.ema.module if self.ema is not None else self.generator
 
     def configure_optimizers(self):
-        opt_d = make_optimizer(self.optim_cfg, self.discriminator.parameters(), self.optim_cfg.d_lr)
-        opt_g = make_optimizer(self.optim_cfg, self.generator.parameters(), self.optim_cfg.g_lr)
+        boost = short_run_boost(self.optim_cfg, self.train_cfg.iterations)
+        opt_d = make_optimizer(self.optim_cfg, self.discriminator.parameters(), boost * self.optim_cfg.d_lr)
+        opt_g = make_optimizer(self.optim_cfg, self.generator.parameters(), boost * self.optim_cfg.g_lr)
         schedules = [make_schedule(self.optim_cfg, o, self.train_cfg.iterations) for o in (opt_d, opt_g)]
         if schedules[0] is None:
             return [opt_d, opt_g]

@@ -21,13 +21,14 @@ if TYPE_CHECKING:
     from ganlab.tracking import Tracker
     from ganlab.tracking_process import TrackerProcess
 
+from ganlab.config.recipes import recipe_summary
 from ganlab.config.uris import resolve_tracking_uri
 from ganlab.data.loaders import training_loader
 from ganlab.data.noise import build_noise
 from ganlab.data.targets import build_target
 from ganlab.errors import ConfigError
 from ganlab.nets.conditioning import LabelConditioning
-from ganlab.nets.models import MODELS, build_discriminator, build_generator
+from ganlab.nets.models import MODELS, build_discriminator, build_generator, build_lift
 from ganlab.plots.plotter import Plotter, build_plotter
 from ganlab.preprocess import build_preprocess
 from ganlab.training.checkpoints import CheckpointWriter
@@ -85,9 +86,11 @@ def build_module(cfg: DictConfig) -> GANModule:
     target, noise = build_target(cfg.data), build_noise(cfg.noise)
     conditioning = LabelConditioning(target.classes if MODELS[cfg.model.name].conditional else 0)
     extra = conditioning.extra_features()
-    preprocess = build_preprocess(cfg.preprocess, cfg.train.batch_size, target.dim + extra)
+    lift = build_lift(cfg.model, target.dim + extra)
+    point_dim = lift.out_features() if lift is not None else target.dim + extra
+    preprocess = build_preprocess(cfg.preprocess, cfg.train.batch_size, point_dim)
     generator = build_generator(cfg.model, noise.dim + extra, target.dim)
-    discriminator = build_discriminator(cfg.model, preprocess)
+    discriminator = build_discriminator(cfg.model, preprocess, lift)
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
 
 
@@ -170,8 +173,8 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     if verbose:
         action = f"resumed at iteration {first} of" if resume is not None else "in"
         print(f"ganlab: run {tracker.run_id} {action} experiment '{tracker.experiment_name}' "
-              f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator})",
-              flush=True)
+              f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator}; "
+              f"recipe {recipe_summary(cfg)})", flush=True)
     monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
                               history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
     loader = training_loader(module.target, cfg.train, first)
