@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--matrix-seeds", type=int, default=3, help="seeds per cell of the recipe matrix")
     parser.add_argument("--matrix-only", nargs="*", help="families or data labels of the matrix to run")
+    parser.add_argument("--matrix-models", nargs="*", help="models of the matrix to run (default: all)")
+    parser.add_argument("--matrix-out", default="matrix", help="results file name (benchmarks/results/<name>.json)")
     args = parser.parse_args()
     configure_runtime()
 
@@ -109,8 +111,9 @@ def main() -> None:
 
     if args.only in (None, "matrix"):
         print("matrix: every data family x model as a user types it, whole process", flush=True)
-        res = matrix.run(seeds=args.matrix_seeds, workers=args.workers, only=args.matrix_only)
-        path = _save("matrix", res)
+        res = matrix.run(seeds=args.matrix_seeds, workers=args.workers, models=args.matrix_models,
+                         only=args.matrix_only)
+        path = _save(args.matrix_out, res)
         print("\n" + matrix.table(res) + f"\n-> {path}")
 
     if args.only in (None, "images"):
