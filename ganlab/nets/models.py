@@ -52,7 +52,7 @@ def packable_models() -> tuple[str, ...]:
 
 
 class Discriminator(nn.Module):
-    """preprocess -> MLP trunk -> [minibatch discrimination] -> Linear to one logit."""
+    """[Fourier features per point] -> preprocess -> MLP trunk -> [minibatch discrimination] -> Linear to one logit."""
 
     def __init__(self, preprocess: Preprocess, trunk: nn.Sequential, head: nn.Linear,
                  minibatch: MinibatchDiscrimination | None = None, lift: FourierFeatures | None = None) -> None:
