@@ -52,6 +52,32 @@ def test_image_datasets_get_the_ganlab_digits_networks(data, mnist_root, cifar_r
     assert (cfg.train.iterations, cfg.train.r1_gamma, cfg.noise.dim) == (3000, 1.0, 128)
 
 
+@pytest.mark.parametrize(("data", "sampler", "dim"), [("gaussian_1d", "uniform", 8), ("mixture_1d", "uniform", 8),
+                                                      ("ring8", "normal", 2), ("grid25", "normal", 2),
+                                                      ("image_density", "normal", 2), ("digits", "normal", 128)])
+def test_auto_noise_follows_the_data_family(data, sampler, dim):
+    cfg = compose_config([f"data={data}"])
+    assert (cfg.noise.name, cfg.noise.dim) == (sampler, dim)
+    assert cfg.noise == compose_config([f"data={data}", f"noise={sampler}"]).noise  # the sampler's own values
+
+
+def test_auto_noise_keeps_typed_values_and_an_explicit_sampler_wins():
+    assert compose_config(["data=ring8", "noise.std=2"]).noise.std == 2.0
+    assert compose_config(["noise.low=-1"]).noise.low == -1.0
+    assert compose_config(["data=ring8", "noise=uniform"]).noise.name == "uniform"
+    assert compose_config(["data=ring8", "recipe=none"]).noise.name == "normal"  # auto is the group's default
+
+
+@pytest.mark.parametrize(("overrides", "suggested"), [(["data=ring8", "noise.low=-1"], "noise=uniform"),
+                                                      (["noise.std=2"], "noise=normal"),
+                                                      (["noise.jitter=0.1"], "noise=stratified")])
+def test_a_key_auto_noise_did_not_pick_is_one_clear_line(overrides, suggested):
+    with pytest.raises(ConfigError) as err:
+        compose_config(overrides)
+    assert overrides[-1].split("=")[0] in str(err.value) and suggested in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(("override", "named"), [("model.d.fourier_features=-1", "model.d.fourier_features"),
                                                  ("model.g.fourier_features=8", "model.g.fourier_features"),
                                                  ("optim.short_run_reference=-5", "optim.short_run_reference")])

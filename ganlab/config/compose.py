@@ -16,12 +16,13 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from ganlab.config.schema import PackPreprocessConfig, register_schemas
+from ganlab.config.schema import SCHEMAS, PackPreprocessConfig, register_schemas
 from ganlab.config.validate import validate
+from ganlab.data import noise as noise_registry
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
 from ganlab.nets.models import MODELS
-from ganlab.preprocess import AUTO
+from ganlab.preprocess import AUTO as AUTO_PREPROCESS
 
 IMAGE_NOISE_DIM = 128  # noise.dim null on image data: S2's z size
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -85,13 +86,13 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
 
 def _resolve_defaults(cfg: DictConfig) -> None:
-    """Fill in the choices that depend on other groups: noise.dim null follows the data's dimension
-    (128 for images, S2's z),
-    and preprocess=auto picks the natural D input for the model and the data."""
+    """Fill in the choices that depend on other groups: noise=auto and noise.dim null follow the
+    data's family and dimension, preprocess=auto the model and the data."""
     target = TARGETS[cfg.data.name]
+    _resolve_noise(cfg, target.family)
     if cfg.noise.dim is None:
         cfg.noise.dim = IMAGE_NOISE_DIM if target.family == "images" else target.dim
-    if cfg.preprocess.name != AUTO:
+    if cfg.preprocess.name != AUTO_PREPROCESS:
         return
     if not MODELS[cfg.model.name].judges_batches:
         cfg.preprocess.name, cfg.preprocess.group_size = "none", 0
@@ -99,6 +100,25 @@ def _resolve_defaults(cfg: DictConfig) -> None:
         cfg.preprocess = OmegaConf.merge(OmegaConf.structured(PackPreprocessConfig), _option("preprocess", "pack"))
     else:
         cfg.preprocess.name = "sorted"
+
+
+def _resolve_noise(cfg: DictConfig, family: str) -> None:
+    """noise=auto becomes the family's sampler with its YAML values; keys the user typed are kept,
+    and one the picked sampler does not have is a one-line error (it would be silently ignored)."""
+    if cfg.noise.name != noise_registry.AUTO:
+        return
+    picked = noise_registry.noise_for_family(family)
+    typed = {k: v for k, v in cfg.noise.items() if k != "name" and v is not None}
+    schema = OmegaConf.structured(SCHEMAS["noise"][picked])
+    stray = sorted(set(typed) - set(schema.keys()))
+    if stray:
+        key = stray[0]
+        owners = [name for name, node in SCHEMAS["noise"].items() if name != noise_registry.AUTO
+                  and key in OmegaConf.structured(node).keys()]
+        raise ConfigError(f"noise.{key}={typed[key]} does not apply: noise=auto picked '{picked}' for {family} "
+                          f"data, whose keys are {', '.join(k for k in schema if k != 'name')}; choose a sampler "
+                          f"that has it: {' or '.join(f'noise={o}' for o in owners)}")
+    cfg.noise = OmegaConf.merge(schema, _option("noise", picked), typed)
 
 
 def _option(group: str, name: str) -> DictConfig:

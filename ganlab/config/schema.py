@@ -117,6 +117,20 @@ class StratifiedNoiseConfig:
     jitter: float = MISSING
 
 
+@dataclass
+class AutoNoiseConfig:
+    """noise=auto: the sampler is picked from the data's family at composition (see compose.py).
+    Any value typed here is kept, if the picked sampler has that key."""
+
+    name: str = MISSING
+    dim: int | None = MISSING  # None: the data's dimension
+    low: float | None = None
+    high: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    jitter: float | None = None
+
+
 # --- preprocess: what the discriminator sees ---------------------------------------------
 @dataclass
 class PreprocessConfig:
@@ -238,7 +252,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"gaussian_1d": GaussianTargetConfig, "mixture_1d": MixtureTargetConfig, "ring8": RingTargetConfig,
              "grid25": GridTargetConfig, "image_density": PictureTargetConfig,
              "conditional_image_density": ConditionalPictureTargetConfig, "image_dataset": ImageDatasetConfig},
-    "noise": {"uniform": UniformNoiseConfig, "normal": NormalNoiseConfig, "stratified": StratifiedNoiseConfig},
+    "noise": {"uniform": UniformNoiseConfig, "normal": NormalNoiseConfig, "stratified": StratifiedNoiseConfig,
+              "auto": AutoNoiseConfig},
     "preprocess": {"preprocess": PreprocessConfig, "preprocess_centered": CenteredPreprocessConfig,
                    "preprocess_pack": PackPreprocessConfig},
     "model": {"mlp": ModelConfig, "minibatch": MinibatchModelConfig},

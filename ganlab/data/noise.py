@@ -85,6 +85,17 @@ NOISES.add("normal", NoiseEntry(lambda c: NormalNoise(c.dim, c.mean, c.std), _ch
 NOISES.add("stratified", NoiseEntry(lambda c: StratifiedNoise(c.dim, c.low, c.high, c.jitter), _check_stratified))
 
 
+AUTO = "auto"  # resolved when the run is composed, by noise_for_family
+
+
+def noise_for_family(family: str) -> str:
+    """noise=auto's pick: uniform for 1D targets (the S1 task ganlab's default recipe was tuned on),
+    normal for 2D points, pictures and images. A uniform square's corners are what G must fold away
+    on 2D targets: the points recipe on grid25 reached 22/25 modes, 4 % high-quality samples with
+    uniform noise and 25/25, 77 % with normal noise (seed 0)."""
+    return "uniform" if family == "1d" else "normal"
+
+
 def build_noise(cfg) -> Noise:
     """Build the sampler named by a ``noise`` config node."""
     return NOISES[cfg.name].build(cfg)
