@@ -1,8 +1,10 @@
 """StackedAdam against torch.optim.Adam, member by member, and its mask."""
 
+import pytest
 import torch
 
 from ganlab.population.stacked_adam import StackedAdam
+from ganlab.training.optimizers import SCHEDULES
 
 K = 3
 LRS, BETA1, BETA2 = [1e-3, 3e-2, 2e-4], [0.5, 0.9, 0.0], [0.999, 0.99, 0.9]
@@ -46,3 +48,17 @@ def test_a_masked_member_keeps_its_weights_moments_and_step_count():
         assert torch.equal(b, a)
     assert before[3] == after[3] == 1.0
     assert adam.steps.tolist() == [2.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("name", ["none", "cosine", "linear", "exponential"])
+def test_each_schedules_closed_form_matches_torchs_scheduler(name):
+    total, frac = 50, 0.05
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    scheduler = SCHEDULES[name].make and SCHEDULES[name].make(opt, total, frac)
+    for t in range(total + 3):
+        assert opt.param_groups[0]["lr"] / 2.0 == pytest.approx(SCHEDULES[name].factor(t, total, frac), rel=1e-6)
+        opt.step()
+        if scheduler is not None and t < total:
+            scheduler.step()
+    factors = SCHEDULES[name].factor(10, total, torch.tensor([0.01, 0.5]))  # one final fraction per member
+    assert factors.shape == (2,)

@@ -6,6 +6,10 @@ in its numerically stable form.
 - ``clamped_log``: S3's form: -log with the probability clamped at 1e-5 (so it saturates, never NaNs).
 
 ``real_target`` < 1 is one-sided label smoothing (S5).
+
+Logits are ``[n, 1]`` (one run: the loss is a scalar) or ``[K, n, 1]`` (a population: one loss per
+member, and ``real_target`` a float or a ``[K, 1, 1]`` tensor). Each loss averages over the last two
+dimensions, so a member's loss never mixes with another's.
 """
 
 from __future__ import annotations
@@ -21,16 +25,21 @@ from ganlab.registry import Registry
 CLAMP = 1e-5
 
 
-def _clamped_bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+def _mean(values: torch.Tensor) -> torch.Tensor:
+    return values.mean(dim=(-2, -1))
+
+
+def _clamped_bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
     p = torch.sigmoid(logits)
     loss = -target * torch.log(p.clamp_min(CLAMP))
-    if target < 1:
+    if not isinstance(target, float) or target < 1:
         loss = loss - (1 - target) * torch.log((1 - p).clamp_min(CLAMP))
-    return loss.mean()
+    return _mean(loss)
 
 
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+def _bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
+    targets = torch.full_like(logits, target) if isinstance(target, float) else target.expand_as(logits)
+    return _mean(F.binary_cross_entropy_with_logits(logits, targets, reduction="none"))
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ def _bce_d(real: torch.Tensor, fake: torch.Tensor, real_target: float) -> torch.
 LOSSES: Registry[Loss] = Registry("train.loss")
 LOSSES.add("bce", Loss(_bce_d, lambda fake: _bce(fake, 1.0)))
 # log(1 - sigmoid(l)) = -softplus(l)
-LOSSES.add("bce_saturating", Loss(_bce_d, lambda fake: -F.softplus(fake).mean()))
+LOSSES.add("bce_saturating", Loss(_bce_d, lambda fake: -_mean(F.softplus(fake))))
 LOSSES.add("clamped_log", Loss(lambda real, fake, t: _clamped_bce(real, t) + _clamped_bce(fake, 0.0),
                                lambda fake: _clamped_bce(fake, 1.0)))
 

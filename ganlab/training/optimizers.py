@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,13 +17,31 @@ OPTIMIZERS: Registry[tuple[type[torch.optim.Optimizer], Callable[[Any], dict[str
 OPTIMIZERS.add("adam", (torch.optim.Adam, lambda c: {"betas": (c.beta1, c.beta2)}))
 OPTIMIZERS.add("sgd", (torch.optim.SGD, lambda c: {"momentum": c.momentum}))
 
-# name -> (optimizer, iterations, final fraction) -> a scheduler stepped once per iteration; None: constant
-SCHEDULES: Registry[Callable[[torch.optim.Optimizer, int, float], LRScheduler] | None] = Registry("optim.schedule")
-SCHEDULES.add("none", None)
-SCHEDULES.add("cosine", lambda opt, total, frac: CosineAnnealingLR(opt, T_max=total,
-                                                                   eta_min=frac * opt.param_groups[0]["lr"]))
-SCHEDULES.add("linear", lambda opt, total, frac: LinearLR(opt, start_factor=1.0, end_factor=frac, total_iters=total))
-SCHEDULES.add("exponential", lambda opt, total, frac: ExponentialLR(opt, gamma=frac ** (1.0 / total)))
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate decay: ``make`` builds torch's scheduler for one run (stepped once per
+    iteration; None: constant), ``factor`` is its closed form lr(t) / lr(0) for a population, whose
+    members each have their own final fraction (a test checks the two agree)."""
+
+    make: Callable[[torch.optim.Optimizer, int, float], LRScheduler] | None
+    factor: Callable[[float, int, Any], Any]
+
+
+def _cosine_factor(t: float, total: int, frac):
+    return frac + (1.0 - frac) * (1.0 + math.cos(math.pi * min(t, total) / total)) / 2.0
+
+
+SCHEDULES: Registry[Schedule] = Registry("optim.schedule")
+SCHEDULES.add("none", Schedule(None, lambda t, total, frac: 1.0 + 0.0 * frac))
+SCHEDULES.add("cosine", Schedule(lambda opt, total, frac: CosineAnnealingLR(opt, T_max=total,
+                                                                            eta_min=frac * opt.param_groups[0]["lr"]),
+                                 _cosine_factor))
+SCHEDULES.add("linear", Schedule(lambda opt, total, frac: LinearLR(opt, start_factor=1.0, end_factor=frac,
+                                                                   total_iters=total),
+                                 lambda t, total, frac: 1.0 + (frac - 1.0) * min(t, total) / total))
+SCHEDULES.add("exponential", Schedule(lambda opt, total, frac: ExponentialLR(opt, gamma=frac ** (1.0 / total)),
+                                      lambda t, total, frac: frac ** (min(t, total) / total)))
 
 
 def make_optimizer(optim_cfg, params, lr: float) -> torch.optim.Optimizer:
@@ -47,7 +66,7 @@ def short_run_boost(optim_cfg, iterations: int) -> float:
 
 def make_schedule(optim_cfg, optimizer: torch.optim.Optimizer, iterations: int) -> LRScheduler | None:
     """Decay from lr to final_lr_fraction * lr over the run, stepped once per iteration."""
-    make = SCHEDULES[optim_cfg.schedule]
+    make = SCHEDULES[optim_cfg.schedule].make
     return None if make is None else make(optimizer, max(iterations, 1), optim_cfg.final_lr_fraction)
 
 
