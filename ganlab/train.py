@@ -43,11 +43,18 @@ def _summary(result) -> str:
     from ganlab.metrics import headline
 
     m = result.metrics
+    seeds = sorted(key for key in m if "_seed" in key)
+    over_seeds = []
+    if seeds:
+        name = seeds[0].split("_seed")[0]
+        over_seeds = [f"  {len(seeds)} seeds: the final metrics are medians; {name} ranged "
+                      f"{m[name + '_min']:.4f}-{m[name + '_max']:.4f} (per seed: seeds.json in the run)"]
     return "\n".join([
         f"ganlab: finished run {result.run_id} (experiment '{result.experiment}') "
         f"in {result.wall_s:.1f} s, {result.iterations} iterations",
         f"  final: {headline(m)}" + (f"  skewness {m['skewness']:.3f}  kurtosis {m['kurtosis']:.3f}"
                                      if "skewness" in m else ""),
+        *over_seeds,
         f"  plots, samples.npy, weights: {result.artifact_uri}",
         f"  tracking store: {result.tracking_uri}   (browse with `make ui`)",
     ])
@@ -90,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         configure_runtime()
 
         try:
-            result = run_training(cfg, resume=resume, tracking=tracking)
+            if cfg.train.seeds > 1 and resume is None:
+                from ganlab.population.population_runner import run_population
+
+                result = run_population(cfg, tracking=tracking)
+            else:
+                result = run_training(cfg, resume=resume, tracking=tracking)
         except TrainingFailed as exc:
             if os.environ.get("GANLAB_DEBUG"):
                 raise

@@ -218,6 +218,7 @@ class TrainConfig:
     loss: str = MISSING
     label_smoothing: float = MISSING
     seed: int = MISSING
+    seeds: int = MISSING  # > 1: train seeds seed .. seed + seeds - 1 together (a population)
     eval_every: int = MISSING
     plot_every: int = MISSING
     eval_samples: int = MISSING

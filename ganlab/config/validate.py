@@ -16,6 +16,7 @@ from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError, GanlabError, require, require_positive
 from ganlab.nets.mlp import ACTIVATIONS, INITS
 from ganlab.nets.models import MODELS, batch_models, packable_models
+from ganlab.population.member_settings import MAX_SEEDS, unsupported_reason
 from ganlab.preprocess import PER_COORDINATE, PREPROCESSES, samples_per_input
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import OPTIMIZERS, SCHEDULES
@@ -123,6 +124,11 @@ def _validate_train(cfg: DictConfig) -> None:
     require(train.r1_gamma >= 0, "train.r1_gamma", train.r1_gamma, "must be >= 0; 0 turns R1 off")
     require(train.ckpt_every >= 0, "train.ckpt_every", train.ckpt_every, "must be >= 0; 0 turns checkpoints off")
     require(train.ckpt_keep >= 1, "train.ckpt_keep", train.ckpt_keep, "must be >= 1 (checkpoints kept per run)")
+    require(1 <= train.seeds <= MAX_SEEDS, "train.seeds", train.seeds, f"must be in [1, {MAX_SEEDS}]")
+    if train.seeds > 1:
+        reason = unsupported_reason(cfg)
+        require(reason is None, "train.seeds", train.seeds,
+                f"needs population training, and {reason}; train the seeds one at a time with train.seed=")
     group = samples_per_input(cfg.preprocess)
     key = "preprocess.m" if cfg.preprocess.name == "pack" else "preprocess.group_size"
     if cfg.preprocess.name == "pack":

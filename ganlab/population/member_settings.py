@@ -17,6 +17,7 @@ from ganlab.errors import ConfigError
 from ganlab.nets.models import MODELS
 from ganlab.training.optimizers import short_run_boost
 
+MAX_SEEDS = 4096  # members of one `train.seeds` run
 SHARED_KEYS = ("data", "noise", "preprocess", "model", "train.batch_size", "train.iterations", "train.loss",
                "train.eval_every", "train.plot_every", "train.eval_samples", "train.accelerator", "optim.name",
                "optim.schedule")

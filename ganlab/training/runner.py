@@ -111,7 +111,7 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     )
 
 
-def _open_tracker(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None, resume: ResumePoint | None,
+def open_tracker(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None, resume: ResumePoint | None,
                   tracking: TrackerProcess | None, plotter: Plotter) -> Tracker | TrackerProcess:
     if tracking is not None and resume is None:
         return tracking.open(cfg, run_name=run_name, tags=tags)
@@ -168,7 +168,7 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         module.load_training_state(resume.state)
         history.restore(resume.state)
     plotter = build_plotter(module.target)
-    tracker = _open_tracker(cfg, run_name, tags, resume, tracking, plotter)
+    tracker = open_tracker(cfg, run_name, tags, resume, tracking, plotter)
     first = module.iteration
     if verbose:
         action = f"resumed at iteration {first} of" if resume is not None else "in"

@@ -1,0 +1,211 @@
+"""`python -m ganlab.train train.seeds=N`: one config, N seeds trained together, one MLflow run.
+
+The run logs, at every evaluation, each metric's median over the seeds under the metric's own name
+(so runs compare as usual in the UI), its min and max (``<metric>_min``/``_max``), and the headline
+metric of every seed (``<metric>_seed<s>``). At the end: ``seeds.json`` (every seed's final metrics
+and any failure), and for the *median seed* (by the headline metric) the artifacts a single run has:
+samples.npy, weights, the animation and the metric curves.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, open_dict
+
+from ganlab.config.recipes import recipe_summary
+from ganlab.data.targets_1d import Target1D
+from ganlab.metrics import headline, sample_metrics
+from ganlab.plots.plotter import build_plotter
+from ganlab.population.batched_metrics import metrics_1d_batched
+from ganlab.population.population_module import PopulationModule
+from ganlab.training.evaluation import EVAL_SEED_OFFSET
+from ganlab.training.history import History
+from ganlab.training.runner import RunResult, TrainingFailed, final_sample_count, make_trainer, open_tracker
+
+HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is what "median seed" ranks by
+
+
+def member_configs(cfg: DictConfig) -> list[DictConfig]:
+    """One config per seed: train.seed, train.seed + 1, ... (each with train.seeds=1, as if run alone)."""
+    out = []
+    for k in range(cfg.train.seeds):
+        member = cfg.copy()
+        with open_dict(member):
+            member.train.seed, member.train.seeds = cfg.train.seed + k, 1
+        out.append(member)
+    return out
+
+
+class PopulationEvaluator:
+    """Fixed evaluation noise and real set (as the single run's ``Evaluator``), every member at once."""
+
+    def __init__(self, module: PopulationModule, n_samples: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
+        preprocess = module.discriminator.member(0).preprocess
+        n = n_samples if preprocess.per_sample else preprocess.groups(n_samples) * preprocess.batch_size
+        self.noise = module.noise.sample(n, generator=gen)
+        self.real = module.target.sample(n, generator=gen)
+        self.reference = self.real.numpy()
+
+    def evaluate(self, module: PopulationModule) -> tuple[list[dict[str, float]], np.ndarray]:
+        fake = module.generate_eval(self.noise)
+        real = self.real.to(module.device).unsqueeze(0).expand(module.members, -1, -1)
+        d_real, d_fake = module.d_probability(real).cpu(), module.d_probability(fake).cpu()
+        samples = fake.float().cpu().numpy()
+        if isinstance(module.target, Target1D):
+            batched = metrics_1d_batched(fake.squeeze(-1), module.target)
+            rows = [{key: float(values[k]) for key, values in batched.items()} for k in range(module.members)]
+        else:
+            rows = [sample_metrics(samples[k], module.target, self.reference) for k in range(module.members)]
+        loss_d, loss_g = module.last_losses.tolist()
+        for k, row in enumerate(rows):
+            row.update(d_real=float(d_real[k]), d_fake=float(d_fake[k]), loss_d=loss_d[k], loss_g=loss_g[k])
+        return rows, samples
+
+
+def headline_key(row: dict[str, float]) -> str:
+    return next(key for key in HEADLINE if key in row)
+
+
+def summarise(rows: list[dict[str, float]], seeds: list[int], alive: list[bool]) -> dict[str, float]:
+    """Median, min and max over the live seeds of every metric, and each seed's headline metric."""
+    live = [row for row, ok in zip(rows, alive, strict=True) if ok] or rows
+    out: dict[str, float] = {}
+    for key in rows[0]:
+        values = [row[key] for row in live if np.isfinite(row[key])] or [float("nan")]
+        out[key], out[f"{key}_min"], out[f"{key}_max"] = statistics.median(values), min(values), max(values)
+    key = headline_key(rows[0])
+    out.update({f"{key}_seed{s}": row[key] for s, row in zip(seeds, rows, strict=True)})
+    return out
+
+
+def median_member(rows: list[dict[str, float]], alive: list[bool]) -> int:
+    """The live member whose headline metric is the median (the lower middle one for an even count)."""
+    key = headline_key(rows[0])
+    ranked = sorted((row[key], k) for k, (row, ok) in enumerate(zip(rows, alive, strict=True))
+                    if ok and np.isfinite(row[key]))
+    return ranked[(len(ranked) - 1) // 2][1] if ranked else 0
+
+
+class PopulationMonitor(pl.Callback):
+    """Evaluates every ``eval_every`` iterations: logs the summary, prints progress, plots the median seed."""
+
+    def __init__(self, evaluator: PopulationEvaluator, plotter, tracker, train_cfg, history: History,
+                 verbose: bool) -> None:
+        self.evaluator, self.plotter, self.tracker, self.cfg = evaluator, plotter, tracker, train_cfg
+        self.history, self.verbose = history, verbose
+        self.rows: list[dict[str, float]] = []
+        self._start, self._last_print = time.perf_counter(), 0.0
+
+    def on_train_start(self, trainer, module: PopulationModule) -> None:
+        self._start = time.perf_counter()
+        self.evaluate(module, plot=True)
+
+    def on_train_batch_end(self, trainer, module: PopulationModule, outputs, batch, batch_idx: int) -> None:
+        it, last = module.iteration, module.iteration >= self.cfg.iterations
+        if it % self.cfg.eval_every == 0 or last:
+            self.evaluate(module, plot=it % self.cfg.plot_every == 0 or last)
+
+    def evaluate(self, module: PopulationModule, plot: bool) -> None:
+        self.rows, samples = self.evaluator.evaluate(module)
+        alive = module.alive.tolist()
+        summary = summarise(self.rows, module.settings.seeds, alive)
+        it = module.iteration
+        self.history.rows.append({"iteration": it, **summary})
+        self.tracker.log_metrics(summary, step=it)
+        if plot:
+            k = median_member(self.rows, alive)
+            frame = self.plotter.frame(samples[k], None, it, lambda points, label: None)
+            self.history.frames.append(frame)
+            self.tracker.log_frame(frame, self.rows[k], f"plots/{self.plotter.animation_name}_{it:06d}.png")
+        now = time.perf_counter()
+        if self.verbose and (now - self._last_print >= 2.0 or it in (0, self.cfg.iterations)):
+            self._last_print = now
+            key = headline_key(self.rows[0])
+            rate = it / max(now - self._start, 1e-9)
+            print(f"[it {it:>{len(str(self.cfg.iterations))}}/{self.cfg.iterations}] median of {len(alive)} seeds: "
+                  f"{headline(summary)}  ({key} {summary[f'{key}_min']:.4f}-{summary[f'{key}_max']:.4f}; "
+                  f"{sum(alive)} training)" + (f"  ({rate:.0f} it/s)" if it else ""), flush=True)
+
+
+def _log_final_artifacts(module: PopulationModule, monitor: PopulationMonitor, history: History, tracker,
+                         seed: int) -> dict:
+    alive = module.alive.tolist()
+    k = median_member(monitor.rows, alive)
+    seeds = module.settings.seeds
+    per_seed = {"median_seed": seeds[k],
+                "seeds": [{"seed": s, "status": "FINISHED" if ok else "FAILED", **row,
+                           **({"failure": module.failures[i]} if i in module.failures else {})}
+                          for i, (s, row, ok) in enumerate(zip(seeds, monitor.rows, alive, strict=True))]}
+    z = module.noise.sample(final_sample_count(module.target.dim), generator=torch.Generator().manual_seed(seed + 1))
+    generator = module.ema.member(k)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "seeds.json").write_text(json.dumps(per_seed, indent=1, default=float))
+        tracker.log_artifact(tmp_path / "seeds.json")
+        with torch.no_grad():
+            samples = generator(z.to(module.device)).float().cpu().numpy()
+        np.save(tmp_path / "samples.npy", samples)
+        tracker.log_artifact(tmp_path / "samples.npy")
+        weights = {"generator.pt": module.generator.member(k), "discriminator.pt": module.discriminator.member(k),
+                   "generator_ema.pt": generator}
+        for name, net in weights.items():
+            torch.save(net.state_dict(), tmp_path / name)
+            tracker.log_artifact(tmp_path / name, "model")
+    if len(history.frames) > 1:
+        tracker.log_animation(history.frames, f"plots/{monitor.plotter.animation_name}.gif")
+    if history.rows:
+        tracker.log_metric_curves(history.rows, "plots/metrics.png")
+    return per_seed
+
+
+def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
+                   tracking=None) -> RunResult:
+    """Train ``cfg.train.seeds`` seeds of ``cfg`` together; record one MLflow run (see the module docstring)."""
+    start = time.perf_counter()
+    torch.set_num_threads(cfg.train.threads)
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    module = PopulationModule(member_configs(cfg))
+    pl.seed_everything(cfg.train.seed, verbose=False)  # the training draws do not depend on how many were built
+    history = History()
+    plotter = build_plotter(module.target)
+    tracker = open_tracker(cfg, run_name, {"seeds": str(cfg.train.seeds)}, None, tracking, plotter)
+    seeds = module.settings.seeds
+    if verbose:
+        print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' ({cfg.model.name} on "
+              f"{cfg.data.name}, seeds {seeds[0]}-{seeds[-1]} together, {cfg.train.iterations} iterations, "
+              f"{cfg.train.accelerator}; recipe {recipe_summary(cfg)}); no checkpoints for train.seeds runs yet",
+              flush=True)
+    monitor = PopulationMonitor(PopulationEvaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter,
+                                tracker, cfg.train, history, verbose)
+    loader = torch.utils.data.DataLoader(range(cfg.train.iterations), batch_size=None)
+    fit_start = time.perf_counter()
+    try:
+        make_trainer(cfg, [monitor]).fit(module, loader)
+        fit_s = time.perf_counter() - fit_start
+        per_seed = _log_final_artifacts(module, monitor, history, tracker, cfg.train.seed)
+        tracker.set_tag("median_seed", str(per_seed["median_seed"]))
+        if module.failures:
+            tracker.set_tag("failed_seeds", ", ".join(str(seeds[k]) for k in sorted(module.failures)))
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        tracker.finish("FAILED", reason)
+        raise TrainingFailed(reason, tracker.run_id) from exc
+    except BaseException:
+        tracker.finish("KILLED", "interrupted")
+        raise
+    if len(module.failures) == module.members:
+        reason = "every seed failed: " + module.failures[0]
+        tracker.finish("FAILED", reason)
+        raise TrainingFailed(reason, tracker.run_id)
+    tracker.finish("FINISHED")
+    return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri, history.last(),
+                     time.perf_counter() - start, fit_s, module.iteration, history.rows)
