@@ -8,6 +8,7 @@
     python -m benchmarks.run --only modes     # 2D mode-collapse benchmark (ring8, grid25)
     python -m benchmarks.run --only images    # digits: S2, S5 and ganlab's recipe, Frechet distance
     python -m benchmarks.run --only matrix    # every data family x model as typed, 3 seeds (hours)
+    python -m benchmarks.run --only population  # K members trained together vs one run (minutes)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import images, matrix, minibatch_layer, modes_2d, overhead, quality, startup, sweep_speed
+from benchmarks import images, matrix, minibatch_layer, modes_2d, overhead, population, quality, startup, sweep_speed
 from ganlab.runtime import configure_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,7 +40,7 @@ def _save(name: str, payload: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["overhead", "startup", "minibatch", "quality", "sweep", "modes", "images",
-                                           "matrix"])
+                                           "matrix", "population"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
@@ -49,6 +50,8 @@ def main() -> None:
     parser.add_argument("--matrix-seeds", type=int, default=3, help="seeds per cell of the recipe matrix")
     parser.add_argument("--matrix-only", nargs="*", help="families or data labels of the matrix to run")
     parser.add_argument("--matrix-models", nargs="*", help="models of the matrix to run (default: all)")
+    parser.add_argument("--population-device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--population-sizes", type=int, nargs="*", default=list(population.SIZES))
     parser.add_argument("--matrix-out", default="matrix", help="results file name (benchmarks/results/<name>.json)")
     args = parser.parse_args()
     configure_runtime()
@@ -115,6 +118,13 @@ def main() -> None:
                          only=args.matrix_only)
         path = _save(args.matrix_out, res)
         print("\n" + matrix.table(res) + f"\n-> {path}")
+
+    if args.only in (None, "population"):
+        print(f"population: K members together vs one run, {args.population_device}", flush=True)
+        res = population.run(sizes=tuple(args.population_sizes), device=args.population_device)
+        name = "population" if args.population_device == "cpu" else "population_cuda"
+        path = _save(name, res)
+        print("\n" + population.table(res) + f"\n-> {path}")
 
     if args.only in (None, "images"):
         print("images: digits, S2 / S5 / ganlab recipe, Frechet distance in classifier features", flush=True)
