@@ -28,7 +28,15 @@ from ganlab.population.batched_metrics import metrics_1d_batched
 from ganlab.population.population_module import PopulationModule
 from ganlab.training.evaluation import EVAL_SEED_OFFSET
 from ganlab.training.history import History
-from ganlab.training.runner import RunResult, TrainingFailed, final_sample_count, make_trainer, open_tracker
+from ganlab.training.runner import (
+    RunResult,
+    TrainingFailed,
+    final_sample_count,
+    log_history_figures,
+    log_weights,
+    make_trainer,
+    open_tracker,
+)
 
 HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is what "median seed" ranks by
 
@@ -155,15 +163,10 @@ def _log_final_artifacts(module: PopulationModule, monitor: PopulationMonitor, h
             samples = generator(z.to(module.device)).float().cpu().numpy()
         np.save(tmp_path / "samples.npy", samples)
         tracker.log_artifact(tmp_path / "samples.npy")
-        weights = {"generator.pt": module.generator.member(k), "discriminator.pt": module.discriminator.member(k),
-                   "generator_ema.pt": generator}
-        for name, net in weights.items():
-            torch.save(net.state_dict(), tmp_path / name)
-            tracker.log_artifact(tmp_path / name, "model")
-    if len(history.frames) > 1:
-        tracker.log_animation(history.frames, f"plots/{monitor.plotter.animation_name}.gif")
-    if history.rows:
-        tracker.log_metric_curves(history.rows, "plots/metrics.png")
+        log_weights(tracker, {"generator.pt": module.generator.member(k),
+                              "discriminator.pt": module.discriminator.member(k), "generator_ema.pt": generator},
+                    tmp_path)
+    log_history_figures(tracker, history, monitor.plotter)
     return per_seed
 
 

@@ -136,9 +136,19 @@ def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: 
         weights = {"generator.pt": module.generator, "discriminator.pt": module.discriminator}
         if module.ema is not None:
             weights["generator_ema.pt"] = module.ema.module
-        for name, net in weights.items():
-            torch.save(net.state_dict(), tmp_path / name)
-            tracker.log_artifact(tmp_path / name, "model")
+        log_weights(tracker, weights, tmp_path)
+    log_history_figures(tracker, history, plotter)
+
+
+def log_weights(tracker: Tracker | TrackerProcess, weights: dict[str, torch.nn.Module], folder: Path) -> None:
+    """Each network's state dict as model/<name> (what `ganlab.sample` and resume read back)."""
+    for name, net in weights.items():
+        torch.save(net.state_dict(), folder / name)
+        tracker.log_artifact(folder / name, "model")
+
+
+def log_history_figures(tracker: Tracker | TrackerProcess, history: History, plotter) -> None:
+    """The training animation (from the plotted frames) and the metric curves."""
     if len(history.frames) > 1:
         tracker.log_animation(history.frames, f"plots/{plotter.animation_name}.gif")
     if history.rows:
