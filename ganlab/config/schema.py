@@ -192,7 +192,7 @@ class OptimConfig:
     g_lr: float = MISSING
     schedule: str = MISSING
     final_lr_fraction: float = MISSING
-    short_run_reference: int = MISSING  # runs shorter than this raise both lrs by sqrt(this / iterations); 0: off
+    short_run_reference: int = MISSING  # runs shorter than this raise both lrs by this / iterations; 0: off
 
 
 @dataclass
