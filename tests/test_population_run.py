@@ -5,22 +5,35 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import artifact_paths, run_cli
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
+from ganlab.errors import ConfigError
 from ganlab.population.population_runner import median_member, run_population, summarise
 
 TINY = ["train.iterations=30", "train.eval_every=10", "train.plot_every=30", "train.eval_samples=2048"]
 
 
-def test_seeds_from_the_cli_make_one_run_with_each_seed_and_their_median(tmp_path):
+@pytest.mark.slow
+def test_seeds_from_the_cli_make_one_finished_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = run_cli([*TINY, "train.seeds=3", "train.seed=5"], uri, tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "seeds 5-7 together" in proc.stdout and "3 seeds: the final metrics are medians" in proc.stdout
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["train.seeds"] == "3"
+    assert run.info.run_id in proc.stdout
+
+
+def test_a_seeds_run_records_each_seed_and_their_median(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_population(compose_config([*TINY, "train.seeds=3", "train.seed=5", f"tracking.uri={uri}"]),
+                            verbose=False)
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.params["train.seeds"] == "3"
     per_seed = [run.data.metrics[f"ks_seed{s}"] for s in (5, 6, 7)]
     assert run.data.metrics["ks"] == np.median(per_seed)
@@ -52,7 +65,10 @@ def test_median_and_summary_skip_failed_seeds():
     assert np.isnan(summary["ks_seed1"])
 
 
-def test_unsupported_compositions_name_what_to_do(tmp_path):
-    proc = run_cli(["train.seeds=2", "model=minibatch"], f"sqlite:///{tmp_path / 'm.db'}", tmp_path, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "train.seeds=2" in proc.stderr and "minibatch" in proc.stderr and "train.seed=" in proc.stderr
+@pytest.mark.parametrize(("overrides", "named"), [(["model=minibatch"], "minibatch"), (["data=digits"], "digits"),
+                                                  (["optim=sgd"], "sgd"), (["model.d.dropout=0.2"], "dropout")])
+def test_unsupported_compositions_name_what_to_do(overrides, named):
+    with pytest.raises(ConfigError) as err:
+        compose_config(["train.seeds=2", *overrides])
+    message = str(err.value)
+    assert "train.seeds=2" in message and named in message and "train.seed=" in message and "\n" not in message

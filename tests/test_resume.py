@@ -169,7 +169,8 @@ def test_weights_only_loading_rejects_pickled_objects(tmp_path):
 
 @pytest.mark.parametrize("overrides", [["experiment=cgan_two_blobs"], ["data=ring8", "noise=normal"],
                                        ["model=minibatch", "train.batch_size=64"],
-                                       ["experiment=ganotes_digits", "train.batch_size=32", "train.eval_samples=500"]],
+                                       pytest.param(["experiment=ganotes_digits", "train.batch_size=32",
+                                                     "train.eval_samples=500"], marks=pytest.mark.slow)],
                          ids=["cgan", "pack2d", "minibatch", "digits-loader-dropout"])
 def test_resuming_from_an_earlier_checkpoint_reproduces_the_run(overrides, tracking_uri):
     """Resume a finished run from its middle checkpoint: it must end exactly where it ended."""
