@@ -52,7 +52,7 @@ def _population(cfg, k: int, iterations: int, device: str) -> float:
     return k * iterations / _fit_seconds(PopulationModule(configs), iterations, device)
 
 
-def run(iterations: int = 60, repeats: int = 3, sizes: tuple[int, ...] = SIZES, device: str = "cpu",
+def run(iterations: int = 40, repeats: int = 3, sizes: tuple[int, ...] = SIZES, device: str = "cpu",
         cases: dict[str, list[str]] | None = None) -> dict:
     if device == "cpu":
         torch.set_num_threads(1)
