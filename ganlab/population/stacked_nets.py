@@ -95,6 +95,6 @@ class StackedNets(nn.Module):
             if isinstance(sub, StackedLinear):
                 state.update({prefix + key: value for key, value in sub.member_state(k).items()})
             for buffer_name, buffer in sub.named_buffers(recurse=False):
-                state[(prefix + buffer_name).replace("inner.", "")] = buffer[k].clone()
+                state[prefix + buffer_name] = buffer[k].clone()  # D input transforms hold no buffers
         module.load_state_dict(state)
         return module
