@@ -22,9 +22,10 @@ from omegaconf import DictConfig, open_dict
 
 from ganlab.config.recipes import recipe_summary
 from ganlab.data.targets_1d import Target1D
+from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity
 from ganlab.metrics import headline, sample_metrics
 from ganlab.plots.plotter import build_plotter
-from ganlab.population.batched_metrics import metrics_1d_batched
+from ganlab.population.batched_metrics import metrics_1d_batched, metrics_2d_batched
 from ganlab.population.population_module import PopulationModule
 from ganlab.training.evaluation import EVAL_SEED_OFFSET
 from ganlab.training.history import History
@@ -70,6 +71,11 @@ class PopulationEvaluator:
         samples = fake.float().cpu().numpy()
         if isinstance(module.target, Target1D):
             batched = metrics_1d_batched(fake.squeeze(-1), module.target)
+        elif isinstance(module.target, (GaussianMixture2D, PictureDensity)):
+            batched = metrics_2d_batched(fake, module.target, self.reference)
+        else:  # no batched form: one scipy call per member
+            batched = None
+        if batched is not None:
             rows = [{key: float(values[k]) for key, values in batched.items()} for k in range(module.members)]
         else:
             rows = [sample_metrics(samples[k], module.target, self.reference) for k in range(module.members)]
