@@ -72,3 +72,11 @@ def test_unsupported_compositions_name_what_to_do(overrides, named):
         compose_config(["train.seeds=2", *overrides])
     message = str(err.value)
     assert "train.seeds=2" in message and named in message and "train.seed=" in message and "\n" not in message
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_missing_gpu_fails_before_a_run_exists(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        run_population(compose_config(["train.seeds=2", "train.accelerator=gpu", f"tracking.uri={uri}"]), verbose=False)
+    assert not (tmp_path / "m.db").exists() or not MlflowClient(uri).search_runs(["0"])

@@ -37,6 +37,7 @@ from ganlab.training.runner import (
     log_weights,
     make_trainer,
     open_tracker,
+    resolve_accelerator,
 )
 
 HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is what "median seed" ranks by
@@ -180,6 +181,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
                    tracking=None) -> RunResult:
     """Train ``cfg.train.seeds`` seeds of ``cfg`` together; record one MLflow run (see the module docstring)."""
     start = time.perf_counter()
+    accelerator = resolve_accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
     pl.seed_everything(cfg.train.seed, verbose=False)
     module = PopulationModule(member_configs(cfg))
@@ -191,7 +193,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     if verbose:
         print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' ({cfg.model.name} on "
               f"{cfg.data.name}, seeds {seeds[0]}-{seeds[-1]} together, {cfg.train.iterations} iterations, "
-              f"{cfg.train.accelerator}; recipe {recipe_summary(cfg)}); no checkpoints for train.seeds runs yet",
+              f"{accelerator}; recipe {recipe_summary(cfg)}); no checkpoints for train.seeds runs yet",
               flush=True)
     monitor = PopulationMonitor(PopulationEvaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter,
                                 tracker, cfg.train, history, verbose)

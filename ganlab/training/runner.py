@@ -94,7 +94,8 @@ def build_module(cfg: DictConfig) -> GANModule:
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
 
 
-def _accelerator(name: str) -> str:
+def resolve_accelerator(name: str) -> str:
+    """The Lightning accelerator for train.accelerator; a one-line ConfigError when a GPU is asked for and absent."""
     if name == "gpu" and not torch.cuda.is_available():
         raise ConfigError("train.accelerator='gpu' but no CUDA device is available; use cpu or auto")
     if name == "auto":
@@ -105,7 +106,7 @@ def _accelerator(name: str) -> str:
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A quiet trainer: no Lightning logger, progress bar, checkpointing or summary (ganlab does its own)."""
     return pl.Trainer(
-        accelerator=_accelerator(cfg.train.accelerator), devices=1, max_epochs=1, logger=False,
+        accelerator=resolve_accelerator(cfg.train.accelerator), devices=1, max_epochs=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=callbacks,
     )
@@ -168,7 +169,7 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     is recorded in this process.
     """
     start = time.perf_counter()
-    accelerator = _accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
+    accelerator = resolve_accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
     pl.seed_everything(cfg.train.seed, verbose=False)
     module = build_module(cfg)
