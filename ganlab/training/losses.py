@@ -39,6 +39,8 @@ def _clamped_bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Te
 
 def _bce(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
     targets = torch.full_like(logits, target) if isinstance(target, float) else target.expand_as(logits)
+    if logits.dim() == 2:  # one run: torch's fused mean, the same numbers as before populations existed
+        return F.binary_cross_entropy_with_logits(logits, targets)
     return _mean(F.binary_cross_entropy_with_logits(logits, targets, reduction="none"))
 
 
