@@ -21,6 +21,7 @@ Examples:
   python -m ganlab.train model=minibatch                   # recipes fit the settings to data and model
   python -m ganlab.train data=image_density data.path=my.png   # any grayscale picture as a 2D density
   python -m ganlab.train data=gaussian_1d data.mean=-2 data.std=0.3 optim.d_lr=3e-4 train.d_steps=5
+  python -m ganlab.train train.seeds=8                     # seeds 0-7 trained together, one run, their median
   python -m ganlab.train resume=<run_id>                   # continue a killed run from its checkpoint
   python -m ganlab.train resume=<run_id> train.iterations=20000   # extend a finished run
   python -m ganlab.train --cfg data=ring8                  # show the composed config (recipe included)

@@ -80,3 +80,13 @@ def test_asking_for_a_missing_gpu_fails_before_a_run_exists(tmp_path):
     with pytest.raises(ConfigError, match="no CUDA device"):
         run_population(compose_config(["train.seeds=2", "train.accelerator=gpu", f"tracking.uri={uri}"]), verbose=False)
     assert not (tmp_path / "m.db").exists() or not MlflowClient(uri).search_runs(["0"])
+
+
+def test_resuming_a_seeds_run_says_why_it_cannot(tmp_path):
+    from ganlab.training.resume import prepare_resume
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    result = run_population(compose_config([*TINY, "train.seeds=2", f"tracking.uri={uri}"]), verbose=False)
+    with pytest.raises(ConfigError, match="2 seeds together") as err:
+        prepare_resume(result.run_id, [f"tracking.uri={uri}"])
+    assert "ganlab.sample" in str(err.value) and "\n" not in str(err.value)
