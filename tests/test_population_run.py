@@ -47,6 +47,7 @@ def test_a_seeds_run_records_each_seed_and_their_median(tmp_path):
     assert [row["seed"] for row in table["seeds"]] == [5, 6, 7]
     assert [row["ks"] for row in table["seeds"]] == per_seed
     assert run.data.tags["median_seed"] == str(table["median_seed"])
+    assert 0 < float(run.data.tags["evaluation_share"]) < 1
 
 
 def test_a_2d_population_reports_mode_metrics(tmp_path):

@@ -119,6 +119,7 @@ class PopulationMonitor(pl.Callback):
         self.history, self.verbose = history, verbose
         self.rows: list[dict[str, float]] = []
         self._start, self._last_print = time.perf_counter(), 0.0
+        self.seconds = 0.0  # spent evaluating and handing results to the tracker (its share of the fit is reported)
 
     def on_train_start(self, trainer, module: PopulationModule) -> None:
         self._start = time.perf_counter()
@@ -130,6 +131,13 @@ class PopulationMonitor(pl.Callback):
             self.evaluate(module, plot=it % self.cfg.plot_every == 0 or last)
 
     def evaluate(self, module: PopulationModule, plot: bool) -> None:
+        start = time.perf_counter()
+        try:
+            self._evaluate(module, plot)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _evaluate(self, module: PopulationModule, plot: bool) -> None:
         self.rows, samples = self.evaluator.evaluate(module)
         alive = module.alive.tolist()
         summary = summarise(self.rows, module.settings.seeds, alive)
@@ -204,6 +212,10 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
         fit_s = time.perf_counter() - fit_start
         per_seed = _log_final_artifacts(module, monitor, history, tracker, cfg.train.seed)
         tracker.set_tag("median_seed", str(per_seed["median_seed"]))
+        tracker.set_tag("evaluation_share", f"{monitor.seconds / fit_s:.3f}")
+        if verbose:
+            print(f"ganlab: evaluation and logging took {monitor.seconds:.1f} s of the {fit_s:.1f} s fit "
+                  f"({monitor.seconds / fit_s:.0%})", flush=True)
         if module.failures:
             tracker.set_tag("failed_seeds", ", ".join(str(seeds[k]) for k in sorted(module.failures)))
     except Exception as exc:
