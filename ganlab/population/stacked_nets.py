@@ -79,10 +79,6 @@ class StackedNets(nn.Module):
         _stack_into(self.net, copies)
         self._template = [copy.deepcopy(copies[0])]  # a list: not a submodule, not trained
 
-    @property
-    def members(self) -> int:
-        return next(self.net.parameters()).shape[0]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
