@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
 from ganlab.nets.models import MODELS
 from ganlab.training.optimizers import short_run_boost
@@ -50,7 +51,7 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     entry = MODELS[cfg.model.name]
     if entry.minibatch or entry.conditional:
         return f"model={cfg.model.name} is not supported by population training yet"
-    if cfg.data.name in ("digits", "mnist", "cifar10", "image_dataset"):
+    if TARGETS[cfg.data.name].family == "images":
         return f"data={cfg.data.name} (an image dataset) is not supported by population training yet"
     if cfg.optim.name != "adam":
         return f"optim={cfg.optim.name} is not supported by population training yet (adam only)"
