@@ -10,6 +10,7 @@ ARGS ?=
 SWEEP ?= default
 WORKERS ?= 2
 TRIALS ?=
+POPULATION ?=
 
 .PHONY: install train test test-all bench sweep ui server lint clean
 
@@ -38,7 +39,8 @@ bench: install
 	$(PY) -m benchmarks.run $(ARGS)
 
 sweep: install
-	$(PY) -m ganlab.sweep $(SWEEP) --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS),)
+	$(PY) -m ganlab.sweep $(SWEEP) --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS),) \
+		$(if $(POPULATION),--population $(POPULATION),)
 
 ui: install
 	@mkdir -p mlruns

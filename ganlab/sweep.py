@@ -1,14 +1,18 @@
-"""`python -m ganlab.sweep [SWEEP] [--workers N] [--trials N]`: an Optuna study over a training config.
+"""`python -m ganlab.sweep [SWEEP] [--workers N | --population K] [--trials N]`: an Optuna study over a training config.
 
 SWEEP names a file in ``sweeps/`` (default: ``default``) or is a path to one. Several worker
 processes share one study in an RDB storage (SQLite by default, PostgreSQL to scale out); running
 the same command again resumes the study. Every trial is an MLflow child run of one parent run.
-This module parses the command line; ``ganlab.sweeping.driver`` runs the workers.
+With --population K, one process trains K trials at a time as a population (refilled from the study
+as trials end; checkpointed, so the same command continues it after a kill).
+This module parses the command line; ``ganlab.sweeping.driver`` runs the workers,
+``ganlab.sweeping.population_driver`` the population.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ganlab.errors import ConfigError, GanlabError
@@ -21,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="worker processes sharing the study (default 2)")
     parser.add_argument("--trials", type=int, help="total trials of the study (default: the file's)")
     parser.add_argument("--storage", help="Optuna storage URL (default: the file's, else sqlite:///mlruns/optuna.db)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    parser.add_argument("--population", type=int, metavar="K",
+                        help="train K trials at a time in one process (vectorised); sweeps it cannot train fall "
+                             "back to --workers with a one-line notice")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default 1; with --population, "
+                        "every core this process may use)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 from `make server` "
                         "(default: $MLFLOW_TRACKING_URI, else the local store mlruns/mlflow.db)")
     parser.add_argument("--stale-after", type=int, default=30, metavar="SECONDS",
@@ -32,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        threads_given = args.threads is not None
+        if not threads_given:
+            args.threads = len(os.sched_getaffinity(0)) if args.population else 1
         if args.workers < 1 or args.threads < 1:
             raise ConfigError(f"--workers={args.workers} and --threads={args.threads} must be >= 1")
         from ganlab.config.uris import check_tracking_uri, resolve_tracking_uri
@@ -47,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.tracking_uri:
             check_tracking_uri(args.tracking_uri, key="--tracking-uri")
         tracking_uri = resolve_tracking_uri(args.tracking_uri)
+        if args.population is not None:
+            from ganlab.sweeping.population_driver import population_unsupported, run_population_sweep
+
+            reason = population_unsupported(sweep)
+            if reason is None:
+                return run_population_sweep(sweep, url, tracking_uri, args.population, args.threads,
+                                            args.stale_after)
+            args.threads = args.threads if threads_given else 1
+            print(f"ganlab sweep: not trained as a population ({reason}); running its trials one process each "
+                  f"with {args.workers} worker(s)", flush=True)
         return run_sweep(sweep, url, tracking_uri, args.workers, args.threads, args.stale_after)
     except GanlabError as exc:
         print(f"ganlab sweep: error: {exc}", file=sys.stderr)

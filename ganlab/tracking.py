@@ -97,15 +97,16 @@ class Tracker(RunFiles):
 
     ``resume_run_id`` reopens an existing run instead of creating one: its params and config stay,
     and metrics at steps it already logged (by the process that was killed) are not logged twice.
+    ``attach=True`` with it only adds to that run (artifacts of a finished one): its status stays.
     """
 
     def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
-                 resume_run_id: str | None = None, plotter: Plotter | None = None) -> None:
+                 resume_run_id: str | None = None, plotter: Plotter | None = None, attach: bool = False) -> None:
         self.uri = resolve_tracking_uri(cfg.tracking.uri)
         self._data_cfg, self._plotter = cfg.data, plotter
         self.logged_until = -1  # metrics at steps <= this are already in the run
         if resume_run_id is not None:
-            self._reopen(resume_run_id)
+            self._reopen(resume_run_id, attach)
             return
         self.experiment_name = cfg.tracking.experiment
         self.client, self.experiment_id = open_experiment(self.uri, self.experiment_name)
@@ -115,18 +116,24 @@ class Tracker(RunFiles):
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
+        self.log_config(cfg)
+
+    def log_config(self, cfg: DictConfig) -> None:
+        """The config as params (flattened) and as config.yaml; logging the same config again is harmless."""
         params = [Param(k, str(v)[:6000]) for k, v in flatten_config(cfg).items()]
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
         self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
-    def _reopen(self, run_id: str) -> None:
+    def _reopen(self, run_id: str, attach: bool = False) -> None:
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         run = self.client.get_run(run_id)
         self.run_id, self.artifact_uri = run_id, run.info.artifact_uri
         self.experiment_id = run.info.experiment_id
         self.experiment_name = self.client.get_experiment(self.experiment_id).name
+        if attach:
+            return
         history = self.client.get_metric_history(run_id, "d_real")  # logged at every evaluation
         self.logged_until = max((m.step for m in history), default=-1)
         self.client.update_run(run_id, status="RUNNING")

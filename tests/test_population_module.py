@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
 from ganlab.population.batched_metrics import metrics_1d_batched
+from ganlab.population.cohort import Cohort
 from ganlab.population.population_module import PopulationModule
 from ganlab.training.runner import build_module
 
@@ -21,49 +22,51 @@ def _configs(members, iterations=60, extra=()):
                             *[f"{k}={v}" for k, v in m.items()]]) for m in members]
 
 
-def _fit(module, iterations):
+def _fit(cohort, iterations):
+    """Train the cohort as the population loop does; returns the cohort."""
     torch.set_num_threads(1)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu")
-    trainer.fit(module, DataLoader(range(iterations), batch_size=None))
-    return module
+    trainer.fit(PopulationModule([cohort]), DataLoader(range(iterations), batch_size=None))
+    cohort.collect_failures()
+    return cohort
 
 
-def _ks(module):
-    z = module.noise.sample(5000, generator=torch.Generator().manual_seed(5))
-    return metrics_1d_batched(module.generate_eval(z).squeeze(-1), module.target)["ks"]
+def _ks(cohort):
+    z = cohort.noise.sample(5000, generator=torch.Generator().manual_seed(5))
+    return metrics_1d_batched(cohort.generate_eval(z).squeeze(-1), cohort.target)["ks"]
 
 
 def test_each_member_starts_with_its_standalone_runs_weights():
     configs = _configs([{"train.seed": 3}, {"train.seed": 8}])
-    module = PopulationModule(configs)
+    cohort = Cohort(configs)
     for k, cfg in enumerate(configs):
         pl.seed_everything(cfg.train.seed, verbose=False)
         alone = build_module(cfg)
-        for mine, theirs in zip(module.generator.member(k).state_dict().values(), alone.generator.state_dict().values(),
+        for mine, theirs in zip(cohort.generator.member(k).state_dict().values(), alone.generator.state_dict().values(),
                                 strict=True):
             assert torch.equal(mine, theirs)
 
 
 def test_a_member_with_fewer_d_steps_sits_the_extra_steps_out():
-    module = _fit(PopulationModule(_configs([{"train.d_steps": 1}, {"train.d_steps": 3}], iterations=4)), 4)
-    opt_d, opt_g = module.trainer.optimizers
+    cohort = _fit(Cohort(_configs([{"train.d_steps": 1}, {"train.d_steps": 3}], iterations=4)), 4)
+    opt_d, opt_g = cohort.optimizers()
     assert opt_d.steps.tolist() == [4.0, 12.0] and opt_g.steps.tolist() == [4.0, 4.0]
 
 
 def test_a_member_whose_loss_turns_nan_is_stopped_and_the_others_go_on():
-    module = PopulationModule(_configs([{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 2}], iterations=200))
+    cohort = Cohort(_configs([{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 2}], iterations=200))
     with torch.no_grad():
-        next(module.discriminator.parameters())[1].fill_(float("nan"))
-    _fit(module, 200)
-    assert list(module.failures) == [1] and "non-finite" in module.failures[1]
-    assert module.alive.tolist() == [True, False, True]
-    ks = _ks(module)
+        next(cohort.discriminator.parameters())[1].fill_(float("nan"))
+    _fit(cohort, 200)
+    assert list(cohort.failures) == [1] and "non-finite at iteration 1 " in cohort.failures[1]
+    assert cohort.alive == [True, False, True]
+    ks = _ks(cohort)
     assert ks[0] < 0.25 and ks[2] < 0.25  # trained as usual (the same members alone: about 0.1)
 
 
 def test_the_same_population_twice_gives_identical_samples():
-    runs = [_ks(_fit(PopulationModule(_configs([{"optim.d_lr": 1e-3}, {"optim.d_lr": 3e-3}])), 60)) for _ in range(2)]
+    runs = [_ks(_fit(Cohort(_configs([{"optim.d_lr": 1e-3}, {"optim.d_lr": 3e-3}])), 60)) for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
@@ -74,7 +77,7 @@ def test_members_with_their_own_rates_each_learn_the_target():
     members = [{"train.seed": 0, "optim.d_lr": 1e-3, "optim.g_lr": 1e-3},
                {"train.seed": 1, "optim.d_lr": 2e-3, "optim.g_lr": 1e-3, "train.d_steps": 2},
                {"train.seed": 2, "optim.d_lr": 5e-4, "optim.g_lr": 2e-3, "train.label_smoothing": 0.1}]
-    ks = _ks(_fit(PopulationModule(_configs(members, iterations=1000)), 1000))
+    ks = _ks(_fit(Cohort(_configs(members, iterations=1000)), 1000))
     assert np.all(ks < 0.15), ks
 
 
@@ -83,10 +86,10 @@ def test_members_with_their_own_rates_each_learn_the_target():
                                                 ([{"model": "minibatch"}], "minibatch")])
 def test_members_that_cannot_share_a_population_are_one_clear_line(members, named):
     with pytest.raises(ConfigError) as err:
-        PopulationModule(_configs(members))
+        Cohort(_configs(members))
     assert named in str(err.value) and "\n" not in str(err.value)
 
 
 def test_losses_are_finite_numbers_after_training():
-    module = _fit(PopulationModule(_configs([{}, {"train.seed": 1}], iterations=20)), 20)
-    assert all(math.isfinite(v) for v in module.last_losses.flatten().tolist())
+    cohort = _fit(Cohort(_configs([{}, {"train.seed": 1}], iterations=20)), 20)
+    assert all(math.isfinite(v) for v in cohort.member_last_losses.flatten().tolist())

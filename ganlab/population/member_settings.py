@@ -8,6 +8,7 @@ EMA decay, R1 gamma, the schedule's final fraction and the seed are per member.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,11 @@ class MemberSettings:
 def _value(cfg: DictConfig, dotted: str):
     node = OmegaConf.select(cfg, dotted)
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def cohort_signature(cfg: DictConfig) -> str:
+    """What members must have in common to share a cohort (``SHARED_KEYS``), as one comparable string."""
+    return json.dumps({key: _value(cfg, key) for key in SHARED_KEYS}, sort_keys=True, default=str)
 
 
 def unsupported_reason(cfg: DictConfig) -> str | None:

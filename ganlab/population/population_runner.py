@@ -21,13 +21,11 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from ganlab.config.recipes import recipe_summary
-from ganlab.data.targets_1d import Target1D
-from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity
-from ganlab.metrics import headline, sample_metrics
+from ganlab.metrics import headline
 from ganlab.plots.plotter import build_plotter
-from ganlab.population.batched_metrics import metrics_1d_batched, metrics_2d_batched
+from ganlab.population.cohort import Cohort
+from ganlab.population.population_evaluation import PopulationEvaluator, headline_key
 from ganlab.population.population_module import PopulationModule
-from ganlab.training.evaluation import EVAL_SEED_OFFSET
 from ganlab.training.history import History
 from ganlab.training.runner import (
     RunResult,
@@ -40,8 +38,6 @@ from ganlab.training.runner import (
     resolve_accelerator,
 )
 
-HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is what "median seed" ranks by
-
 
 def member_configs(cfg: DictConfig) -> list[DictConfig]:
     """One config per seed: train.seed, train.seed + 1, ... (each with train.seeds=1, as if run alone)."""
@@ -52,42 +48,6 @@ def member_configs(cfg: DictConfig) -> list[DictConfig]:
             member.train.seed, member.train.seeds = cfg.train.seed + k, 1
         out.append(member)
     return out
-
-
-class PopulationEvaluator:
-    """Fixed evaluation noise and real set (as the single run's ``Evaluator``), every member at once."""
-
-    def __init__(self, module: PopulationModule, n_samples: int, seed: int) -> None:
-        gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
-        preprocess = module.discriminator.member(0).preprocess
-        n = n_samples if preprocess.per_sample else preprocess.groups(n_samples) * preprocess.batch_size
-        self.noise = module.noise.sample(n, generator=gen)
-        self.real = module.target.sample(n, generator=gen)
-        self.reference = self.real.numpy()
-
-    def evaluate(self, module: PopulationModule) -> tuple[list[dict[str, float]], np.ndarray]:
-        fake = module.generate_eval(self.noise)
-        real = self.real.to(module.device).unsqueeze(0).expand(module.members, -1, -1)
-        d_real, d_fake = module.d_probability(real).cpu(), module.d_probability(fake).cpu()
-        samples = fake.float().cpu().numpy()
-        if isinstance(module.target, Target1D):
-            batched = metrics_1d_batched(fake.squeeze(-1), module.target)
-        elif isinstance(module.target, (GaussianMixture2D, PictureDensity)):
-            batched = metrics_2d_batched(fake, module.target, self.reference)
-        else:  # no batched form: one scipy call per member
-            batched = None
-        if batched is not None:
-            rows = [{key: float(values[k]) for key, values in batched.items()} for k in range(module.members)]
-        else:
-            rows = [sample_metrics(samples[k], module.target, self.reference) for k in range(module.members)]
-        loss_d, loss_g = module.last_losses.tolist()
-        for k, row in enumerate(rows):
-            row.update(d_real=float(d_real[k]), d_fake=float(d_fake[k]), loss_d=loss_d[k], loss_g=loss_g[k])
-        return rows, samples
-
-
-def headline_key(row: dict[str, float]) -> str:
-    return next(key for key in HEADLINE if key in row)
 
 
 def summarise(rows: list[dict[str, float]], seeds: list[int], alive: list[bool]) -> dict[str, float]:
@@ -133,15 +93,15 @@ class PopulationMonitor(pl.Callback):
     def evaluate(self, module: PopulationModule, plot: bool) -> None:
         start = time.perf_counter()
         try:
-            self._evaluate(module, plot)
+            self._evaluate(module.cohorts[0], module.iteration, plot)
         finally:
             self.seconds += time.perf_counter() - start
 
-    def _evaluate(self, module: PopulationModule, plot: bool) -> None:
-        self.rows, samples = self.evaluator.evaluate(module)
-        alive = module.alive.tolist()
-        summary = summarise(self.rows, module.settings.seeds, alive)
-        it = module.iteration
+    def _evaluate(self, cohort: Cohort, it: int, plot: bool) -> None:
+        cohort.collect_failures()
+        self.rows, samples = self.evaluator.evaluate(cohort)
+        alive = list(cohort.alive)
+        summary = summarise(self.rows, cohort.keys, alive)
         self.history.rows.append({"iteration": it, **summary})
         self.tracker.log_metrics(summary, step=it)
         if plot:
@@ -159,27 +119,28 @@ class PopulationMonitor(pl.Callback):
                   f"{sum(alive)} training)" + (f"  ({rate:.0f} it/s)" if it else ""), flush=True)
 
 
-def _log_final_artifacts(module: PopulationModule, monitor: PopulationMonitor, history: History, tracker,
+def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,
                          seed: int) -> dict:
-    alive = module.alive.tolist()
+    failures = cohort.failures
+    alive = [k not in failures for k in range(cohort.members)]
     k = median_member(monitor.rows, alive)
-    seeds = module.settings.seeds
+    seeds = cohort.keys
     per_seed = {"median_seed": seeds[k],
                 "seeds": [{"seed": s, "status": "FINISHED" if ok else "FAILED", **row,
-                           **({"failure": module.failures[i]} if i in module.failures else {})}
+                           **({"failure": failures[i]} if i in failures else {})}
                           for i, (s, row, ok) in enumerate(zip(seeds, monitor.rows, alive, strict=True))]}
-    z = module.noise.sample(final_sample_count(module.target.dim), generator=torch.Generator().manual_seed(seed + 1))
-    generator = module.ema.member(k)
+    z = cohort.noise.sample(final_sample_count(cohort.target.dim), generator=torch.Generator().manual_seed(seed + 1))
+    generator = cohort.ema.member(k)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "seeds.json").write_text(json.dumps(per_seed, indent=1, default=float))
         tracker.log_artifact(tmp_path / "seeds.json")
         with torch.no_grad():
-            samples = generator(z.to(module.device)).float().cpu().numpy()
+            samples = generator(z.to(cohort.device)).float().cpu().numpy()
         np.save(tmp_path / "samples.npy", samples)
         tracker.log_artifact(tmp_path / "samples.npy")
-        log_weights(tracker, {"generator.pt": module.generator.member(k),
-                              "discriminator.pt": module.discriminator.member(k), "generator_ema.pt": generator},
+        log_weights(tracker, {"generator.pt": cohort.generator.member(k),
+                              "discriminator.pt": cohort.discriminator.member(k), "generator_ema.pt": generator},
                     tmp_path)
     log_history_figures(tracker, history, monitor.plotter)
     return per_seed
@@ -192,32 +153,34 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     accelerator = resolve_accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
     pl.seed_everything(cfg.train.seed, verbose=False)
-    module = PopulationModule(member_configs(cfg))
+    configs = member_configs(cfg)
+    cohort = Cohort(configs, keys=[c.train.seed for c in configs])
+    module = PopulationModule([cohort])
     pl.seed_everything(cfg.train.seed, verbose=False)  # the training draws do not depend on how many were built
     history = History()
-    plotter = build_plotter(module.target)
+    plotter = build_plotter(cohort.target)
     tracker = open_tracker(cfg, run_name, {"seeds": str(cfg.train.seeds)}, None, tracking, plotter)
-    seeds = module.settings.seeds
+    seeds = cohort.keys
     if verbose:
         print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' ({cfg.model.name} on "
               f"{cfg.data.name}, seeds {seeds[0]}-{seeds[-1]} together, {cfg.train.iterations} iterations, "
               f"{accelerator}; recipe {recipe_summary(cfg)}); no checkpoints for train.seeds runs yet",
               flush=True)
-    monitor = PopulationMonitor(PopulationEvaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter,
+    monitor = PopulationMonitor(PopulationEvaluator(cohort, cfg.train.eval_samples, cfg.train.seed), plotter,
                                 tracker, cfg.train, history, verbose)
     loader = torch.utils.data.DataLoader(range(cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
     try:
         make_trainer(cfg, [monitor]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
-        per_seed = _log_final_artifacts(module, monitor, history, tracker, cfg.train.seed)
+        per_seed = _log_final_artifacts(cohort, monitor, history, tracker, cfg.train.seed)
         tracker.set_tag("median_seed", str(per_seed["median_seed"]))
         tracker.set_tag("evaluation_share", f"{monitor.seconds / fit_s:.3f}")
         if verbose:
             print(f"ganlab: evaluation and logging took {monitor.seconds:.1f} s of the {fit_s:.1f} s fit "
                   f"({monitor.seconds / fit_s:.0%})", flush=True)
-        if module.failures:
-            tracker.set_tag("failed_seeds", ", ".join(str(seeds[k]) for k in sorted(module.failures)))
+        if cohort.failures:
+            tracker.set_tag("failed_seeds", ", ".join(str(seeds[k]) for k in sorted(cohort.failures)))
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)
@@ -225,8 +188,8 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     except BaseException:
         tracker.finish("KILLED", "interrupted")
         raise
-    if len(module.failures) == module.members:
-        reason = "every seed failed: " + module.failures[0]
+    if len(cohort.failures) == cohort.members:
+        reason = "every seed failed: " + cohort.failures[0]
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id)
     tracker.finish("FINISHED")

@@ -9,7 +9,25 @@ is how members with fewer D or G steps per iteration sit out the extra steps.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass
+class AdamState:
+    """Adam's per-member state: step counts [K] (float64) and both moments of every stacked parameter.
+    A population owns these tensors (they are restacked and checkpointed with the weights) and lends
+    them to the optimizer, which updates them in place."""
+
+    steps: torch.Tensor
+    exp_avg: list[torch.Tensor]
+    exp_avg_sq: list[torch.Tensor]
+
+    @staticmethod
+    def zeros(params: list[torch.Tensor]) -> AdamState:
+        return AdamState(torch.zeros(params[0].shape[0], dtype=torch.float64, device=params[0].device),
+                         [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params])
 
 
 def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -21,16 +39,15 @@ class StackedAdam(torch.optim.Optimizer):
     """A torch Optimizer (so Lightning can hold and checkpoint it) whose hyperparameters are [K] tensors."""
 
     def __init__(self, params: list[torch.Tensor], lr: torch.Tensor, beta1: torch.Tensor, beta2: torch.Tensor,
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, state: AdamState | None = None) -> None:
         params = list(params)
         super().__init__(params, {})
         self.params = params
         self.members = params[0].shape[0]
         self.lr = lr.clone()  # the current rates; schedules rewrite them each iteration
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.steps = torch.zeros(self.members, dtype=torch.float64, device=lr.device)
-        self.exp_avg = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        state = state or AdamState.zeros(params)
+        self.steps, self.exp_avg, self.exp_avg_sq = state.steps, state.exp_avg, state.exp_avg_sq  # updated in place
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -63,12 +80,13 @@ class StackedAdam(torch.optim.Optimizer):
             m.copy_(torch.where(keep, new_m, m))
             v.copy_(torch.where(keep, new_v, v))
             p.sub_(torch.where(keep, update, torch.zeros_like(update)))
-        self.steps = steps
+        self.steps.copy_(steps)
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "steps": self.steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 
     def load_state_dict(self, state: dict) -> None:
-        self.lr, self.steps = state["lr"].clone(), state["steps"].clone()
+        self.lr = state["lr"].clone()
+        self.steps.copy_(state["steps"])
         for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"], strict=True):
             mine.copy_(saved)

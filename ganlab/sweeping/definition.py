@@ -8,6 +8,7 @@ parameter: a typo, an empty range or a value the trainer would refuse is a one-l
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,9 @@ SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 DIRECTIONS = ("minimize", "maximize")
 RUN_METRICS = ("wall_s", "fit_s")  # objectives measured on the run itself, not by the evaluator
 TOP_KEYS = {"description", "base", "fixed", "space", "objective", "second_objective", "trials", "sampler",
-            "pruner", "storage", "study_name"}
+            "pruner", "storage", "study_name", "population"}
+# `population:` settings of a sweep trained with --population K (see ganlab.sweeping.population_driver)
+POPULATION_DEFAULTS = {"best_artifacts": 3, "checkpoint_every_s": 60}
 
 
 @dataclass
@@ -71,6 +74,7 @@ class SweepDefinition:
     pruner: dict[str, Any]
     storage: str | None
     description: str = ""
+    population: dict[str, Any] = field(default_factory=lambda: dict(POPULATION_DEFAULTS))
 
     @property
     def objectives(self) -> list[Objective]:
@@ -148,6 +152,18 @@ def _objective(path: Path, spec: Any, field_name: str) -> Objective:
     return Objective(str(spec["metric"]), direction)
 
 
+def _population(path: Path, spec: Any) -> dict[str, Any]:
+    spec = spec or {}
+    if not isinstance(spec, dict) or set(spec) - set(POPULATION_DEFAULTS):
+        _fail(path, f"population takes {', '.join(POPULATION_DEFAULTS)}, got {spec!r}")
+    out = {**POPULATION_DEFAULTS, **spec}
+    for key, value in out.items():
+        least = 0 if key == "best_artifacts" else 1
+        if not isinstance(value, int | float) or isinstance(value, bool) or not least <= value < math.inf:
+            _fail(path, f"population.{key}={value!r} must be a number >= {least}")
+    return out
+
+
 def _check_against_schema(path: Path, sweep: SweepDefinition) -> None:
     try:
         cfg = compose_config([*sweep.base, *sweep.fixed])
@@ -191,6 +207,7 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
     n_trials = trials if trials is not None else raw.get("trials", 20)
     if not isinstance(n_trials, int) or n_trials < 1:
         _fail(path, f"trials={n_trials!r} must be a positive integer")
+    population = _population(path, raw.get("population"))
     second = raw.get("second_objective")
     sweep = SweepDefinition(
         name=str(raw.get("study_name") or path.stem),
@@ -200,7 +217,7 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
         objective=_objective(path, raw.get("objective", {"metric": "ks"}), "objective"),
         second_objective=_objective(path, second, "second_objective") if second else None,
         trials=n_trials, sampler=sampler, pruner=pruner,
-        storage=storage or raw.get("storage"), description=str(raw.get("description", "")),
+        storage=storage or raw.get("storage"), description=str(raw.get("description", "")), population=population,
     )
     if sweep.second_objective and pruner["name"] != "none":
         _fail(path, "Optuna cannot prune multi-objective studies: set pruner: {name: none}")

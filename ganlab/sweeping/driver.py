@@ -71,12 +71,9 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
 
     from ganlab.sweeping.study import open_study
     from ganlab.sweeping.summary import (
-        best_trials,
         close_orphaned_child_runs,
-        counts,
         finish_parent_run,
         open_parent_run,
-        rerun_command,
         started,
     )
 
@@ -110,8 +107,15 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         print("ganlab sweep: interrupted; run the same command again to continue the study", file=sys.stderr)
         return 130
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
+    return print_results(study, sweep, time.perf_counter() - start)
+
+
+def print_results(study, sweep, seconds: float) -> int:
+    """The end of a sweep: the counts, the best trials as a table, how to re-run the best. Returns an exit code."""
+    from ganlab.sweeping.summary import best_trials, counts, rerun_command
+
     n = counts(study)
-    print(f"\nganlab sweep '{sweep.name}' done in {time.perf_counter() - start:.0f} s: "
+    print(f"\nganlab sweep '{sweep.name}' done in {seconds:.0f} s: "
           + ", ".join(f"{v} {k}" for k, v in sorted(n.items())))
     best = best_trials(study)
     if not best:

@@ -28,8 +28,14 @@ class Schedule:
     factor: Callable[[float, int, Any], Any]
 
 
-def _cosine_factor(t: float, total: int, frac):
-    return frac + (1.0 - frac) * (1.0 + math.cos(math.pi * min(t, total) / total)) / 2.0
+def _progress(t, total: int):
+    """min(t, total) / total for an iteration count, or for a tensor of per-member counts."""
+    return (t.clamp(max=total) if torch.is_tensor(t) else min(t, total)) / total
+
+
+def _cosine_factor(t, total: int, frac):
+    p = _progress(t, total)
+    return frac + (1.0 - frac) * (1.0 + (torch.cos(math.pi * p) if torch.is_tensor(p) else math.cos(math.pi * p))) / 2.0
 
 
 SCHEDULES: Registry[Schedule] = Registry("optim.schedule")
@@ -39,9 +45,9 @@ SCHEDULES.add("cosine", Schedule(lambda opt, total, frac: CosineAnnealingLR(opt,
                                  _cosine_factor))
 SCHEDULES.add("linear", Schedule(lambda opt, total, frac: LinearLR(opt, start_factor=1.0, end_factor=frac,
                                                                    total_iters=total),
-                                 lambda t, total, frac: 1.0 + (frac - 1.0) * min(t, total) / total))
+                                 lambda t, total, frac: 1.0 + (frac - 1.0) * _progress(t, total)))
 SCHEDULES.add("exponential", Schedule(lambda opt, total, frac: ExponentialLR(opt, gamma=frac ** (1.0 / total)),
-                                      lambda t, total, frac: frac ** (min(t, total) / total)))
+                                      lambda t, total, frac: frac ** _progress(t, total)))
 
 
 def make_optimizer(optim_cfg, params, lr: float) -> torch.optim.Optimizer:

@@ -1,0 +1,265 @@
+"""A cohort: the members of a population that share every shape, the data and the batch size,
+trained as one set of stacked tensors (one iteration of all of them at once).
+
+Everything that belongs to a member is a tensor whose first dimension is the member: weights (G, D
+and G's EMA copy), both Adam moments and step counts, the member's settings (rates, betas, steps,
+label smoothing, EMA decay, R1 gamma, final lr fraction) and its iteration count. That makes the
+operations a sweep needs generic: :meth:`Cohort.assemble` keeps some members of some cohorts and
+stacks them into a new one (members retire and new trials join between iterations, each at its own
+iteration count), moving to a device and checkpointing are ``nn.Module``'s own.
+
+Each member is built exactly as its standalone run builds it (same seed, same initial weights). A
+member whose loss turns NaN or infinite is noted on the device (no host synchronisation per
+iteration) and stopped when :meth:`collect_failures` reads the note at the next evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from ganlab.population.member_settings import member_settings
+from ganlab.population.stacked_adam import AdamState, StackedAdam
+from ganlab.population.stacked_nets import StackedNets
+from ganlab.training.losses import LOSSES
+from ganlab.training.optimizers import SCHEDULES
+
+SETTINGS = ("d_lr", "g_lr", "beta1", "beta2", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
+            "d_steps", "g_steps")
+
+
+def build_member(cfg: DictConfig):
+    """A member's networks, target and noise, built by the single-run builder with the member's seed.
+    The random streams are left as they were: members joining a running population must not rewind
+    the draws of the members already training."""
+    from ganlab.training.runner import build_module  # the one home of building a run
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        pl.seed_everything(cfg.train.seed, verbose=False)
+        module = build_module(cfg)
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    return module
+
+
+def _set_tensor(module: nn.Module, dotted: str, value: torch.Tensor) -> None:
+    owner_name, _, leaf = dotted.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(value, requires_grad=owner._parameters[leaf].requires_grad)
+    else:
+        owner._buffers[leaf] = value
+
+
+class Cohort(nn.Module):
+    """K members of one shape and batch size; ``keys`` name them (seeds, or sweep trial numbers)."""
+
+    def __init__(self, configs: list[DictConfig], keys: list[Any] | None = None) -> None:
+        super().__init__()
+        self.configs = list(configs)
+        self.keys = list(keys) if keys is not None else list(range(len(configs)))
+        settings = member_settings(self.configs)
+        members = [build_member(cfg) for cfg in self.configs]
+        self.target, self.noise = members[0].target, members[0].noise
+        self.generator = StackedNets([m.generator for m in members])
+        self.discriminator = StackedNets([m.discriminator for m in members])
+        self.ema = copy.deepcopy(self.generator).requires_grad_(False)  # each member's EMA of G, for evaluation
+        for name in SETTINGS:
+            self.register_buffer(f"member_{name}", getattr(settings, name).clone())
+        k = len(self.configs)
+        self.register_buffer("member_iteration", torch.zeros(k, dtype=torch.int64))  # each member's own count
+        self.register_buffer("member_alive", torch.ones(k, dtype=torch.bool))
+        self.register_buffer("member_nonfinite_at", torch.full((k,), -1, dtype=torch.int64))  # first bad iteration
+        self.register_buffer("member_last_losses", torch.full((k, 2), math.nan))  # D, G
+        for net in ("d", "g"):
+            params = list((self.discriminator if net == "d" else self.generator).parameters())
+            state = AdamState.zeros(params)
+            self.register_buffer(f"adam_{net}_steps", state.steps)
+            for i, (m, v) in enumerate(zip(state.exp_avg, state.exp_avg_sq, strict=True)):
+                self.register_buffer(f"adam_{net}_m{i}", m)
+                self.register_buffer(f"adam_{net}_v{i}", v)
+        first = self.configs[0]
+        self.batch_size, self.iterations = first.train.batch_size, first.train.iterations
+        self.alive = [True] * k  # host-side copy of member_alive: masks are built without reading the device
+        self.failures: dict[int, str] = {}
+        self._derive()
+
+    # -- structure -----------------------------------------------------------------------------------
+    def _derive(self) -> None:
+        """Host-side values read once per (re)assembly, never per iteration."""
+        first = self.configs[0]
+        self._schedule = SCHEDULES[first.optim.schedule].factor
+        loss = LOSSES[first.train.loss]
+        self._d_loss, self._g_loss = loss.discriminator, loss.generator  # [K, n, 1] logits -> [K] losses
+        self._d_counts = self.member_d_steps.tolist()
+        self._g_counts = self.member_g_steps.tolist()
+        self._use_r1 = bool((self.member_r1_gamma > 0).any())
+        self._optimizers: tuple[StackedAdam, StackedAdam] | None = None
+        self._masks()
+
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        self._optimizers = None  # buffers were replaced: lend the new ones to new optimizer objects
+        self._masks()
+        return out
+
+    @property
+    def members(self) -> int:
+        return len(self.configs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.member_alive.device
+
+    @classmethod
+    def assemble(cls, parts: list[tuple[Cohort, list[int]]], extra: Cohort | None = None) -> Cohort | None:
+        """A new cohort of the members ``index`` of each ``(cohort, index)`` part, then all of ``extra``'s:
+        weights, Adam state, settings and iteration counts carried over. None when no member is left."""
+        parts = [(c, idx) for c, idx in parts if idx] + ([(extra, list(range(extra.members)))] if extra else [])
+        if not parts:
+            return None
+        out = copy.deepcopy(parts[0][0])
+        tensors = [dict(c.named_parameters()) | dict(c.named_buffers()) for c, _ in parts]
+        picks = [torch.tensor(idx, device=c.device) for c, idx in parts]
+        for name in list(tensors[0]):
+            stacked = torch.cat([t[name].detach().index_select(0, pick.to(t[name].device))
+                                 for t, pick in zip(tensors, picks, strict=True)])
+            _set_tensor(out, name, stacked)
+        out.configs = [c.configs[i] for c, idx in parts for i in idx]
+        out.keys = [c.keys[i] for c, idx in parts for i in idx]
+        out.alive = [c.alive[i] for c, idx in parts for i in idx]
+        positions = {(id(c), i): n for n, (c, i) in enumerate((c, i) for c, idx in parts for i in idx)}
+        out.failures = {positions[(id(c), i)]: reason for c, _ in parts for i, reason in c.failures.items()
+                        if (id(c), i) in positions}
+        out._derive()
+        return out
+
+    def optimizers(self) -> tuple[StackedAdam, StackedAdam]:
+        """Adam for D and for G over this cohort's own state tensors (rebuilt after a move or restack)."""
+        if self._optimizers is None:
+            made = []
+            pairs = (("d", self.discriminator, self.member_d_lr), ("g", self.generator, self.member_g_lr))
+            for net, module, lr in pairs:
+                params = list(module.parameters())
+                state = AdamState(getattr(self, f"adam_{net}_steps"),
+                                  [getattr(self, f"adam_{net}_m{i}") for i in range(len(params))],
+                                  [getattr(self, f"adam_{net}_v{i}") for i in range(len(params))])
+                made.append(StackedAdam(params, lr, self.member_beta1, self.member_beta2, state=state))
+            self._optimizers = (made[0], made[1])
+            self._set_rates()
+        return self._optimizers
+
+    # -- training --------------------------------------------------------------------------------------
+    def _masks(self) -> None:
+        """Per D and G step index, which members take it (None: all, no masking needed)."""
+        everyone = all(self.alive)
+
+        def per_step(counts: list[int]) -> list[torch.Tensor | None]:
+            out = []
+            for step in range(max(counts)):
+                takes = [c > step and ok for c, ok in zip(counts, self.alive, strict=True)]
+                out.append(None if everyone and all(takes) else torch.tensor(takes, device=self.device))
+            return out
+
+        self._d_masks, self._g_masks = per_step(self._d_counts), per_step(self._g_counts)
+
+    def _draw(self, sample) -> torch.Tensor:
+        k, n = self.members, self.batch_size
+        return sample(k * n, self.device).reshape(k, n, -1)
+
+    def _r1(self, real: torch.Tensor) -> torch.Tensor:
+        """Per member: gamma / 2 * E||grad_x D(x)||^2 on its real batch (as ``r1_penalty``)."""
+        real = real.detach().requires_grad_(True)
+        logits = self.discriminator(real)
+        (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+        return 0.5 * self.member_r1_gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
+
+    @staticmethod
+    def _update(optimizer: StackedAdam, losses: torch.Tensor, mask: torch.Tensor | None) -> None:
+        optimizer.zero_grad()
+        total = losses.sum() if mask is None else torch.where(mask, losses, torch.zeros_like(losses)).sum()
+        total.backward(inputs=list(optimizer.params))
+        optimizer.step(mask=mask)
+
+    def train_iteration(self) -> None:
+        """One iteration of every live member: d_steps D updates, then g_steps G updates, EMA, schedule."""
+        opt_d, opt_g = self.optimizers()
+        for mask in self._d_masks:
+            real = self._draw(self.target.sample)
+            with torch.no_grad():
+                fake = self.generator(self._draw(self.noise.sample))
+            real_logits, fake_logits = self.discriminator(torch.cat([real, fake], dim=1)).chunk(2, dim=1)
+            d_loss = self._d_loss(real_logits, fake_logits, self.member_real_target.view(-1, 1, 1))
+            if self._use_r1:
+                d_loss = d_loss + self._r1(real)
+            self._update(opt_d, d_loss, mask)
+        for mask in self._g_masks:
+            g_loss = self._g_loss(self.discriminator(self.generator(self._draw(self.noise.sample))))
+            self._update(opt_g, g_loss, mask)
+        self._update_ema()
+        self.member_iteration += self.member_alive
+        self._set_rates()
+        self._note_nonfinite(d_loss.detach(), g_loss.detach())
+
+    def _set_rates(self) -> None:
+        opt_d, opt_g = self.optimizers()
+        factor = self._schedule(self.member_iteration, self.iterations, self.member_final_lr_fraction)
+        opt_d.lr, opt_g.lr = self.member_d_lr * factor, self.member_g_lr * factor
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Per member as ``ema_generator``: a copy at its first update, then decay min(d, (1+n)/(10+n))."""
+        n = self.member_iteration.to(self.member_ema_decay.dtype)
+        beta = torch.where(n == 0, torch.zeros_like(n), torch.minimum(self.member_ema_decay, (1.0 + n) / (10.0 + n)))
+        beta = torch.where(self.member_alive, beta, torch.ones_like(beta))  # stopped members keep their EMA
+        for ema, w in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
+            ema.lerp_(w, (1.0 - beta).reshape(-1, *([1] * (w.dim() - 1))))
+
+    @torch.no_grad()
+    def _note_nonfinite(self, d_loss: torch.Tensor, g_loss: torch.Tensor) -> None:
+        """On the device: the losses, and the first iteration at which a member's turned non-finite."""
+        self.member_last_losses = torch.stack([d_loss, g_loss], dim=1)
+        bad = ~torch.isfinite(self.member_last_losses).all(dim=1) & (self.member_nonfinite_at < 0)
+        self.member_nonfinite_at = torch.where(bad, self.member_iteration, self.member_nonfinite_at)
+
+    def collect_failures(self) -> dict[int, str]:
+        """Read the device's notes (one synchronisation, at evaluation): members newly found non-finite
+        are stopped (weights and Adam state frozen) and returned with their reason."""
+        found = {}
+        for k, at in enumerate(self.member_nonfinite_at.tolist()):
+            if at >= 0 and self.alive[k]:
+                d, g = self.member_last_losses[k].tolist()
+                found[k] = (f"loss became non-finite at iteration {at} (D {d}, G {g}); try a smaller learning rate")
+        for k, reason in found.items():
+            self.stop(k)
+            self.failures[k] = reason
+        return found
+
+    def stop(self, k: int) -> None:
+        """Member k trains no more (finished, pruned or failed); its slot is freed at the next assembly."""
+        self.alive[k] = False
+        self.member_alive[k] = False
+        self._masks()
+
+    def iterations_done(self) -> list[int]:
+        return self.member_iteration.tolist()
+
+    # -- evaluation ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_eval(self, z: torch.Tensor) -> torch.Tensor:
+        """Every member's samples from the same noise z [n, dim], with its EMA weights: [K, n, data_dim]."""
+        return self.ema(z.to(self.device).unsqueeze(0).expand(self.members, -1, -1))
+
+    @torch.no_grad()
+    def d_probability(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's mean D(x) over x [K, n, dim]: [K]."""
+        return torch.sigmoid(self.discriminator(x.to(self.device))).mean(dim=(1, 2))

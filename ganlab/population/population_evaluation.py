@@ -1,0 +1,54 @@
+"""Evaluating every member of a cohort at once: fixed evaluation noise and real set (as the single
+run's ``Evaluator``), the batched metrics on the device, one row of metrics per member."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ganlab.data.targets_1d import Target1D
+from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity
+from ganlab.metrics import sample_metrics
+from ganlab.population.batched_metrics import metrics_1d_batched, metrics_2d_batched
+from ganlab.population.cohort import Cohort
+from ganlab.training.evaluation import EVAL_SEED_OFFSET
+
+HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is what ranks its members
+
+
+def headline_key(row: dict[str, float]) -> str:
+    return next(key for key in HEADLINE if key in row)
+
+
+class PopulationEvaluator:
+    """One per cohort shape: the evaluation noise and real samples are drawn once, from ``seed``."""
+
+    def __init__(self, cohort: Cohort, n_samples: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
+        preprocess = cohort.discriminator.member(0).preprocess
+        n = n_samples if preprocess.per_sample else preprocess.groups(n_samples) * preprocess.batch_size
+        self.noise = cohort.noise.sample(n, generator=gen)
+        self.real = cohort.target.sample(n, generator=gen)
+        self.reference = self.real.numpy()
+
+    def evaluate(self, cohort: Cohort) -> tuple[list[dict[str, float]], np.ndarray]:
+        """Every member's metrics (its EMA generator against the fixed real set) and samples [K, n, dim]."""
+        fake = cohort.generate_eval(self.noise)
+        real = self.real.to(cohort.device).unsqueeze(0).expand(cohort.members, -1, -1)
+        d_real, d_fake = cohort.d_probability(real).cpu(), cohort.d_probability(fake).cpu()
+        samples = fake.float().cpu().numpy()
+        if isinstance(cohort.target, Target1D):
+            batched = metrics_1d_batched(fake.squeeze(-1), cohort.target)
+        elif isinstance(cohort.target, (GaussianMixture2D, PictureDensity)):
+            batched = metrics_2d_batched(fake, cohort.target, self.reference)
+        else:  # no batched form: one scipy call per member
+            batched = None
+        if batched is not None:
+            columns = {key: values.tolist() for key, values in batched.items()}
+            rows = [{key: float(values[k]) for key, values in columns.items()} for k in range(cohort.members)]
+        else:
+            rows = [sample_metrics(samples[k], cohort.target, self.reference) for k in range(cohort.members)]
+        losses = cohort.member_last_losses.tolist()
+        for k, row in enumerate(rows):
+            row.update(d_real=float(d_real[k]), d_fake=float(d_fake[k]), loss_d=losses[k][0], loss_g=losses[k][1])
+        return rows, samples

@@ -1,0 +1,243 @@
+"""``python -m ganlab.sweep SWEEP --population K``: the study's trials trained K at a time in one process.
+
+Opens (or resumes) the study and its MLflow parent run as the process sweep does, then runs the
+population loop with :class:`~ganlab.sweeping.population_slots.PopulationSlots`. The population is
+checkpointed (every member's weights, Adam state and iteration, atomically) at an evaluation at
+least every ``checkpoint_every_s`` seconds and when it is interrupted; running the same command
+again continues every trial that was running: from the checkpoint when it holds the trial, else
+from its first iteration (a trial asked after the last checkpoint). No trial is lost or asked twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from ganlab.atomic_files import save_atomic
+from ganlab.config.compose import compose_config
+from ganlab.errors import ConfigError
+from ganlab.population.cohort import Cohort, build_member
+from ganlab.population.member_settings import MAX_SEEDS, cohort_signature, unsupported_reason
+from ganlab.population.population_module import PopulationModule
+from ganlab.runtime import configure_runtime
+from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
+from ganlab.sweeping.driver import print_results
+from ganlab.sweeping.population_slots import BestMember, PopulationSlots
+from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_study
+from ganlab.sweeping.summary import (
+    close_orphaned_child_runs,
+    finish_parent_run,
+    mlflow_experiment_name,
+    open_parent_run,
+    started,
+)
+from ganlab.sweeping.trial_runs import TrialRuns
+from ganlab.training.runner import make_trainer, resolve_accelerator
+
+PROCESS_KEYS = ("train.accelerator", "train.threads")  # one process, one device: the population's, not a trial's
+CHECKPOINT_VERSION = 1
+
+
+def population_unsupported(sweep: SweepDefinition) -> str | None:
+    """Why this sweep cannot train as a population (its trials then run one process each), or None."""
+    for objective in sweep.objectives:
+        if objective.metric in RUN_METRICS:
+            return f"its objective {objective.metric} is a process's own time, which members of a population share"
+    for p in sweep.space:
+        if p.key in PROCESS_KEYS or p.key.startswith("tracking."):
+            return f"it searches {p.key}, which is the population process's own setting"
+    for extreme in range(max(len(p.extremes()) for p in sweep.space)):
+        values = {p.key: p.extremes()[min(extreme, len(p.extremes()) - 1)] for p in sweep.space}
+        reason = unsupported_reason(compose_config(sweep.overrides(values)))
+        if reason:
+            return reason
+    return None
+
+
+def checkpoint_path(sweep: SweepDefinition, storage_url: str) -> Path:
+    """One checkpoint per study and storage, beside the local MLflow store."""
+    digest = hashlib.sha1(storage_url.encode()).hexdigest()[:8]
+    return DEFAULT_STORAGE_DIR / "populations" / f"{sweep.name}-{digest}.pt"
+
+
+def save_checkpoint(path: Path, module: PopulationModule, slots: PopulationSlots) -> None:
+    state = {"version": CHECKPOINT_VERSION, "step": module.iteration, "rng": torch.get_rng_state(),
+             "cohorts": [{"trials": list(c.keys), "state": {k: v.detach().cpu() for k, v in c.state_dict().items()}}
+                         for c in module.cohorts],
+             "members": {n: {"joined_at": live.joined_at, "evaluated_at": live.evaluated_at, "rows": live.rows,
+                             "frames": live.frames} for n, live in slots.live.items()},
+             "best": {n: {"cfg": kept.cfg, "run_id": kept.run_id, "rows": kept.rows, "frames": kept.frames,
+                          "nets": {name: net.state_dict() for name, net in kept.nets.items()}}
+                      for n, kept in slots.best.items()}}
+    save_atomic(state, path)
+
+
+def _child_run_id(client: MlflowClient, parent_run_id: str, number: int) -> str | None:
+    """The child run of trial ``number`` (set as a trial attribute once known; else found by its tags)."""
+    parent = client.get_run(parent_run_id)
+    found = client.search_runs([parent.info.experiment_id], filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_number = '{number}'"), max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: PopulationModule,
+             client: MlflowClient) -> tuple[int, int]:
+    """Rejoin every running population trial: from the checkpoint when it holds it, else from the start.
+    Returns (trials continued from the checkpoint, trials started again)."""
+    trials = study.get_trials(deepcopy=False)
+    running = {t.number: t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+               and t.user_attrs.get("population")}
+    saved = None
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("version") != CHECKPOINT_VERSION:
+            saved = None
+    continued: dict[int, DictConfig] = {}
+    cohorts: list[Cohort] = []
+    if saved is not None:
+        module.iteration = saved["step"]
+        for part in saved["cohorts"]:
+            numbers = part["trials"]
+            configs = [compose_config(trials[n].user_attrs["overrides"]) for n in numbers]
+            cohort = Cohort(configs, keys=numbers)
+            cohort.load_state_dict(part["state"])
+            keep = [i for i, n in enumerate(numbers) if n in running]
+            for i in keep:
+                continued[numbers[i]] = configs[i]
+            assembled = Cohort.assemble([(cohort, keep)])
+            if assembled is not None:
+                cohorts.append(assembled)
+        torch.set_rng_state(saved["rng"])
+        for number, kept in saved["best"].items():
+            slots.best[number] = _best_member(kept)
+    module.set_cohorts(cohorts)
+    for number, cfg in continued.items():
+        member = saved["members"][number]
+        slots.join(optuna.Trial(study, running[number]._trial_id), cfg, member["joined_at"],
+                   resume_run_id=_child_run_id(client, slots.parent_run_id, number))
+        live = slots.live[number]
+        live.rows, live.frames, live.evaluated_at = member["rows"], member["frames"], member["evaluated_at"]
+    again: dict[str, list[tuple[int, DictConfig]]] = {}
+    for number, frozen in running.items():
+        if number in continued:
+            continue
+        cfg = compose_config(frozen.user_attrs["overrides"])
+        slots.join(optuna.Trial(study, frozen._trial_id), cfg, module.iteration,
+                   resume_run_id=_child_run_id(client, slots.parent_run_id, number))
+        again.setdefault(cohort_signature(cfg), []).append((number, cfg))
+    slots.assemble(module, again)
+    return len(continued), sum(len(v) for v in again.values())
+
+
+def _best_member(saved: dict) -> BestMember:
+    member = build_member(saved["cfg"])
+    nets = {"generator.pt": member.generator, "discriminator.pt": member.discriminator,
+            "generator_ema.pt": copy.deepcopy(member.generator)}
+    for name, net in nets.items():
+        net.load_state_dict(saved["nets"][name])
+    return BestMember(saved["cfg"], saved["run_id"], nets, saved["rows"], saved["frames"])
+
+
+def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri: str, size: int,
+                         threads: int, stale_after: int = 30) -> int:
+    """Run (or resume) the study as a population of ``size`` members. Returns an exit code."""
+    if not 1 <= size <= MAX_SEEDS:
+        raise ConfigError(f"--population={size} must be between 1 and {MAX_SEEDS}")
+    base = compose_config([*sweep.base, *sweep.fixed])
+    accelerator = resolve_accelerator(base.train.accelerator)
+    configure_runtime()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    torch.set_num_threads(threads)
+    study = open_study(sweep, storage_url, stale_after)
+    parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
+    study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # trials of dead process workers: failed, and retried here
+    close_orphaned_child_runs(study, tracking_uri, parent_run_id)
+    client = MlflowClient(tracking_uri)
+    path = checkpoint_path(sweep, storage_url)
+    runs = TrialRuns()
+    budget = max(sweep.trials - started(study), 0)
+    slots = PopulationSlots(study, sweep, runs, size, parent_run_id, mlflow_experiment_name(sweep), budget,
+                            best_artifacts=sweep.population["best_artifacts"])
+    module = PopulationModule([])
+    continued, again = _restore(path, study, slots, module, client)
+    existing = started(study)
+    print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
+          f"as a population of {size} on {accelerator} ({threads} thread(s))"
+          + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
+          + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
+          + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
+          f"'{mlflow_experiment_name(sweep)}' ({tracking_uri})\n  checkpoint {path}", flush=True)
+    last_save = [time.monotonic()]
+    checkpoint_every_s = sweep.population["checkpoint_every_s"]
+
+    def checkpoint(module: PopulationModule, force: bool = False) -> None:
+        if force or slots.best_changed or time.monotonic() - last_save[0] >= checkpoint_every_s:
+            runs.flush()  # what the checkpoint's members have logged is in MLflow before it says so
+            save_checkpoint(path, module, slots)
+            last_save[0], slots.best_changed = time.monotonic(), False
+
+    slots.on_boundary = checkpoint
+    start = time.perf_counter()
+    loader = torch.utils.data.DataLoader(_Steps(), batch_size=None)
+    try:
+        if slots.live or budget > 0:
+            make_trainer(base, [slots]).fit(module, loader)
+        slots.log_best_artifacts()
+        runs.close()
+    except BaseException as exc:
+        return _stopped(exc, study, sweep, tracking_uri, parent_run_id, slots, module, runs, path)
+    path.unlink(missing_ok=True)
+    finish_parent_run(study, sweep, tracking_uri, parent_run_id)
+    fit_s = time.perf_counter() - start
+    print(f"ganlab: evaluation took {slots.eval_seconds:.1f} s of the {fit_s:.1f} s "
+          f"({slots.eval_seconds / max(fit_s, 1e-9):.0%})", flush=True)
+    return print_results(study, sweep, fit_s)
+
+
+def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slots: PopulationSlots,
+             module: PopulationModule, runs: TrialRuns, path: Path) -> int:
+    """Interrupted or crashed: checkpoint the members, close their child runs KILLED (the trials stay
+    RUNNING in the study: the same command continues them), close the parent run."""
+    interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+    reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+    saved = True
+    try:
+        if slots.live and module.cohorts:
+            save_checkpoint(path, module, slots)
+    except Exception:  # noqa: BLE001 -- a full disk must not hide the first error
+        saved = False
+    for number in list(slots.live):
+        runs.call(number, "set_tag", "stopped_reason",
+                  f"population stopped ({reason}); run the sweep again to continue")
+        runs.finish(number, "KILLED")
+    try:
+        runs.close()
+    except Exception:  # noqa: BLE001
+        pass
+    finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
+    where = f"; checkpoint {path}" if saved and slots.live else ""
+    print(f"ganlab sweep: {reason}; {len(slots.live)} trials stay running in the study{where}; "
+          "run the same command again to continue them", file=sys.stderr)
+    return 130 if interrupted else 1
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    """Population steps without end: the slots stop the trainer when the study is done."""
+
+    def __iter__(self):
+        return iter(itertools.count())

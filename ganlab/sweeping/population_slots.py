@@ -1,0 +1,335 @@
+"""A population sweep's slots: Optuna trials trained together, refilled as they end.
+
+A Lightning callback on the population loop. Every trial is a member of a cohort (members of one
+batch size and shape). At each member's evaluation (every ``eval_every`` of its own iterations) its
+metrics go to its MLflow child run and its objective to Optuna's pruner; a pruned member is told
+PRUNED, a member whose loss turned non-finite FAIL, a member at its last iteration COMPLETE. Freed
+slots are filled at once by ``study.ask()`` (so the sampler learns from every result), and the
+cohorts are reassembled from the members that go on plus the new ones. Only this process writes the
+study. The best ``best_artifacts`` completed trials (at the end of the sweep) get a single run's
+artifacts (samples, weights, plots); every trial gets its params, config, metrics over training and
+final state.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from ganlab.config.compose import compose_config
+from ganlab.plots.plotter import build_plotter
+from ganlab.population.cohort import Cohort, build_member
+from ganlab.population.member_settings import cohort_signature
+from ganlab.population.population_evaluation import PopulationEvaluator
+from ganlab.population.population_module import PopulationModule
+from ganlab.sweeping.definition import SweepDefinition
+from ganlab.sweeping.summary import best_trials
+from ganlab.sweeping.trial_runs import TrialRuns
+from ganlab.training.runner import final_sample_count
+
+
+@dataclass
+class LiveTrial:
+    """A trial training as a member: its Optuna handle, config, when it joined (in population steps)."""
+
+    trial: optuna.Trial
+    cfg: DictConfig
+    joined_at: int
+    run: Future
+    rows: list[dict[str, float]] = field(default_factory=list)
+    frames: list = field(default_factory=list)
+    evaluated_at: int = -1  # the population step of its last evaluation (a member is evaluated once a step)
+
+    def iteration(self, step: int) -> int:
+        return step - self.joined_at
+
+
+@dataclass
+class BestMember:
+    """A completed trial among the best so far: what its artifacts are made of."""
+
+    cfg: DictConfig
+    run_id: str
+    nets: dict[str, torch.nn.Module]  # generator.pt, discriminator.pt, generator_ema.pt (plain modules, CPU)
+    rows: list[dict[str, float]]
+    frames: list
+
+
+class _AskTellSampler(optuna.samplers.BaseSampler):
+    """The study's sampler for ask/tell: samplers that end a study (grid, once every point is taken)
+    call ``study.stop()``, which Optuna allows only inside ``study.optimize``; here the budget ends it."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner = inner
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        try:
+            self.inner.after_trial(study, trial, state, values)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+class PopulationSlots(pl.Callback):
+    def __init__(self, study: optuna.Study, sweep: SweepDefinition, runs: TrialRuns, size: int, parent_run_id: str,
+                 experiment: str, budget: int, best_artifacts: int = 3,
+                 on_boundary: Callable[[PopulationModule], None] | None = None, verbose: bool = True) -> None:
+        self.study, self.sweep, self.runs, self.size = study, sweep, runs, size
+        study.sampler = _AskTellSampler(study.sampler)
+        self.parent_run_id, self.experiment, self.budget = parent_run_id, experiment, budget
+        self.best_artifacts, self.on_boundary, self.verbose = best_artifacts, on_boundary, verbose
+        self.live: dict[int, LiveTrial] = {}
+        self.best: dict[int, BestMember] = {}  # completed trials among the best, until their artifacts are logged
+        self.best_changed = False
+        self.ended: Counter[str] = Counter()
+        self.evaluators: dict[str, tuple[PopulationEvaluator, Any]] = {}
+        self.eval_seconds = 0.0
+        self._start = time.perf_counter()
+        self._last_status = 0.0
+        self._member_iterations = 0
+
+    # -- joining -------------------------------------------------------------------------------------
+    def _ask(self) -> tuple[optuna.Trial, list[str]]:
+        with warnings.catch_warnings():  # the storage's heartbeats serve process workers; members have none
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask()
+        values = self.sweep.suggest(trial)
+        overrides = self.sweep.overrides(values) + [f"tracking.experiment={self.experiment}"]
+        trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("population", True)
+        return trial, overrides
+
+    def join(self, trial: optuna.Trial, cfg: DictConfig, step: int, resume_run_id: str | None = None) -> None:
+        """Register a trial as a live member (its cohort is assembled by the caller)."""
+        tags = {"mlflow.parentRunId": self.parent_run_id, "sweep": self.sweep.name,
+                "trial_number": str(trial.number), "trial_state": "running", "population": "true"}
+        run = self.runs.open(trial.number, cfg, f"trial-{trial.number:03d}", tags, resume_run_id=resume_run_id)
+        self.live[trial.number] = LiveTrial(trial, cfg, step, run)
+
+    def refill(self, module: PopulationModule) -> None:
+        """Ask new trials for the free slots and reassemble the cohorts (members that go on + new ones)."""
+        new: dict[str, list[tuple[int, DictConfig]]] = {}
+        while len(self.live) < self.size and self.budget > 0:
+            trial, overrides = self._ask()
+            self.budget -= 1
+            cfg = compose_config(overrides)
+            self.join(trial, cfg, module.iteration)
+            new.setdefault(cohort_signature(cfg), []).append((trial.number, cfg))
+        self.assemble(module, new)
+
+    def assemble(self, module: PopulationModule, new: dict[str, list[tuple[int, DictConfig]]]) -> None:
+        cohorts = []
+        kept: dict[str, list[tuple[Cohort, list[int]]]] = {}
+        for cohort in module.cohorts:
+            idx = [k for k, key in enumerate(cohort.keys) if key in self.live and cohort.alive[k]]
+            kept.setdefault(cohort_signature(cohort.configs[0]), []).append((cohort, idx))
+        for signature in dict.fromkeys([*kept, *new]):
+            joining = new.get(signature)
+            extra = None
+            if joining:
+                extra = Cohort([cfg for _, cfg in joining], keys=[n for n, _ in joining]).to(module.device)
+            cohort = Cohort.assemble(kept.get(signature, []), extra)
+            if cohort is not None:
+                cohorts.append(cohort)
+        module.set_cohorts(cohorts)
+
+    # -- Lightning hooks -----------------------------------------------------------------------------
+    def on_train_start(self, trainer, module: PopulationModule) -> None:
+        self._start = time.perf_counter()
+        self.refill(module)
+        self._evaluate(module)  # iteration 0 of every member: the starting point of its curves
+        if not self.live:
+            trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, module: PopulationModule, outputs, batch, batch_idx: int) -> None:
+        self._member_iterations += len(self.live)
+        if not self._evaluate(module):
+            return
+        if len(self.live) < self.size and self.budget > 0 or any(not all(c.alive) for c in module.cohorts):
+            self.refill(module)
+            self._evaluate(module)  # the new members' iteration 0
+        if self.on_boundary is not None:
+            self.on_boundary(module)
+        self._status(module)
+        if not self.live:
+            trainer.should_stop = True
+
+    # -- evaluation and the trials' ends -------------------------------------------------------------
+    def _due(self, live: LiveTrial, step: int) -> bool:
+        if live.evaluated_at == step:
+            return False
+        it = live.iteration(step)
+        return it % live.cfg.train.eval_every == 0 or it >= live.cfg.train.iterations
+
+    def _evaluate(self, module: PopulationModule) -> bool:
+        """Evaluate the cohorts with a member due; end trials as their results say. True if any was due."""
+        step = module.iteration
+        any_due = False
+        start = time.perf_counter()
+        for cohort in list(module.cohorts):
+            due = [k for k, key in enumerate(cohort.keys)
+                   if cohort.alive[k] and key in self.live and self._due(self.live[key], step)]
+            if not due:
+                continue
+            any_due = True
+            for k, reason in cohort.collect_failures().items():
+                self._end(cohort.keys[k], "fail", reason=reason)
+            evaluator, plotter = self._evaluator(cohort)
+            rows, samples = evaluator.evaluate(cohort)
+            for k in due:
+                if cohort.alive[k]:
+                    self._record(cohort, k, rows[k], samples[k], plotter, step)
+        self.eval_seconds += time.perf_counter() - start
+        return any_due
+
+    def _evaluator(self, cohort: Cohort) -> tuple[PopulationEvaluator, Any]:
+        signature = cohort_signature(cohort.configs[0])
+        if signature not in self.evaluators:
+            cfg = cohort.configs[0].train
+            self.evaluators[signature] = (PopulationEvaluator(cohort, cfg.eval_samples, cfg.seed),
+                                          build_plotter(cohort.target))
+        return self.evaluators[signature]
+
+    def _record(self, cohort: Cohort, k: int, row: dict[str, float], samples: np.ndarray, plotter, step: int) -> None:
+        number = cohort.keys[k]
+        live = self.live[number]
+        live.evaluated_at = step
+        it = live.iteration(step)
+        train = live.cfg.train
+        live.rows.append({"iteration": it, **row})
+        self.runs.log_metrics(number, row, it)
+        if live.run.done() and "mlflow_run_id" not in live.trial.user_attrs:
+            live.trial.set_user_attr("mlflow_run_id", live.run.result())
+        if it % train.plot_every == 0 or it >= train.iterations:
+            live.frames.append(plotter.frame(samples, None, it, lambda points, label: None))
+        if it >= train.iterations:
+            self._complete(cohort, k, row)
+            return
+        if it == 0 or len(self.sweep.objectives) > 1:
+            return
+        value = row.get(self.sweep.objective.metric, math.nan)
+        with warnings.catch_warnings():  # a resumed member reports steps again: Optuna keeps the first
+            warnings.simplefilter("ignore")
+            live.trial.report(value if math.isfinite(value) else float("inf"), it)
+        if live.trial.should_prune():
+            cohort.stop(k)
+            self._end(number, "pruned", reason=f"pruned at iteration {it} ({self.sweep.objective.metric}={value:.4g})")
+
+    def _complete(self, cohort: Cohort, k: int, row: dict[str, float]) -> None:
+        number = cohort.keys[k]
+        cohort.stop(k)
+        values = [row.get(o.metric, math.nan) for o in self.sweep.objectives]
+        bad = [o.metric for o, v in zip(self.sweep.objectives, values, strict=True) if not math.isfinite(v)]
+        if bad:
+            self._end(number, "fail", reason=f"objective {bad[0]} is {row.get(bad[0])}")
+            return
+        self._end(number, "complete", values=values, cohort=cohort, k=k)
+
+    def _end(self, number: int, state: str, reason: str | None = None, values: list[float] | None = None,
+             cohort: Cohort | None = None, k: int | None = None) -> None:
+        """Tell Optuna first (the study is the record of truth), then close the child run."""
+        live = self.live.pop(number)
+        trial = live.trial
+        if reason:
+            trial.set_user_attr("failure_reason" if state == "fail" else "stopped_reason", reason)
+        if live.run.done():
+            trial.set_user_attr("mlflow_run_id", live.run.result())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if state == "complete":
+                frozen = self.study.tell(trial, values[0] if len(values) == 1 else values)
+            else:
+                frozen = self.study.tell(trial, state=optuna.trial.TrialState.PRUNED if state == "pruned"
+                                         else optuna.trial.TrialState.FAIL)
+        self.ended[state] += 1
+        self.runs.call(number, "set_tag", "trial_state", {"fail": "failed"}.get(state, state))
+        if state == "complete" and cohort is not None and self.best_artifacts:
+            self._keep_if_best(frozen, live, cohort, k)
+        if state == "pruned":
+            self.runs.call(number, "set_tag", "stopped_reason", reason)
+        self.runs.finish(number, {"complete": "FINISHED", "pruned": "KILLED", "fail": "FAILED"}[state],
+                         reason if state == "fail" else None)
+        if self.verbose:
+            shown = " ".join(f"{v:.4g}" for v in values) if values else (reason or "")[:60]
+            params = " ".join(f"{key}={v:.3g}" if isinstance(v, float) else f"{key}={v}"
+                              for key, v in trial.params.items())
+            print(f"[sweep {self.sweep.name}] trial {number:>3} {frozen.state.name:<8} {shown}  | {params}", flush=True)
+
+    def _keep_if_best(self, frozen: optuna.trial.FrozenTrial, live: LiveTrial, cohort: Cohort, k: int) -> None:
+        """Hold a completed trial's networks while it is among the best ``best_artifacts`` (its artifacts
+        are logged when the sweep ends: only the final best get them)."""
+        best = [t.number for t in best_trials(self.study)[:self.best_artifacts]]
+        if frozen.number in best:
+            nets = {"generator.pt": cohort.generator.member(k), "discriminator.pt": cohort.discriminator.member(k),
+                    "generator_ema.pt": cohort.ema.member(k)}
+            self.best_changed = True  # worth a checkpoint: these weights exist nowhere else
+            self.best[frozen.number] = BestMember(live.cfg, live.run.result(),
+                                                  {n: net.cpu() for n, net in nets.items()}, live.rows, live.frames)
+        for number in [n for n in self.best if n not in best]:
+            del self.best[number]
+
+    def log_best_artifacts(self) -> None:
+        """What a single run logs at its end, for the best trials: samples.npy, weights, plots."""
+        for number, kept in sorted(self.best.items()):
+            member = build_member(kept.cfg)
+            seed = kept.cfg.train.seed
+            z = member.noise.sample(final_sample_count(member.target.dim),
+                                    generator=torch.Generator().manual_seed(seed + 1))
+            folder = Path(tempfile.mkdtemp(prefix="ganlab-trial-"))
+            with torch.no_grad():
+                np.save(folder / "samples.npy", kept.nets["generator_ema.pt"](z).float().numpy())
+            for name, net in kept.nets.items():
+                torch.save(net.state_dict(), folder / name)
+            self.runs.attach(number, kept.cfg, kept.run_id)
+            self.runs.log_files(number, folder, {"samples.npy": None, "generator.pt": "model",
+                                                 "discriminator.pt": "model", "generator_ema.pt": "model"})
+            plotter = build_plotter(member.target)
+            last = kept.frames[-1]
+            self.runs.call(number, "log_frame", last, kept.rows[-1],
+                           f"plots/{plotter.animation_name}_{last.iteration:06d}.png")
+            if len(kept.frames) > 1:
+                self.runs.call(number, "log_animation", list(kept.frames), f"plots/{plotter.animation_name}.gif")
+            self.runs.call(number, "log_metric_curves", list(kept.rows), "plots/metrics.png")
+            self.runs.call(number, "set_tag", "best_artifacts", "true")
+            self.runs.release(number)
+
+    def _status(self, module: PopulationModule) -> None:
+        now = time.perf_counter()
+        if not self.verbose or now - self._last_status < 10.0:
+            return
+        self._last_status = now
+        best = best_trials(self.study)
+        best_text = f"best {self.sweep.objective.metric} {best[0].values[0]:.4g}" if best else "no trial complete"
+        rate = self._member_iterations / max(now - self._start, 1e-9)
+        print(f"[population] step {module.iteration}: {len(self.live)} trials training in {len(module.cohorts)} "
+              f"cohort(s), {sum(self.ended.values())} ended ({', '.join(f'{v} {k}' for k, v in self.ended.items())}), "
+              f"{best_text}; {rate:.0f} member-iterations/s", flush=True)

@@ -1,0 +1,163 @@
+"""The MLflow child runs of a population sweep, written off the training thread.
+
+A population trains many trials in one process, so it cannot afford one MLflow call per metric per
+trial on its training thread. Every call here is queued to one background thread that owns the
+runs; metrics are buffered per run and sent with ``log_batch`` (up to MLflow's 1,000 per call) every
+``flush_s`` seconds and when a run ends. Each run is a :class:`~ganlab.tracking.Tracker`, as a single
+run's: the same params, config.yaml and tags, and on resume the same reopening (steps it already
+logged are not logged twice). A failure of the thread is raised at the next :meth:`flush` or
+:meth:`close`, so the sweep stops instead of losing records silently.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric
+
+from ganlab.errors import GanlabError
+from ganlab.tracking import Tracker
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
+
+
+class TrialRunsError(GanlabError):
+    """Writing a trial's MLflow run failed; the message says which call and why."""
+
+
+class TrialRuns:
+    def __init__(self, flush_s: float = 5.0) -> None:
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future] | None] = queue.Queue()
+        self._trackers: dict[int, Tracker] = {}
+        self._pending: dict[int, list[Metric]] = {}
+        self._flush_s, self._last_flush = flush_s, time.monotonic()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="ganlab-trial-runs", daemon=True)
+        self._thread.start()
+
+    # -- the background thread -------------------------------------------------------------------
+    def _serve(self) -> None:
+        while True:
+            try:
+                item = self._calls.get(timeout=self._flush_s)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                self._send_all()
+                return
+            if item:
+                call, future = item
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # noqa: BLE001 -- kept and raised on the training thread
+                    future.set_exception(exc)
+                    self._error = self._error or exc
+            if time.monotonic() - self._last_flush >= self._flush_s:
+                self._send_all()
+
+    def _send_all(self) -> None:
+        self._last_flush = time.monotonic()
+        for trial in list(self._pending):
+            self._send(trial)
+
+    def _send(self, trial: int) -> None:
+        metrics, tracker = self._pending.pop(trial, []), self._trackers.get(trial)
+        if tracker is None:
+            return
+        try:
+            for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+                tracker.client.log_batch(tracker.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+        except Exception as exc:  # noqa: BLE001
+            self._error = self._error or exc
+
+    def _submit(self, call: Callable[[], Any]) -> Future:
+        if self._error is not None:
+            self._raise()
+        future: Future = Future()
+        self._calls.put((call, future))
+        return future
+
+    def _raise(self) -> None:
+        exc, self._error = self._error, None
+        raise TrialRunsError(f"recording a trial in MLflow failed: {type(exc).__name__}: {exc}") from exc
+
+    # -- the training thread's side ----------------------------------------------------------------
+    def open(self, trial: int, cfg, run_name: str, tags: dict[str, str], resume_run_id: str | None = None) -> Future:
+        """Create (or, with ``resume_run_id``, reopen) the trial's child run; the future holds its id."""
+        def call() -> str:
+            if resume_run_id:
+                tracker = Tracker(cfg, resume_run_id=resume_run_id)
+                tracker.log_config(cfg)  # again: the killed process may have stopped halfway through it
+            else:
+                tracker = Tracker(cfg, run_name=run_name, tags=tags)
+            self._trackers[trial] = tracker
+            return tracker.run_id
+
+        return self._submit(call)
+
+    def log_metrics(self, trial: int, metrics: dict[str, float], step: int) -> None:
+        def call() -> None:
+            tracker = self._trackers[trial]
+            if step > tracker.logged_until:
+                now = int(time.time() * 1000)
+                self._pending.setdefault(trial, []).extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+
+        self._submit(call)
+
+    def call(self, trial: int, method: str, *args: Any) -> Future:
+        """Any Tracker method of the trial's run (tags, artifacts, figures), in order with the rest."""
+        return self._submit(lambda: getattr(self._trackers[trial], method)(*args))
+
+    def log_files(self, trial: int, folder: Path, names: dict[str, str | None]) -> Future:
+        """Upload ``folder/<name>`` to each artifact path, then delete ``folder`` (a temporary one)."""
+        def call() -> None:
+            import shutil
+
+            try:
+                for name, artifact_path in names.items():
+                    self._trackers[trial].log_artifact(folder / name, artifact_path)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        return self._submit(call)
+
+    def finish(self, trial: int, status: str, reason: str | None = None) -> Future:
+        def call() -> None:
+            self._send(trial)
+            self._trackers.pop(trial).finish(status, reason)
+
+        return self._submit(call)
+
+    def attach(self, trial: int, cfg, run_id: str) -> None:
+        """Hold an ended trial's run again, to add its artifacts; its status stays."""
+        def call() -> None:
+            self._trackers[trial] = Tracker(cfg, resume_run_id=run_id, attach=True)
+
+        self._submit(call)
+
+    def release(self, trial: int) -> None:
+        self._submit(lambda: self._trackers.pop(trial, None))
+
+    def run_id(self, trial: int) -> str | None:
+        tracker = self._trackers.get(trial)
+        return tracker.run_id if tracker else None
+
+    def flush(self) -> None:
+        """Wait until every queued call is done (and buffered metrics sent); raise a failure if any."""
+        self._submit(self._send_all).result()
+        if self._error is not None:
+            self._raise()
+
+    def close(self, wait: bool = True) -> None:
+        """Send what is buffered and stop the thread."""
+        self._calls.put(None)
+        if wait:
+            self._thread.join()
+        if self._error is not None:
+            self._raise()

@@ -1,0 +1,196 @@
+"""Population sweeps: trials trained together through Optuna's ask/tell (refill, pruning, failure),
+one MLflow child run per trial, the fallback for sweeps a population cannot train, resume after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from torch.utils.data import DataLoader
+
+from ganlab.config.compose import compose_config
+from ganlab.population.cohort import Cohort
+from ganlab.population.population_module import PopulationModule
+from ganlab.sweeping.definition import load
+from ganlab.sweeping.population_driver import population_unsupported, run_population_sweep
+
+TINY = ["train.iterations=60", "train.eval_every=20", "train.plot_every=60", "train.eval_samples=2000"]
+
+
+def _write(tmp_path: Path, name: str, **fields) -> str:
+    spec = {"fixed": TINY, "space": {"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                                     "train.batch_size": {"type": "categorical", "choices": [128, 256]}},
+            "objective": "ks", "trials": 6, "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 3},
+            "pruner": {"name": "none"}, "population": {"best_artifacts": 1, "checkpoint_every_s": 1}}
+    spec.update(fields)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def _children(tracking_uri: str, study: str):
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(f"sweep-{study}")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("ganlab.role") == "sweep_parent"]
+    return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int) -> tuple[int, str, optuna.Study]:
+    monkeypatch.chdir(tmp_path)  # the population checkpoint goes under ./mlruns
+    tracking, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep = load(path)
+    code = run_population_sweep(sweep, storage, tracking, size=size, threads=1)
+    return code, tracking, optuna.load_study(study_name=sweep.name, storage=storage)
+
+
+def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_trial(tmp_path, monkeypatch):
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, _write(tmp_path, "refill"), size=2)
+    assert code == 0
+    assert len(study.trials) == 6 and all(t.state.is_finished() for t in study.trials)  # 2 slots, 6 trials: refilled
+    assert {t.params["train.batch_size"] for t in study.trials} == {128, 256}  # two cohorts side by side
+    client, parents, children = _children(tracking, "refill")
+    (parent,) = parents
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == list(range(6))
+    assert all(c.info.status == "FINISHED" and c.data.tags["trial_state"] == "complete" for c in children)
+    for child in children:  # every evaluation of every trial, once
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "ks")]
+        assert steps == [0, 20, 40, 60]
+        assert child.data.params["optim.d_lr"] == repr(study.trials[int(child.data.tags["trial_number"])]
+                                                       .params["optim.d_lr"])
+    best = min((t for t in study.trials), key=lambda t: t.value)
+    with_artifacts = [c for c in children if c.data.tags.get("best_artifacts") == "true"]
+    assert [c.data.tags["trial_number"] for c in with_artifacts] == [str(best.number)]  # best_artifacts: 1
+    arts = {a.path for a in client.list_artifacts(with_artifacts[0].info.run_id)}
+    assert {"samples.npy", "model", "plots", "config.yaml"} <= arts
+    assert not list((tmp_path / "mlruns" / "populations").glob("*.pt"))  # a finished study leaves no checkpoint
+
+
+def test_pruned_and_failed_members_are_told_and_their_slots_refilled(tmp_path, monkeypatch):
+    # queued in this order into 2 slots: two good trials complete first; then a G rate of 1e-7 stays at
+    # KS ~1 and is pruned against their median at its first report, while an Adam step of 1e35 overflows
+    # float32 within a few updates (a non-finite loss, FAIL); the last one takes a freed slot and ends
+    path = _write(tmp_path, "ends", space={"optim.d_lr": {"type": "categorical", "choices": [1e-3, 1e35]},
+                                          "optim.g_lr": {"type": "categorical", "choices": [1e-3, 3e-3, 1e-7]}},
+                  trials=5, pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+    queued = [(1e-3, 1e-3), (1e-3, 3e-3), (1e-3, 1e-7), (1e35, 1e-3), (1e-3, 3e-3)]
+    study = optuna.create_study(study_name="ends", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    for d_lr, g_lr in queued:
+        study.enqueue_trial({"optim.d_lr": d_lr, "optim.g_lr": g_lr})
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 0
+    states = [t.state.name for t in study.trials]
+    assert states[:4] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"] and states[4] in ("COMPLETE", "PRUNED"), states
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert all("non-finite" in t.user_attrs["failure_reason"] for t in failed)
+    _, _, children = _children(tracking, "ends")
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    by_number = {int(c.data.tags["trial_number"]): c for c in children}
+    assert sorted(by_number) == list(range(5))
+    for t in study.trials:
+        assert by_number[t.number].info.status == status[t.state.name]
+
+
+def test_a_member_with_nan_weights_leaves_the_others_bit_identical():
+    configs = [compose_config([*TINY, "train.batch_size=128", f"train.seed={s}"]) for s in range(3)]
+
+    def final_samples(poison: bool) -> np.ndarray:
+        pl.seed_everything(0, verbose=False)
+        cohort = Cohort(configs)
+        if poison:
+            with torch.no_grad():
+                next(cohort.discriminator.parameters())[1].fill_(float("nan"))
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        module = PopulationModule([cohort])
+        trainer.fit(module, DataLoader(range(30), batch_size=None))
+        cohort.collect_failures()  # member 1 stops here, halfway: the others go on with masks from now on
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        trainer.fit(module, DataLoader(range(30), batch_size=None))
+        z = cohort.noise.sample(1000, generator=torch.Generator().manual_seed(1))
+        return cohort.generate_eval(z).numpy()
+
+    clean, poisoned = final_samples(False), final_samples(True)
+    assert np.isnan(poisoned[1]).all() or not np.array_equal(clean[1], poisoned[1])
+    np.testing.assert_array_equal(clean[[0, 2]], poisoned[[0, 2]])
+
+
+def test_a_member_joining_late_counts_its_own_iterations_and_schedule():
+    cfg = compose_config([*TINY, "train.batch_size=128", "optim.schedule=linear", "optim.final_lr_fraction=0.1"])
+    early = Cohort([cfg], keys=[0])
+    module = PopulationModule([early])
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, DataLoader(range(20), batch_size=None))
+    both = Cohort.assemble([(early, [0])], Cohort([cfg], keys=[1]))
+    assert both.keys == [0, 1] and both.member_iteration.tolist() == [20, 0]
+    opt_d, _ = both.optimizers()
+    assert opt_d.steps.tolist() == [20.0, 0.0]
+    lr = both.member_d_lr
+    assert opt_d.lr[0].item() == pytest.approx(lr[0].item() * (1 - 0.9 * 20 / 60))
+    assert opt_d.lr[1].item() == pytest.approx(lr[1].item())
+    for mine, before in zip(both.generator.member(0).state_dict().values(),
+                            early.generator.member(0).state_dict().values(), strict=True):
+        assert torch.equal(mine, before)
+
+
+def test_sweeps_a_population_cannot_train_are_named():
+    assert "minibatch" in population_unsupported(load("aylien_minibatch"))
+    assert population_unsupported(load("default")) is None
+
+
+def test_cli_falls_back_to_process_workers_with_one_line(tmp_path):
+    path = _write(tmp_path, "fallback", base=["model=minibatch"], trials=1, space={
+        "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.run([sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--workers", "1",
+                           "--storage", f"sqlite:///{tmp_path / 'o.db'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    notice = [line for line in proc.stdout.splitlines() if "not trained as a population" in line]
+    assert len(notice) == 1 and "model=minibatch" in notice[0] and "1 worker(s)" in notice[0]
+    assert "COMPLETE" in proc.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
+    path = _write(tmp_path, "killed", fixed=["train.iterations=400", "train.eval_every=20", "train.plot_every=400",
+                                             "train.eval_samples=2000"], trials=8)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--threads", "1",
+            "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
+    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = tmp_path / "mlruns" / "populations"
+    deadline = time.monotonic() + 300
+    while not list(checkpoint.glob("*.pt")) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    time.sleep(2.0)  # a little training past the checkpoint: some of it is done twice, nothing is lost
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert list(checkpoint.glob("*.pt")), "no checkpoint was written before the kill"
+    second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "continue from the checkpoint" in second.stdout
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    assert len(study.trials) == 8 and all(t.state.is_finished() for t in study.trials)
+    client, parents, children = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "killed")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == list(range(8))  # one each, none twice
+    assert all(c.info.status in ("FINISHED", "KILLED", "FAILED") for c in children)
+    for child in children:
+        if child.data.tags["trial_state"] == "complete":
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "ks")]
+            assert steps == list(range(0, 401, 20))  # every evaluation once, across the kill
