@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ganlab.config.compose import compose_config
+from ganlab.population.cohort import Cohort
 from ganlab.population.population_module import PopulationModule
 from ganlab.training.runner import build_module
 
@@ -49,7 +50,7 @@ def _population(cfg, k: int, iterations: int, device: str) -> float:
         member = cfg.copy()
         member.train.seed = s
         configs.append(member)
-    return k * iterations / _fit_seconds(PopulationModule(configs), iterations, device)
+    return k * iterations / _fit_seconds(PopulationModule([Cohort(configs)]), iterations, device)
 
 
 def run(iterations: int = 40, repeats: int = 3, sizes: tuple[int, ...] = SIZES, device: str = "cpu",

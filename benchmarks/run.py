@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--matrix-models", nargs="*", help="models of the matrix to run (default: all)")
     parser.add_argument("--population-device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--population-sizes", type=int, nargs="*", default=list(population.SIZES))
+    parser.add_argument("--population-sweep-trials", type=int, default=64,
+                        help="trials of the population-vs-workers sweep comparison (0: skip it)")
+    parser.add_argument("--population-sweep-sizes", type=int, nargs="*", default=[16])
     parser.add_argument("--matrix-out", default="matrix", help="results file name (benchmarks/results/<name>.json)")
     args = parser.parse_args()
     configure_runtime()
@@ -125,6 +128,18 @@ def main() -> None:
         name = "population" if args.population_device == "cpu" else "population_cuda"
         path = _save(name, res)
         print("\n" + population.table(res) + f"\n-> {path}")
+        if args.population_device == "cpu" and args.population_sweep_trials:
+            print(f"population sweep: the default sweep, {args.population_sweep_trials} trials, population vs "
+                  f"{args.workers} process workers", flush=True)
+            res = sweep_speed.run_population(args.population_sweep_trials, tuple(args.population_sweep_sizes))
+            path = _save("population_sweep", res)
+            print("\n| run | trials | complete | pruned | wall s | trials/h | best KS |\n|---|---|---|---|---|---|---|")
+            for r in res["runs"]:
+                how = f"population {r['population']}" if r["population"] else f"{r['workers']} workers"
+                print(f"| {how} | {r['trials']} | {r['complete']} | {r['pruned']} | {r['wall_s']:.0f} | "
+                      f"{r['trials_per_hour']:.0f} | {r['best_ks']:.4f} |")
+            print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if k.startswith("ratio_"))
+                  + f" (target >= {res['target_ratio']}x)\n-> {path}")
 
     if args.only in (None, "images"):
         print("images: digits, S2 / S5 / ganlab recipe, Frechet distance in classifier features", flush=True)

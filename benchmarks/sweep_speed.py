@@ -40,7 +40,8 @@ def _fixed_trials(trials: int, seed: int = 0) -> list[dict]:
     return sets
 
 
-def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = None) -> dict:
+def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = None,
+         population: int | None = None) -> dict:
     spec = yaml.safe_load((ROOT / "sweeps" / "default.yaml").read_text())
     spec["trials"] = trials
     if not pruning:
@@ -58,19 +59,24 @@ def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = 
                 study.enqueue_trial(params)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "ganlab.sweep", str(path), "--workers", str(workers),
+        mode = ["--population", str(population)] if population else ["--workers", str(workers)]
+        proc = subprocess.run([sys.executable, "-m", "ganlab.sweep", str(path), *mode,
                                "--storage", storage], cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"sweep failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         study = optuna.load_study(study_name="bench_default", storage=storage)
         states = [t.state.name for t in study.trials]
-        best = min(t.value for t in study.trials if t.state.name == "COMPLETE")
-    row = {"workers": workers, "pruning": pruning, "sampler": "fixed set" if enqueue else "tpe",
+        best_trial = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+        best = best_trial.value
+        best_overrides = [o for o in best_trial.user_attrs["overrides"] if not o.startswith("tracking.")]
+    row = {"workers": workers, "population": population, "pruning": pruning,
+           "sampler": "fixed set" if enqueue else "tpe",
            "trials": len(states), "complete": states.count("COMPLETE"),
            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "wall_s": wall,
-           "trials_per_hour": 3600 * len(states) / wall, "best_ks": best}
-    print(f"  {row['sampler']:<9}, workers {workers}, pruning {'on ' if pruning else 'off'}: {row['trials']} trials "
+           "trials_per_hour": 3600 * len(states) / wall, "best_ks": best, "best_overrides": best_overrides}
+    how = f"population {population}" if population else f"workers {workers}"
+    print(f"  {row['sampler']:<9}, {how}, pruning {'on ' if pruning else 'off'}: {row['trials']} trials "
           f"({row['pruned']} pruned) in {wall:.0f} s = {row['trials_per_hour']:.0f} trials/h, best KS {best:.4f}",
           flush=True)
     return row
@@ -90,3 +96,41 @@ def run(trials: int = 20) -> dict:
         "best_ks_found": min(r["best_ks"] for r in (one, two, tpe, pruned)),
         "longest_sweep_s": max(r["wall_s"] for r in (one, two, tpe, pruned)),
     }
+
+
+def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: int = 1) -> dict:
+    """The default sweep as defined (TPE, median pruner), ``trials`` trials: a population of K in one
+    process (every core) against two process workers (one core each), on the same machine, in turn."""
+    rows = []
+    for _ in range(repeats):
+        rows.append(_run(2, pruning=True, trials=trials))
+        rows.extend(_run(1, pruning=True, trials=trials, population=k) for k in sizes)
+    workers = [r for r in rows if not r["population"]]
+    out = {"trials": trials, "runs": rows, "target_ratio": 2.0}
+    for k in sizes:
+        pops = [r for r in rows if r["population"] == k]
+        ratios = [p["trials_per_hour"] / w["trials_per_hour"] for p, w in zip(pops, workers, strict=True)]
+        out[f"ratio_population_{k}"] = sorted(ratios)[len(ratios) // 2]
+        out[f"best_ks_population_{k}"] = [p["best_ks"] for p in pops]
+    out["best_ks_workers"] = [w["best_ks"] for w in workers]
+    best = min((r for r in rows if r["population"]), key=lambda r: r["best_ks"])
+    out["standalone_rerun"] = standalone_rerun(best["best_overrides"], best["best_ks"])
+    return out
+
+
+def standalone_rerun(overrides: list[str], population_ks: float, seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """The population's best trial trained alone (the single-run loop) over a few seeds: members draw
+    other random batches than a standalone run, so quality is compared over seeds, not bit for bit."""
+    from ganlab.config.compose import compose_config
+    from ganlab.training.runner import run_training
+
+    ks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            cfg = compose_config([*overrides, f"train.seed={seed}", f"tracking.uri=sqlite:///{tmp}/mlflow.db"])
+            ks.append(run_training(cfg, verbose=False).metrics["ks"])
+    median = sorted(ks)[len(ks) // 2]
+    print(f"  best population trial KS {population_ks:.4f}; alone, seeds {list(seeds)}: "
+          + ", ".join(f"{v:.4f}" for v in ks) + f" (median {median:.4f})", flush=True)
+    return {"overrides": overrides, "population_ks": population_ks, "seeds": list(seeds), "standalone_ks": ks,
+            "standalone_median_ks": median}

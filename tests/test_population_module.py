@@ -93,3 +93,33 @@ def test_members_that_cannot_share_a_population_are_one_clear_line(members, name
 def test_losses_are_finite_numbers_after_training():
     cohort = _fit(Cohort(_configs([{}, {"train.seed": 1}], iterations=20)), 20)
     assert all(math.isfinite(v) for v in cohort.member_last_losses.flatten().tolist())
+
+
+def test_a_member_with_learning_rate_0_does_not_move_while_its_neighbour_does():
+    cohort = Cohort(_configs([{}, {"train.seed": 1}], iterations=10))
+    cohort.member_d_lr[0] = 0.0
+    cohort.member_g_lr[0] = 0.0
+    before = [{k: v.clone() for k, v in net.member(m).state_dict().items()}
+              for net in (cohort.generator, cohort.discriminator) for m in (0, 1)]
+    _fit(cohort, 10)
+    after = [net.member(m).state_dict() for net in (cohort.generator, cohort.discriminator) for m in (0, 1)]
+    for i, (old, new) in enumerate(zip(before, after, strict=True)):
+        moved = any(not torch.equal(old[k], new[k]) for k in old)
+        assert moved == (i % 2 == 1), f"{'G' if i < 2 else 'D'} of member {i % 2}"
+
+
+@pytest.mark.slow
+def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
+    from ganlab.population.population_evaluation import PopulationEvaluator
+    from ganlab.training.runner import run_training
+
+    # the 1D recipe at 400 iterations, batch 128, seeds 0-2: single runs reach KS ~0.05-0.12 here
+    alone, together = [], []
+    for seed in range(3):
+        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": f"sqlite:///{tmp_path / 'm.db'}"}], iterations=400)
+        alone.append(run_training(cfg, verbose=False).metrics["ks"])
+        cohort = _fit(Cohort([cfg]), 400)
+        rows, _ = PopulationEvaluator(cohort, cfg.train.eval_samples, seed).evaluate(cohort)
+        together.append(rows[0]["ks"])
+    assert max(alone) < 0.2 and max(together) < 0.2, (alone, together)
+    assert abs(np.median(alone) - np.median(together)) < 0.05, (alone, together)

@@ -91,6 +91,10 @@ class Cohort(nn.Module):
         self.batch_size, self.iterations = first.train.batch_size, first.train.iterations
         self.alive = [True] * k  # host-side copy of member_alive: masks are built without reading the device
         self.failures: dict[int, str] = {}
+        # the cohort's own random stream on CPU (cohorts may train in parallel threads; the global stream
+        # would make the draws depend on thread timing); CUDA draws from the device's default stream
+        self.rng: torch.Generator | None = torch.Generator().manual_seed(
+            int(first.train.seed) * 1_000_003 + int(self.keys[0]) % 1_000_003)
         self._derive()
 
     # -- structure -----------------------------------------------------------------------------------
@@ -127,7 +131,13 @@ class Cohort(nn.Module):
         parts = [(c, idx) for c, idx in parts if idx] + ([(extra, list(range(extra.members)))] if extra else [])
         if not parts:
             return None
-        out = copy.deepcopy(parts[0][0])
+        source = parts[0][0]
+        rng, source.rng = source.rng, None  # a Generator cannot be deep-copied: carry its state over instead
+        try:
+            out = copy.deepcopy(source)
+        finally:
+            source.rng = rng
+        out.rng = None if rng is None else torch.Generator().set_state(rng.get_state())
         tensors = [dict(c.named_parameters()) | dict(c.named_buffers()) for c, _ in parts]
         picks = [torch.tensor(idx, device=c.device) for c, idx in parts]
         for name in list(tensors[0]):
@@ -174,7 +184,8 @@ class Cohort(nn.Module):
 
     def _draw(self, sample) -> torch.Tensor:
         k, n = self.members, self.batch_size
-        return sample(k * n, self.device).reshape(k, n, -1)
+        rng = self.rng if self.device.type == "cpu" else None
+        return sample(k * n, self.device, generator=rng).reshape(k, n, -1)
 
     def _r1(self, real: torch.Tensor) -> torch.Tensor:
         """Per member: gamma / 2 * E||grad_x D(x)||^2 on its real batch (as ``r1_penalty``)."""

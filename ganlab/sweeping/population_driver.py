@@ -73,8 +73,8 @@ def checkpoint_path(sweep: SweepDefinition, storage_url: str) -> Path:
 
 def save_checkpoint(path: Path, module: PopulationModule, slots: PopulationSlots) -> None:
     state = {"version": CHECKPOINT_VERSION, "step": module.iteration, "rng": torch.get_rng_state(),
-             "cohorts": [{"trials": list(c.keys), "state": {k: v.detach().cpu() for k, v in c.state_dict().items()}}
-                         for c in module.cohorts],
+             "cohorts": [{"trials": list(c.keys), "state": {k: v.detach().cpu() for k, v in c.state_dict().items()},
+                          "rng": None if c.rng is None else c.rng.get_state()} for c in module.cohorts],
              "members": {n: {"joined_at": live.joined_at, "evaluated_at": live.evaluated_at, "rows": live.rows,
                              "frames": live.frames} for n, live in slots.live.items()},
              "best": {n: {"cfg": kept.cfg, "run_id": kept.run_id, "rows": kept.rows, "frames": kept.frames,
@@ -112,7 +112,9 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
             configs = [compose_config(trials[n].user_attrs["overrides"]) for n in numbers]
             cohort = Cohort(configs, keys=numbers)
             cohort.load_state_dict(part["state"])
-            keep = [i for i, n in enumerate(numbers) if n in running]
+            if part["rng"] is not None:
+                cohort.rng.set_state(part["rng"])
+            keep = [i for i, n in enumerate(numbers) if n in running and n in saved["members"]]
             for i in keep:
                 continued[numbers[i]] = configs[i]
             assembled = Cohort.assemble([(cohort, keep)])
@@ -173,7 +175,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     budget = max(sweep.trials - started(study), 0)
     slots = PopulationSlots(study, sweep, runs, size, parent_run_id, mlflow_experiment_name(sweep), budget,
                             best_artifacts=sweep.population["best_artifacts"])
-    module = PopulationModule([])
+    module = PopulationModule([], threads=threads)
     continued, again = _restore(path, study, slots, module, client)
     existing = started(study)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
