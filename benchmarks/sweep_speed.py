@@ -13,6 +13,7 @@ Each configuration is a fresh study on a throw-away storage and MLflow store, ru
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,9 @@ def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = 
            "trials": len(states), "complete": states.count("COMPLETE"),
            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "wall_s": wall,
            "trials_per_hour": 3600 * len(states) / wall, "best_ks": best, "best_overrides": best_overrides}
+    share = re.search(r"evaluation took ([\d.]+) s of the ([\d.]+) s", proc.stdout)
+    if share:  # a population sweep says how much of its training loop went to evaluating its members
+        row["evaluation_share"] = float(share[1]) / float(share[2])
     how = f"population {population}" if population else f"workers {workers}"
     print(f"  {row['sampler']:<9}, {how}, pruning {'on ' if pruning else 'off'}: {row['trials']} trials "
           f"({row['pruned']} pruned) in {wall:.0f} s = {row['trials_per_hour']:.0f} trials/h, best KS {best:.4f}",

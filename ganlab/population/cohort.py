@@ -15,6 +15,7 @@ iteration) and stopped when :meth:`collect_failures` reads the note at the next 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -170,56 +171,89 @@ class Cohort(nn.Module):
 
     # -- training --------------------------------------------------------------------------------------
     def _masks(self) -> None:
-        """Per D and G step index, which members take it (None: all, no masking needed)."""
+        """Per D and G step index: which members take it, as (mask, index); (None, None) when all do.
+        Members that sit a step out (fewer steps, or stopped) are left out of its computation too."""
         everyone = all(self.alive)
 
-        def per_step(counts: list[int]) -> list[torch.Tensor | None]:
+        def per_step(counts: list[int]) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
             out = []
             for step in range(max(counts)):
                 takes = [c > step and ok for c, ok in zip(counts, self.alive, strict=True)]
-                out.append(None if everyone and all(takes) else torch.tensor(takes, device=self.device))
+                if everyone and all(takes):
+                    out.append((None, None))
+                elif any(takes):
+                    index = torch.tensor([k for k, t in enumerate(takes) if t], device=self.device)
+                    out.append((torch.tensor(takes, device=self.device), index))
             return out
 
         self._d_masks, self._g_masks = per_step(self._d_counts), per_step(self._g_counts)
 
-    def _draw(self, sample) -> torch.Tensor:
+    def _draw(self, sample, index: torch.Tensor | None) -> torch.Tensor:
+        """A batch for every member, [K, n, dim], then the rows of the members ``index``: a member's draws
+        do not depend on which others take the step (one member stopping leaves the others' data as it was)."""
         k, n = self.members, self.batch_size
         rng = self.rng if self.device.type == "cpu" else None
-        return sample(k * n, self.device, generator=rng).reshape(k, n, -1)
+        batch = sample(k * n, self.device, generator=rng).reshape(k, n, -1)
+        return batch if index is None else batch.index_select(0, index)
 
-    def _r1(self, real: torch.Tensor) -> torch.Tensor:
+    def _only(self, index: torch.Tensor | None):
+        """The networks restricted to the members ``index`` (all when None)."""
+        if index is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.generator.only(index))
+        stack.enter_context(self.discriminator.only(index))
+        return stack
+
+    def _r1(self, real: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """Per member: gamma / 2 * E||grad_x D(x)||^2 on its real batch (as ``r1_penalty``)."""
         real = real.detach().requires_grad_(True)
         logits = self.discriminator(real)
         (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-        return 0.5 * self.member_r1_gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
+        return 0.5 * gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
 
     @staticmethod
     def _update(optimizer: StackedAdam, losses: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Backward of the (taking) members' summed losses, then Adam for the members in ``mask``."""
         optimizer.zero_grad()
-        total = losses.sum() if mask is None else torch.where(mask, losses, torch.zeros_like(losses)).sum()
-        total.backward(inputs=list(optimizer.params))
+        losses.sum().backward(inputs=list(optimizer.params))
         optimizer.step(mask=mask)
+
+    def _full(self, losses: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """[taking members] losses as [K] (0 for members that sat the step out)."""
+        if index is None:
+            return losses.detach()
+        return torch.zeros(self.members, device=self.device).index_copy(0, index, losses.detach())
 
     def train_iteration(self) -> None:
         """One iteration of every live member: d_steps D updates, then g_steps G updates, EMA, schedule."""
         opt_d, opt_g = self.optimizers()
-        for mask in self._d_masks:
-            real = self._draw(self.target.sample)
-            with torch.no_grad():
-                fake = self.generator(self._draw(self.noise.sample))
-            real_logits, fake_logits = self.discriminator(torch.cat([real, fake], dim=1)).chunk(2, dim=1)
-            d_loss = self._d_loss(real_logits, fake_logits, self.member_real_target.view(-1, 1, 1))
-            if self._use_r1:
-                d_loss = d_loss + self._r1(real)
-            self._update(opt_d, d_loss, mask)
-        for mask in self._g_masks:
-            g_loss = self._g_loss(self.discriminator(self.generator(self._draw(self.noise.sample))))
-            self._update(opt_g, g_loss, mask)
+        d_loss = g_loss = torch.zeros(self.members, device=self.device)
+        for step, (mask, index) in enumerate(self._d_masks):
+            with self._only(index):
+                real = self._draw(self.target.sample, index)
+                with torch.no_grad():
+                    fake = self.generator(self._draw(self.noise.sample, index))
+                real_logits, fake_logits = self.discriminator(torch.cat([real, fake], dim=1)).chunk(2, dim=1)
+                target, gamma = self.member_real_target, self.member_r1_gamma
+                if index is not None:
+                    target, gamma = target.index_select(0, index), gamma.index_select(0, index)
+                losses = self._d_loss(real_logits, fake_logits, target.view(-1, 1, 1))
+                if self._use_r1:
+                    losses = losses + self._r1(real, gamma)
+                self._update(opt_d, losses, mask)
+            if step == 0:  # every live member takes the first step
+                d_loss = self._full(losses, index)
+        for step, (mask, index) in enumerate(self._g_masks):
+            with self._only(index):
+                losses = self._g_loss(self.discriminator(self.generator(self._draw(self.noise.sample, index))))
+                self._update(opt_g, losses, mask)
+            if step == 0:
+                g_loss = self._full(losses, index)
         self._update_ema()
         self.member_iteration += self.member_alive
         self._set_rates()
-        self._note_nonfinite(d_loss.detach(), g_loss.detach())
+        self._note_nonfinite(d_loss, g_loss)
 
     def _set_rates(self) -> None:
         opt_d, opt_g = self.optimizers()

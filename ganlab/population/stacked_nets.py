@@ -13,6 +13,7 @@ Inputs and outputs are ``[K, n, features]``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -29,9 +30,12 @@ class StackedLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.stack([layer.weight.detach().t() for layer in layers]).contiguous())
         self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]).unsqueeze(1))
+        self.index: torch.Tensor | None = None  # set by StackedNets.only(): compute for these members alone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        if self.index is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias.index_select(0, self.index), x, self.weight.index_select(0, self.index))
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         return {"weight": self.weight[k].t().detach().clone(), "bias": self.bias[k, 0].detach().clone()}
@@ -81,6 +85,27 @@ class StackedNets(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    @contextlib.contextmanager
+    def only(self, index: torch.Tensor):
+        """Within the block the module is the members ``index`` alone: inputs and outputs are
+        [len(index), n, features], and gradients reach those members' slices of the stacked weights
+        (a D step that only some members take costs only theirs)."""
+        swapped = []
+        for module in self.net.modules():
+            if isinstance(module, StackedLinear):
+                module.index = index
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                swapped.append((module, name, buffer))
+                setattr(module, name, buffer.index_select(0, index))
+        try:
+            yield self
+        finally:
+            for module in self.net.modules():
+                if isinstance(module, StackedLinear):
+                    module.index = None
+            for module, name, buffer in swapped:
+                setattr(module, name, buffer)
 
     def member(self, k: int) -> nn.Module:
         """Member k as a plain module (for saving, sampling or a standalone comparison)."""
