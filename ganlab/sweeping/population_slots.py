@@ -31,6 +31,7 @@ import torch
 from omegaconf import DictConfig
 
 from ganlab.config.compose import compose_config
+from ganlab.errors import ConfigError
 from ganlab.plots.plotter import build_plotter
 from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import cohort_signature
@@ -141,7 +142,17 @@ class PopulationSlots(pl.Callback):
         while len(self.live) < self.size and self.budget > 0:
             trial, overrides = self._ask()
             self.budget -= 1
-            cfg = compose_config(overrides)
+            try:
+                cfg = compose_config(overrides)
+            except ConfigError as exc:  # a combination the trainer refuses: that trial fails, the sweep goes on
+                trial.set_user_attr("failure_reason", str(exc))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self.ended["fail"] += 1
+                if self.verbose:
+                    print(f"[sweep {self.sweep.name}] trial {trial.number:>3} FAIL     {exc}", flush=True)
+                continue
             self.join(trial, cfg, module.iteration)
             new.setdefault(cohort_signature(cfg), []).append((trial.number, cfg))
         self.assemble(module, new)
