@@ -13,7 +13,8 @@ import sys
 import warnings
 
 QUIET_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "alembic", "mlflow")
-IGNORED_WARNINGS = (".*does not have many workers.*", ".*GPU available but not used.*", ".*treespec.*")
+IGNORED_WARNINGS = (".*does not have many workers.*", ".*GPU available but not used.*", ".*treespec.*",
+                    ".*configure_optimizers` returned `None`.*")  # a population's cohorts own their optimizers
 
 
 def configure_runtime() -> None:

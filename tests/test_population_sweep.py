@@ -152,6 +152,7 @@ def test_sweeps_a_population_cannot_train_are_named():
     assert population_unsupported(load("default")) is None
 
 
+@pytest.mark.slow
 def test_cli_falls_back_to_process_workers_with_one_line(tmp_path):
     path = _write(tmp_path, "fallback", base=["model=minibatch"], trials=1, space={
         "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})

@@ -10,7 +10,6 @@ member's gradients never depend on another's.
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytorch_lightning as pl
@@ -18,9 +17,6 @@ import torch
 from torch import nn
 
 from ganlab.population.cohort import Cohort
-
-# Lightning warns when a module hands it no optimizer; a population's cohorts own theirs on purpose
-warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
 
 
 class PopulationModule(pl.LightningModule):
@@ -37,7 +33,9 @@ class PopulationModule(pl.LightningModule):
         self.iteration = 0  # Lightning steps taken (each member also counts its own: Cohort.member_iteration)
 
     def configure_optimizers(self):
-        return None  # each cohort owns its optimizers: their state is restacked with the members
+        # each cohort owns its optimizers (their state is restacked with the members); Lightning's
+        # warning about this is silenced by configure_runtime()
+        return None
 
     def set_cohorts(self, cohorts: list[Cohort]) -> None:
         """Replace the cohorts (between steps), moving new ones to this module's device."""
