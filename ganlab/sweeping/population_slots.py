@@ -40,7 +40,8 @@ from ganlab.population.population_module import PopulationModule
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.summary import best_trials
 from ganlab.sweeping.trial_runs import TrialRuns
-from ganlab.training.runner import final_sample_count
+from ganlab.training.history import History
+from ganlab.training.runner import final_sample_count, log_history_figures, log_weights
 
 
 @dataclass
@@ -315,21 +316,22 @@ class PopulationSlots(pl.Callback):
             seed = kept.cfg.train.seed
             z = member.noise.sample(final_sample_count(member.target.dim),
                                     generator=torch.Generator().manual_seed(seed + 1))
-            folder = Path(tempfile.mkdtemp(prefix="ganlab-trial-"))
             with torch.no_grad():
-                np.save(folder / "samples.npy", kept.nets["generator_ema.pt"](z).float().numpy())
-            for name, net in kept.nets.items():
-                torch.save(net.state_dict(), folder / name)
-            self.runs.attach(number, kept.cfg, kept.run_id)
-            self.runs.log_files(number, folder, {"samples.npy": None, "generator.pt": "model",
-                                                 "discriminator.pt": "model", "generator_ema.pt": "model"})
+                samples = kept.nets["generator_ema.pt"](z).float().numpy()
             plotter = build_plotter(member.target)
             last = kept.frames[-1]
-            self.runs.call(number, "log_frame", last, kept.rows[-1],
-                           f"plots/{plotter.animation_name}_{last.iteration:06d}.png")
-            if len(kept.frames) > 1:
-                self.runs.call(number, "log_animation", list(kept.frames), f"plots/{plotter.animation_name}.gif")
-            self.runs.call(number, "log_metric_curves", list(kept.rows), "plots/metrics.png")
+
+            def log(tracker, samples=samples, kept=kept, plotter=plotter, last=last) -> None:
+                """As a single run's end (the runner's own loggers), on the trial's run."""
+                with tempfile.TemporaryDirectory() as tmp:
+                    np.save(Path(tmp) / "samples.npy", samples)
+                    tracker.log_artifact(Path(tmp) / "samples.npy")
+                    log_weights(tracker, kept.nets, Path(tmp))
+                tracker.log_frame(last, kept.rows[-1], f"plots/{plotter.animation_name}_{last.iteration:06d}.png")
+                log_history_figures(tracker, History(kept.rows, kept.frames), plotter)
+
+            self.runs.attach(number, kept.cfg, kept.run_id)
+            self.runs.with_tracker(number, log)
             self.runs.call(number, "set_tag", "best_artifacts", "true")
             self.runs.release(number)
 

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric
@@ -114,18 +113,9 @@ class TrialRuns:
         """Any Tracker method of the trial's run (tags, artifacts, figures), in order with the rest."""
         return self._submit(lambda: getattr(self._trackers[trial], method)(*args))
 
-    def log_files(self, trial: int, folder: Path, names: dict[str, str | None]) -> Future:
-        """Upload ``folder/<name>`` to each artifact path, then delete ``folder`` (a temporary one)."""
-        def call() -> None:
-            import shutil
-
-            try:
-                for name, artifact_path in names.items():
-                    self._trackers[trial].log_artifact(folder / name, artifact_path)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-
-        return self._submit(call)
+    def with_tracker(self, trial: int, work: Callable[[Tracker], Any]) -> Future:
+        """``work(tracker)`` on the trial's run, in order with the rest (e.g. the runner's artifact loggers)."""
+        return self._submit(lambda: work(self._trackers[trial]))
 
     def finish(self, trial: int, status: str, reason: str | None = None) -> Future:
         def call() -> None:
