@@ -11,8 +11,11 @@ SWEEP ?= default
 WORKERS ?= 2
 TRIALS ?=
 POPULATION ?=
+# `make dashboard`: the sweep storage, and its own port (8080) unless PORT= is given
+STORAGE ?= sqlite:///mlruns/optuna.db
+DASHBOARD_PORT := $(if $(filter file,$(origin PORT)),8080,$(PORT))
 
-.PHONY: install train test test-all bench sweep ui server lint clean
+.PHONY: install train test test-all bench sweep ui dashboard server lint clean
 
 install: $(STAMP)
 
@@ -47,6 +50,17 @@ ui: install
 	@echo "MLflow UI on http://$(HOST):$(PORT)  (Ctrl-C to stop)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns --host $(HOST) --port $(PORT)
+
+# Optuna's own web UI on the sweep studies (trials, parameters, history and importance plots):
+# make dashboard [PORT=9000] [STORAGE=postgresql://...]. A SQLite file must exist (a sweep creates it).
+# --server wsgiref: one process (gunicorn, the default when installed, forks after opening the SQLite
+# file); the SIGINT handler lets Ctrl-C end it without a traceback.
+dashboard: install
+	@$(if $(filter sqlite:///%,$(STORAGE)),test -f "$(patsubst sqlite:///%,%,$(STORAGE))" || \
+		{ echo "No Optuna storage at $(patsubst sqlite:///%,%,$(STORAGE)) yet: run \`make sweep\` first (or pass STORAGE=<url>)" >&2; exit 1; },:)
+	@echo "Optuna dashboard on http://$(HOST):$(DASHBOARD_PORT)  (Ctrl-C to stop)"
+	@$(PY) -c 'import runpy, signal, sys; sys.argv[0] = "optuna-dashboard"; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); runpy.run_path("$(VENV)/bin/optuna-dashboard", run_name="__main__")' \
+		"$(STORAGE)" --host $(HOST) --port $(DASHBOARD_PORT) --server wsgiref
 
 # A shared tracking server on the same local store: point training, sampling and sweeps at it with
 # tracking.uri=http://$(HOST):$(PORT). It serves artifacts itself (clients upload through it) and the UI.
