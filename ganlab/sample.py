@@ -2,9 +2,10 @@
 
 Writes samples from a logged generator (its EMA copy when the run had one) to CSV or NPY, and with
 ``plot=true`` a figure beside them. ``experiment=<name>`` picks that experiment's latest finished
-run instead of a run id. Weights are read with ``torch.load(weights_only=True)``: a file carrying
-pickled objects is refused, never unpickled. A run that was killed before its end is sampled from
-its newest checkpoint.
+run instead of a run id; ``model_uri=models:/<name>/<version>`` samples a registered generator Model
+(any MLflow model URI of one; see ``ganlab.generator_model``). Weights are read with
+``torch.load(weights_only=True)``: a file carrying pickled objects is refused, never unpickled. A
+run that was killed before its end is sampled from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -15,21 +16,23 @@ from pathlib import Path
 
 from ganlab.errors import GanlabError, SampleError
 
-USAGE = """usage: python -m ganlab.sample (run_id=<id> | experiment=<name>) [n=10000] [out=samples.npy]
-                             [label=<class>] [plot=false] [seed=0] [tracking.uri=<uri>]
+USAGE = """usage: python -m ganlab.sample (run_id=<id> | experiment=<name> | model_uri=<uri>)
+                             [n=10000] [out=samples.npy] [label=<class>] [plot=false] [seed=0] [tracking.uri=<uri>]
 
   out   a .csv (header x / x,y / p0..p<dim-1> for image pixels in [-1, 1], plus label for
         conditional models) or .npy file
   plot  true: also a figure (samples over the target, or an image grid), saved as <out>.png
   label for a conditional model, the class to sample (default: classes drawn as in training)
+  model_uri  a generator MLflow Model: models:/<name>/<version> (registered), runs:/<run_id>/generator
 """
-KEYS = ("run_id", "experiment", "n", "out", "label", "plot", "seed", "tracking.uri")
+KEYS = ("run_id", "experiment", "model_uri", "n", "out", "label", "plot", "seed", "tracking.uri")
 
 
 @dataclass
 class SampleArgs:
     run_id: str | None = None
     experiment: str | None = None
+    model_uri: str | None = None
     n: int = 10_000
     out: Path = Path("samples.npy")
     label: int | None = None
@@ -54,7 +57,7 @@ def parse_args(argv: list[str]) -> SampleArgs:
         key, sep, value = item.partition("=")
         if not sep or key not in KEYS:
             raise SampleError(f"{item!r} is not allowed; arguments are key=value with key one of {', '.join(KEYS)}")
-        if key in ("run_id", "experiment"):
+        if key in ("run_id", "experiment", "model_uri"):
             setattr(args, key, value)
         elif key == "n":
             args.n = _int("n", value, 1)
@@ -72,8 +75,8 @@ def parse_args(argv: list[str]) -> SampleArgs:
                 raise SampleError(f"out={value!r} is not allowed; must end in .csv or .npy")
         else:
             args.tracking_uri = value
-    if (args.run_id is None) == (args.experiment is None):
-        raise SampleError("give exactly one of run_id=<id> or experiment=<name>")
+    if sum(v is not None for v in (args.run_id, args.experiment, args.model_uri)) != 1:
+        raise SampleError("give exactly one of run_id=<id>, experiment=<name> or model_uri=<uri>")
     return args
 
 
@@ -92,15 +95,38 @@ def find_run_id(client, args: SampleArgs) -> str:
 
 
 def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
-    """Write the samples (and figure); return their paths and the run id."""
+    """Write the samples (and figure); return their paths and the run id (or the model URI) sampled."""
     import torch
-    from mlflow.tracking import MlflowClient
 
     from ganlab.config.uris import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if args.model_uri is not None:
+        module, source = _module_from_model(uri, args.model_uri)
+    else:
+        module, source = _module_from_run(uri, args)
+    classes = module.conditioning.classes
+    if args.label is not None and not classes:
+        what = source if args.model_uri else f"run {source}"
+        raise SampleError(f"label={args.label} is not allowed; {what} is not a conditional model")
+    if args.label is not None and args.label >= classes:
+        raise SampleError(f"label={args.label} is not allowed; the model has classes 0..{classes - 1}")
+
+    samples, labels = module.sample(args.n, torch.Generator().manual_seed(args.seed), args.label)
+    samples = samples.float().numpy()
+    label_array = None if labels is None else labels.numpy()
+    _write(args.out, samples, label_array)
+    figure = _plot(module, samples, label_array, args.out) if args.plot else None
+    return args.out, figure, source
+
+
+def _module_from_run(uri: str, args: SampleArgs):
+    """The run's module with its logged generator weights (the EMA copy when it had one)."""
+    from mlflow.tracking import MlflowClient
+
     from ganlab.stored_runs import RunReadError, StoredRun
     from ganlab.training.runner import build_module
 
-    uri = resolve_tracking_uri(args.tracking_uri)
     run_id = find_run_id(MlflowClient(uri), args)
     try:
         with StoredRun(uri, run_id) as run:
@@ -110,23 +136,26 @@ def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
         prefix = f"run_id={run_id!r}: " if args.run_id is not None else ""
         raise SampleError(f"{prefix}{exc}") from None
     module = build_module(cfg)
-    try:  # the weights are the ones to sample from (the EMA copy when the run had one)
+    try:
         module.eval_generator.load_state_dict(weights)
     except RuntimeError as exc:
         raise SampleError(f"the generator weights of run {run_id} do not fit its config: "
                           f"{str(exc).splitlines()[0]}") from None
-    classes = module.conditioning.classes
-    if args.label is not None and not classes:
-        raise SampleError(f"label={args.label} is not allowed; run {run_id} is not a conditional model")
-    if args.label is not None and args.label >= classes:
-        raise SampleError(f"label={args.label} is not allowed; the model has classes 0..{classes - 1}")
+    return module, run_id
 
-    samples, labels = module.sample(args.n, torch.Generator().manual_seed(args.seed), args.label)
-    samples = samples.float().numpy()
-    label_array = None if labels is None else labels.numpy()
-    _write(args.out, samples, label_array)
-    figure = _plot(module, samples, label_array, args.out) if args.plot else None
-    return args.out, figure, run_id
+
+def _module_from_model(uri: str, model_uri: str):
+    """A module built from the Model's own config, sampling through the Model (pyfunc)."""
+    import mlflow
+
+    from ganlab.generator_model import load_generator
+    from ganlab.training.runner import build_module
+
+    mlflow.set_tracking_uri(uri)  # models:/ and runs:/ URIs resolve against this store
+    loaded = load_generator(model_uri)
+    module = build_module(loaded.cfg)
+    module.replace_eval_generator(loaded)
+    return module, model_uri
 
 
 def _write(out: Path, samples, labels) -> None:
@@ -168,11 +197,13 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_runtime()
     try:
-        out, figure, run_id = sample_run(parse_args(argv))
+        args = parse_args(argv)
+        out, figure, source = sample_run(args)
     except GanlabError as exc:
         print(f"ganlab.sample: error: {exc}", file=sys.stderr)
         return 2
-    print(f"ganlab.sample: wrote {out}" + (f" and {figure}" if figure else "") + f" from run {run_id}")
+    origin = source if args.model_uri else f"run {source}"
+    print(f"ganlab.sample: wrote {out}" + (f" and {figure}" if figure else "") + f" from {origin}")
     return 0
 
 

@@ -30,6 +30,7 @@ from ganlab.config.recipes import recipe_summary
 from ganlab.config.uris import resolve_tracking_uri
 from ganlab.run_files import RunFiles
 from ganlab.stored_runs import list_checkpoints
+from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 
@@ -98,15 +99,21 @@ class Tracker(RunFiles):
     ``resume_run_id`` reopens an existing run instead of creating one: its params and config stay,
     and metrics at steps it already logged (by the process that was killed) are not logged twice.
     ``attach=True`` with it only adds to that run (artifacts of a finished one): its status stays.
+    ``system_metrics=False`` leaves out MLflow's system metrics even if the config asks for them (the
+    trials of a population share one process: its parent run carries them).
     """
 
     def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
-                 resume_run_id: str | None = None, plotter: Plotter | None = None, attach: bool = False) -> None:
+                 resume_run_id: str | None = None, plotter: Plotter | None = None, attach: bool = False,
+                 system_metrics: bool = True) -> None:
         self.uri = resolve_tracking_uri(cfg.tracking.uri)
         self._data_cfg, self._plotter = cfg.data, plotter
         self.logged_until = -1  # metrics at steps <= this are already in the run
+        self._system_metrics = None
         if resume_run_id is not None:
             self._reopen(resume_run_id, attach)
+            if not attach and system_metrics and cfg.tracking.system_metrics:
+                self._system_metrics = start_system_metrics(self.run_id, self.uri, resumed=True)
             return
         self.experiment_name = cfg.tracking.experiment
         self.client, self.experiment_id = open_experiment(self.uri, self.experiment_name)
@@ -117,6 +124,8 @@ class Tracker(RunFiles):
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
         self.log_config(cfg)
+        if system_metrics and cfg.tracking.system_metrics:
+            self._system_metrics = start_system_metrics(self.run_id, self.uri)
 
     def log_config(self, cfg: DictConfig) -> None:
         """The config as params (flattened) and as config.yaml; logging the same config again is harmless."""
@@ -178,10 +187,24 @@ class Tracker(RunFiles):
         except Exception as exc:  # a store that cannot delete keeps old checkpoints: worth a line, not a crash
             logging.getLogger("ganlab").warning("could not delete old checkpoint %s: %s", path, exc)
 
+    def log_generator(self, generator, example, cfg: DictConfig) -> None:
+        """The generator as the run's MLflow Model ``generator`` (see ``ganlab.generator_model``)."""
+        from ganlab.generator_model import log_generator_model
+
+        log_generator_model(self.client, self.run_id, generator, example, cfg)
+
+    def register_generator(self, name: str) -> int:
+        """Register the run's generator Model as the next version of ``name``; return the version."""
+        from ganlab.generator_model import register_generator
+
+        return register_generator(self.client, self.run_id, name)
+
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value[:5000])
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        stop_system_metrics(self._system_metrics)
+        self._system_metrics = None
         if reason:
             self.client.log_batch(self.run_id, tags=[RunTag("failure_reason", reason[:5000])])
         self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))

@@ -60,6 +60,8 @@ def _serve(conn) -> None:
                 result = getattr(tracker, method)(*args, **kwargs)
             if wait:
                 conn.send(("ok", result))
+            if method == "open":  # the trainer goes on; meanwhile, ready the tracing of the generator Model
+                _warm_export()
         except _Replayed:
             if wait:
                 conn.send(("error", failure))
@@ -72,6 +74,15 @@ def _serve(conn) -> None:
                 conn.send(("error", error))
             elif failure is None:
                 failure = error
+
+
+def _warm_export() -> None:
+    try:
+        from ganlab.generator_model import warm_export
+
+        warm_export()
+    except Exception:  # noqa: BLE001 -- only a warm-up: the real export reports its own errors
+        pass
 
 
 def _import_plotting() -> None:
@@ -169,6 +180,13 @@ class TrackerProcess(RunFiles):
 
     def set_tag(self, key: str, value: str) -> None:
         self._call("set_tag", key, value)
+
+    def log_generator(self, generator, example, cfg) -> None:
+        """Traced and logged in the child (``torch.export`` there, off the training process)."""
+        self._call("log_generator", generator, example, cfg)
+
+    def register_generator(self, name: str) -> int:
+        return self._call("register_generator", name, wait=True)
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         """End the run. Should the child have died, the run is ended FAILED from this process instead

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
-from ganlab.errors import GanlabError
+from ganlab.errors import ConfigError, GanlabError
 from ganlab.runtime import configure_runtime
 
 USAGE = """usage: python -m ganlab.train [--cfg] [group=option ...] [key=value ...]
+       python -m ganlab.train -m [--workers N] [--cfg] key=a,b other=range(0,3) ...   (every combination)
        python -m ganlab.train resume=<run_id> [train.iterations=N ...]
 
 Examples:
@@ -25,6 +27,7 @@ Examples:
   python -m ganlab.train resume=<run_id>                   # continue a killed run from its checkpoint
   python -m ganlab.train resume=<run_id> train.iterations=20000   # extend a finished run
   python -m ganlab.train --cfg data=ring8                  # show the composed config (recipe included)
+  python -m ganlab.train -m optim.d_lr=1e-4,3e-4,1e-3 train.seed=range(0,3)   # 9 runs, one MLflow parent run
 
 Config groups and options:
 """
@@ -57,8 +60,73 @@ def _summary(result) -> str:
                                      if "skewness" in m else ""),
         *over_seeds,
         f"  plots, samples.npy, weights: {result.artifact_uri}",
+        f"  generator model: runs:/{result.run_id}/generator"
+        + (f", registered as {result.registered}" if result.registered else ""),
         f"  tracking store: {result.tracking_uri}   (browse with `make ui`)",
     ])
+
+
+# Hydra's own flags, and what to use instead (ganlab composes from conf/ with Hydra's compose API)
+HYDRA_FLAGS = {
+    "--config-name": "pick a named config with experiment=<name> (conf/experiment/)",
+    "-cn": "pick a named config with experiment=<name> (conf/experiment/)",
+    "--config-path": "ganlab reads conf/ only; add a YAML under conf/<group>/ and select it",
+    "-cp": "ganlab reads conf/ only; add a YAML under conf/<group>/ and select it",
+    "--config-dir": "ganlab reads conf/ only; add a YAML under conf/<group>/ and select it",
+    "-cd": "ganlab reads conf/ only; add a YAML under conf/<group>/ and select it",
+    "--info": "--help lists the config groups and their options",
+    "-i": "--help lists the config groups and their options",
+    "--resolve": "--cfg prints the config already resolved",
+    "--package": "--cfg prints the whole config",
+    "-p": "--cfg prints the whole config",
+    "--run": "leave out -m to train one run",
+    "-r": "leave out -m to train one run",
+    "--hydra-help": "--help",
+    "--shell-completion": "--help lists the config groups and their options",
+    "-sc": "--help lists the config groups and their options",
+    "--experimental-rerun": "resume=<run_id> continues a run; its config.yaml is in MLflow",
+    "--version": "pip show ganlab",
+}
+
+
+@dataclass
+class CommandLine:
+    overrides: list[str]
+    show_cfg: bool = False
+    multirun: bool = False
+    workers: int | None = None
+
+
+def parse_command_line(args: list[str]) -> CommandLine:
+    """Split flags from overrides; a flag ganlab does not take is a one-line error saying what to use."""
+    line = CommandLine([])
+    rest = iter(args)
+    for arg in rest:
+        flag, _, inline = arg.partition("=")
+        if arg in ("-m", "--multirun"):
+            line.multirun = True
+        elif arg == "--cfg":
+            line.show_cfg = True
+        elif arg in ("job", "all") and line.show_cfg and not line.overrides:
+            continue  # Hydra's --cfg job|all: both are the whole config here
+        elif flag == "--workers":
+            value = inline or next(rest, "")
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"--workers={value!r} is not allowed; must be an integer >= 1")
+            line.workers = int(value)
+        elif flag in HYDRA_FLAGS:
+            raise ConfigError(f"Hydra's {flag} is not supported by ganlab; {HYDRA_FLAGS[flag]}")
+        elif arg.startswith("-"):
+            raise ConfigError(f"unknown flag {arg!r}; ganlab.train takes --cfg, -m/--multirun, --workers N, --help "
+                              "and overrides like group=option or key=value")
+        elif arg.split("=", 1)[0].lstrip("+~").startswith(("hydra.", "hydra/")):
+            raise ConfigError(f"{arg!r}: hydra.* settings have no effect in ganlab (runs are recorded in MLflow, "
+                              "not in Hydra's output folders; -m runs in --workers N processes)")
+        else:
+            line.overrides.append(arg)
+    if line.workers is not None and not line.multirun:
+        raise ConfigError("--workers applies to -m (multirun) only")
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in args or "--help" in args:
         print(_help())
         return 0
-    show_cfg = "--cfg" in args
-    overrides = [a for a in args if a != "--cfg"]
+    try:
+        line = parse_command_line(args)
+    except GanlabError as exc:
+        print(f"ganlab: error: {exc}", file=sys.stderr)
+        return 2
+    if line.multirun:
+        return _multirun(line)
+    show_cfg, overrides = line.show_cfg, line.overrides
     resume_ids = [a.split("=", 1)[1] for a in overrides if a.startswith("resume=")]
     overrides = [a for a in overrides if not a.startswith("resume=")]
     tracking = None
@@ -120,6 +194,19 @@ def main(argv: list[str] | None = None) -> int:
             tracking.close()
     print(_summary(result))
     return 0
+
+
+def _multirun(line: CommandLine) -> int:
+    """-m: every combination of the swept values, as a sweep (worker pool, one MLflow parent run)."""
+    try:
+        if any(a.startswith("resume=") for a in line.overrides):
+            raise ConfigError("resume= continues one run; it cannot be combined with -m")
+        from ganlab.sweeping.multirun import run_multirun
+
+        return run_multirun(line.overrides, line.workers or 2, list_only=line.show_cfg)
+    except GanlabError as exc:
+        print(f"ganlab: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _start_tracking():

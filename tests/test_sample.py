@@ -38,6 +38,10 @@ def test_every_model_family_samples(family, tracking_uri, tmp_path):
     assert samples.shape == (3000, dim + extra) and np.isfinite(samples).all()
     again = np.load(sample_run(parse_args([f"run_id={run.run_id}", "n=3000", f"out={tmp_path / 't.npy'}"]))[0])
     np.testing.assert_array_equal(samples, again)  # seeded
+    # the run's generator MLflow Model (traced by torch.export) gives the same samples from the same noise
+    model = np.load(sample_run(parse_args([f"model_uri=runs:/{run.run_id}/generator", "n=3000",
+                                           f"out={tmp_path / 'm.npy'}"]))[0])
+    np.testing.assert_allclose(model, samples, rtol=1e-4, atol=1e-5)
 
 
 def test_image_samples_are_pixels_with_one_class_per_label_and_a_grid_plot(tracking_uri, tmp_path):

@@ -146,7 +146,7 @@ def test_pruning_stops_a_clearly_worse_trial(tmp_path, tracking_uri):
     parent = open_parent_run(sweep, tracking_uri, "test")
     study.enqueue_trial({"optim.d_lr": 1e-3, "optim.g_lr": 1e-3})
     study.enqueue_trial({"optim.d_lr": 1e-7, "optim.g_lr": 1e-7})
-    study.optimize(TrialObjective(sweep, parent, "sweep-prune"), n_trials=2)
+    study.optimize(TrialObjective(sweep, parent), n_trials=2)
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "PRUNED"], [(t.state.name, t.intermediate_values) for t in study.trials]
     assert study.trials[0].value < 0.5

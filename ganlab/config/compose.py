@@ -39,6 +39,9 @@ def _one_line(exc: BaseException) -> str:
     while exc.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
         exc = exc.__cause__
     text = str(exc).strip()
+    sweep = re.match(r"(?:Ambiguous value for argument|Sweep parameters) '([^']+)'", text)
+    if sweep:
+        return f"{sweep.group(1)} is a sweep; add -m to train once per value (python -m ganlab.train -m ...)"
     if text.startswith("Error parsing override"):
         lines = text.splitlines()
         return f"{lines[0]}: {lines[1] if len(lines) > 1 else ''} (overrides look like group=option or key=value)"

@@ -234,6 +234,8 @@ class TrainConfig:
 class TrackingConfig:
     uri: str | None = MISSING
     experiment: str | None = MISSING
+    register: str | None = MISSING  # a Model Registry name: the run's generator becomes its next version
+    system_metrics: bool = MISSING  # MLflow's system metrics (CPU, memory, GPU) every 10 s
 
 
 @dataclass

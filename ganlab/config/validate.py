@@ -175,4 +175,13 @@ def validate(cfg: DictConfig) -> None:
     _validate_train(cfg)
     if cfg.tracking.uri is not None:
         check_tracking_uri(cfg.tracking.uri)
+    _validate_register(cfg.tracking.register)
+
+
+def _validate_register(name: str | None) -> None:
+    """The Model Registry's own rules for a name, checked before training rather than after it."""
+    if name is None:
+        return
+    require(isinstance(name, str) and name.strip() != "" and not set(name) & {"/", ":"} and len(name) <= 256,
+            "tracking.register", name, "must be a model name of 1-256 characters without '/' or ':' (or null)")
 

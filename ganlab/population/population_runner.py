@@ -35,6 +35,7 @@ from ganlab.training.runner import (
     log_weights,
     make_trainer,
     open_tracker,
+    register_if_asked,
     resolve_accelerator,
 )
 
@@ -120,7 +121,9 @@ class PopulationMonitor(pl.Callback):
 
 
 def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,
-                         seed: int) -> dict:
+                         cfg: DictConfig) -> dict:
+    """seeds.json, and the median seed's samples, weights and generator Model; the figures."""
+    seed = cfg.train.seed
     failures = cohort.failures
     alive = [k not in failures for k in range(cohort.members)]
     k = median_member(monitor.rows, alive)
@@ -142,6 +145,8 @@ def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: Hi
         log_weights(tracker, {"generator.pt": cohort.generator.member(k),
                               "discriminator.pt": cohort.discriminator.member(k), "generator_ema.pt": generator},
                     tmp_path)
+    tracker.log_generator(generator.cpu(), cohort.noise.sample(8, generator=torch.Generator().manual_seed(0)),
+                          member_configs(cfg)[k])
     log_history_figures(tracker, history, monitor.plotter)
     return per_seed
 
@@ -173,7 +178,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     try:
         make_trainer(cfg, [monitor]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
-        per_seed = _log_final_artifacts(cohort, monitor, history, tracker, cfg.train.seed)
+        per_seed = _log_final_artifacts(cohort, monitor, history, tracker, cfg)
         tracker.set_tag("median_seed", str(per_seed["median_seed"]))
         tracker.set_tag("evaluation_share", f"{monitor.seconds / fit_s:.3f}")
         if verbose:
@@ -192,6 +197,11 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
         reason = "every seed failed: " + cohort.failures[0]
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id)
+    try:
+        registered = register_if_asked(tracker, cfg)
+    except Exception as exc:
+        tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri, history.last(),
-                     time.perf_counter() - start, fit_s, module.iteration, history.rows)
+                     time.perf_counter() - start, fit_s, module.iteration, history.rows, registered)

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 import yaml
+from omegaconf import DictConfig
 
 from ganlab.config.compose import compose_config
 from ganlab.config.flatten import flatten_config
@@ -75,6 +76,9 @@ class SweepDefinition:
     storage: str | None
     description: str = ""
     population: dict[str, Any] = field(default_factory=lambda: dict(POPULATION_DEFAULTS))
+    experiment: str = ""  # the MLflow experiment of the parent and child runs ("sweep-<name>" if empty)
+    register: str | None = None  # tracking.register of the base config: the best trial's generator, at the end
+    grid: list[dict[str, Any]] = field(default_factory=list)  # trials enqueued in this order (a -m multirun)
 
     @property
     def objectives(self) -> list[Objective]:
@@ -83,6 +87,14 @@ class SweepDefinition:
     def overrides(self, values: dict[str, Any]) -> list[str]:
         """The training overrides for one trial: base, fixed, then the suggested values."""
         return [*self.base, *self.fixed, *(f"{k}={_override_value(v)}" for k, v in values.items())]
+
+    def trial_overrides(self, values: dict[str, Any]) -> list[str]:
+        """A trial's full overrides: its runs go to the sweep's experiment, and only the sweep registers."""
+        return [*self.overrides(values), f"tracking.experiment={self.experiment_name}", "tracking.register=null"]
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or f"sweep-{self.name}"
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         return {p.key: p.suggest(trial) for p in self.space}
@@ -164,7 +176,8 @@ def _population(path: Path, spec: Any) -> dict[str, Any]:
     return out
 
 
-def _check_against_schema(path: Path, sweep: SweepDefinition) -> None:
+def _check_against_schema(path: Path, sweep: SweepDefinition) -> DictConfig:
+    """Compose the base config and the space's extremes; return the base config."""
     try:
         cfg = compose_config([*sweep.base, *sweep.fixed])
     except ConfigError as exc:
@@ -181,6 +194,7 @@ def _check_against_schema(path: Path, sweep: SweepDefinition) -> None:
             compose_config(sweep.overrides(values))
         except ConfigError as exc:
             _fail(path, f"the search space reaches a config the trainer refuses: {exc}")
+    return cfg
 
 
 def load(name_or_path: str, trials: int | None = None, storage: str | None = None) -> SweepDefinition:
@@ -223,7 +237,7 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
         _fail(path, "Optuna cannot prune multi-objective studies: set pruner: {name: none}")
     if sampler["name"] == "grid" and any(p.type == "float" and p.step is None for p in sweep.space):
         _fail(path, "the grid sampler needs a step for every float parameter (or categorical choices)")
-    _check_against_schema(path, sweep)
+    sweep.register = _check_against_schema(path, sweep).tracking.register
     for obj in sweep.objectives:
         per_class = re.fullmatch(r"(\w+)_class\d+", obj.metric)
         if obj.metric not in (*LOGGED_METRICS, *RUN_METRICS) and not (per_class and per_class[1] in LOGGED_METRICS):

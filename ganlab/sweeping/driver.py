@@ -29,9 +29,10 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     import optuna
     import torch
 
+    from ganlab.errors import ConfigError
     from ganlab.runtime import configure_runtime
     from ganlab.sweeping.study import open_study
-    from ganlab.sweeping.summary import STARTED, best_trials, counts, mlflow_experiment_name, started
+    from ganlab.sweeping.summary import STARTED, best_trials, counts, started
     from ganlab.sweeping.trial import TrialObjective
     from ganlab.training.runner import TrainingFailed
 
@@ -44,7 +45,7 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     study = open_study(sweep, storage_url, stale_after)
     if started(study) >= sweep.trials:
         return
-    objective = TrialObjective(sweep, parent_run_id, mlflow_experiment_name(sweep))
+    objective = TrialObjective(sweep, parent_run_id)
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         n = counts(study)
@@ -58,7 +59,7 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
               f"({done}/{sweep.trials} done, {best_text})", flush=True)
 
     try:
-        study.optimize(objective, catch=(TrainingFailed,), gc_after_trial=True,
+        study.optimize(objective, catch=(TrainingFailed, ConfigError), gc_after_trial=True,
                        callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=STARTED), progress])
     except KeyboardInterrupt:  # Ctrl-C reaches every worker: the driver reports it, once
         sys.exit(130)
@@ -69,7 +70,8 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     """Open (or resume) the study and its parent run, run the workers, summarise. Returns an exit code."""
     import optuna
 
-    from ganlab.sweeping.study import open_study
+    from ganlab.runtime import configure_runtime
+    from ganlab.sweeping.study import enqueue_grid, open_study
     from ganlab.sweeping.summary import (
         close_orphaned_child_runs,
         finish_parent_run,
@@ -77,8 +79,10 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         started,
     )
 
+    configure_runtime()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sweep, storage_url, stale_after)
+    enqueue_grid(study, sweep)
     parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
     study.set_user_attr("mlflow_parent_run_id", parent_run_id)
     with warnings.catch_warnings():
@@ -89,7 +93,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     remaining = max(sweep.trials - existing, 0)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {remaining} to run) "
           f"with {min(workers, remaining) if remaining else 0} worker(s)\n  storage {storage_url}\n"
-          f"  MLflow parent run {parent_run_id} in experiment 'sweep-{sweep.name}' ({tracking_uri})", flush=True)
+          f"  MLflow parent run {parent_run_id} in experiment '{sweep.experiment_name}' ({tracking_uri})", flush=True)
     start = time.perf_counter()
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(i, sweep, storage_url, tracking_uri, parent_run_id, os.getpid(),

@@ -38,11 +38,11 @@ from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_study
 from ganlab.sweeping.summary import (
     close_orphaned_child_runs,
     finish_parent_run,
-    mlflow_experiment_name,
     open_parent_run,
     started,
 )
 from ganlab.sweeping.trial_runs import TrialRuns
+from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.training.runner import make_trainer, resolve_accelerator
 
 PROCESS_KEYS = ("train.accelerator", "train.threads")  # one process, one device: the population's, not a trial's
@@ -173,7 +173,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     path = checkpoint_path(sweep, storage_url)
     runs = TrialRuns()
     budget = max(sweep.trials - started(study), 0)
-    slots = PopulationSlots(study, sweep, runs, size, parent_run_id, mlflow_experiment_name(sweep), budget,
+    slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
                             best_artifacts=sweep.population["best_artifacts"])
     module = PopulationModule([], threads=threads)
     continued, again = _restore(path, study, slots, module, client)
@@ -183,7 +183,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
           + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
           + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
           + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
-          f"'{mlflow_experiment_name(sweep)}' ({tracking_uri})\n  checkpoint {path}", flush=True)
+          f"'{sweep.experiment_name}' ({tracking_uri})\n  checkpoint {path}", flush=True)
     last_save = [time.monotonic()]
     checkpoint_every_s = sweep.population["checkpoint_every_s"]
 
@@ -196,13 +196,17 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     slots.on_boundary = checkpoint
     start = time.perf_counter()
     loader = torch.utils.data.DataLoader(_Steps(), batch_size=None)
+    # one process trains every trial: its system metrics (if asked for) go to the parent run
+    system = start_system_metrics(parent_run_id, tracking_uri, resumed=True) if base.tracking.system_metrics else None
     try:
         if slots.live or budget > 0:
             make_trainer(base, [slots]).fit(module, loader)
         slots.log_best_artifacts()
         runs.close()
     except BaseException as exc:
+        stop_system_metrics(system)
         return _stopped(exc, study, sweep, tracking_uri, parent_run_id, slots, module, runs, path)
+    stop_system_metrics(system)
     path.unlink(missing_ok=True)
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
     fit_s = time.perf_counter() - start

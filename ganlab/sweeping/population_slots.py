@@ -103,11 +103,11 @@ class _AskTellSampler(optuna.samplers.BaseSampler):
 
 class PopulationSlots(pl.Callback):
     def __init__(self, study: optuna.Study, sweep: SweepDefinition, runs: TrialRuns, size: int, parent_run_id: str,
-                 experiment: str, budget: int, best_artifacts: int = 3,
+                 budget: int, best_artifacts: int = 3,
                  on_boundary: Callable[[PopulationModule], None] | None = None, verbose: bool = True) -> None:
         self.study, self.sweep, self.runs, self.size = study, sweep, runs, size
         study.sampler = _AskTellSampler(study.sampler)
-        self.parent_run_id, self.experiment, self.budget = parent_run_id, experiment, budget
+        self.parent_run_id, self.budget = parent_run_id, budget
         self.best_artifacts, self.on_boundary, self.verbose = best_artifacts, on_boundary, verbose
         self.live: dict[int, LiveTrial] = {}
         self.best: dict[int, BestMember] = {}  # completed trials among the best, until their artifacts are logged
@@ -125,7 +125,7 @@ class PopulationSlots(pl.Callback):
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask()
         values = self.sweep.suggest(trial)
-        overrides = self.sweep.overrides(values) + [f"tracking.experiment={self.experiment}"]
+        overrides = self.sweep.trial_overrides(values)
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("population", True)
         return trial, overrides
@@ -321,12 +321,15 @@ class PopulationSlots(pl.Callback):
             plotter = build_plotter(member.target)
             last = kept.frames[-1]
 
-            def log(tracker, samples=samples, kept=kept, plotter=plotter, last=last) -> None:
+            example = member.noise.sample(8, generator=torch.Generator().manual_seed(0))
+
+            def log(tracker, samples=samples, kept=kept, plotter=plotter, last=last, example=example) -> None:
                 """As a single run's end (the runner's own loggers), on the trial's run."""
                 with tempfile.TemporaryDirectory() as tmp:
                     np.save(Path(tmp) / "samples.npy", samples)
                     tracker.log_artifact(Path(tmp) / "samples.npy")
                     log_weights(tracker, kept.nets, Path(tmp))
+                tracker.log_generator(kept.nets["generator_ema.pt"], example, kept.cfg)
                 tracker.log_frame(last, kept.rows[-1], f"plots/{plotter.animation_name}_{last.iteration:06d}.png")
                 log_history_figures(tracker, History(kept.rows, kept.frames), plotter)
 

@@ -59,6 +59,13 @@ def grid_space(sweep: SweepDefinition) -> dict[str, list[Any]]:
     return space
 
 
+def enqueue_grid(study: optuna.Study, sweep: SweepDefinition) -> None:
+    """A multirun's combinations as WAITING trials, in order; those already in the study are skipped,
+    so running the same command again only runs what is missing."""
+    for params in sweep.grid:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
 def open_study(sweep: SweepDefinition, url: str, stale_after: int = STALE_AFTER_S) -> optuna.Study:
     """Create the study, or load it if it exists (this is what makes an interrupted sweep resumable)."""
     spec = dict(sweep.sampler)

@@ -19,21 +19,17 @@ from ganlab.tracking import open_experiment
 ROLE_TAG, STUDY_TAG, STORAGE_TAG = "ganlab.role", "ganlab.study", "ganlab.storage"
 
 
-def mlflow_experiment_name(sweep: SweepDefinition) -> str:
-    return f"sweep-{sweep.name}"
-
-
 def open_parent_run(sweep: SweepDefinition, tracking_uri: str, storage_url: str) -> str:
     """The parent run of this study: the existing one when resuming, else a new one with the sweep's
     settings as params. Done once, in the driver, before any worker touches the store."""
-    client, exp_id = open_experiment(tracking_uri, mlflow_experiment_name(sweep))
+    client, exp_id = open_experiment(tracking_uri, sweep.experiment_name)
     found = client.search_runs([exp_id], filter_string=(
         f"tags.`{ROLE_TAG}` = 'sweep_parent' and tags.`{STUDY_TAG}` = '{sweep.name}'"))
     for run in found:
         if run.data.tags.get(STORAGE_TAG) == storage_url:
             client.update_run(run.info.run_id, status="RUNNING")
             return run.info.run_id
-    run = client.create_run(exp_id, run_name=f"sweep-{sweep.name}",
+    run = client.create_run(exp_id, run_name=sweep.name if sweep.grid else f"sweep-{sweep.name}",
                             tags={ROLE_TAG: "sweep_parent", STUDY_TAG: sweep.name, STORAGE_TAG: storage_url})
     params = {"study_name": sweep.name, "trials": sweep.trials, "base": " ".join(sweep.base) or "(default)",
               "fixed": " ".join(sweep.fixed), "sampler": _describe(sweep.sampler), "pruner": _describe(sweep.pruner),
@@ -90,7 +86,8 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def rerun_command(trial: optuna.trial.FrozenTrial) -> str:
-    overrides = [o for o in trial.user_attrs.get("overrides", []) if not o.startswith("tracking.experiment=")]
+    overrides = [o for o in trial.user_attrs.get("overrides", [])
+                 if not o.startswith(("tracking.experiment=", "tracking.register="))]
     return "python -m ganlab.train " + " ".join(overrides)
 
 
@@ -129,6 +126,25 @@ def _best_config_yaml(trial: optuna.trial.FrozenTrial, tracking_uri: str) -> str
     return to_yaml(compose_config(overrides))
 
 
+def _register_best(client: MlflowClient, name: str, top: optuna.trial.FrozenTrial, parent_run_id: str) -> None:
+    """The best trial's generator Model as the next version of ``name`` (once per run, however often
+    the sweep is re-run), with a line saying so."""
+    from ganlab.errors import GanlabError
+    from ganlab.generator_model import register_generator, registered_versions
+
+    run_id = top.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return
+    versions = registered_versions(client, name, run_id)
+    try:
+        version = versions[-1] if versions else register_generator(client, run_id, name)
+    except GanlabError as exc:
+        print(f"ganlab sweep: the best trial's generator was not registered: {exc}", flush=True)
+        return
+    client.set_tag(parent_run_id, "registered", f"models:/{name}/{version}")
+    print(f"ganlab sweep: the best trial ({top.number}) is registered as models:/{name}/{version}", flush=True)
+
+
 def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri: str, parent_run_id: str,
                       status: str = "FINISHED") -> None:
     client = MlflowClient(tracking_uri)
@@ -144,6 +160,8 @@ def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri:
                          + [RunTag("best.trial", str(top.number))])
         client.log_text(parent_run_id, _best_config_yaml(top, tracking_uri), "best_config.yaml")
         client.set_tag(parent_run_id, "best_rerun", rerun_command(top))
+        if status == "FINISHED" and sweep.register:
+            _register_best(client, sweep.register, top, parent_run_id)
     client.log_batch(parent_run_id, metrics=metrics)
     for name, fig in _figures(study).items():
         client.log_figure(parent_run_id, fig, f"plots/{name}.png")

@@ -10,6 +10,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
+from ganlab.errors import ConfigError
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.training.runner import EarlyStop, RunResult, TrainingFailed, run_training
 
@@ -17,8 +18,8 @@ from ganlab.training.runner import EarlyStop, RunResult, TrainingFailed, run_tra
 class TrialObjective:
     """Callable for ``study.optimize``; each trial is an MLflow child run of the sweep's parent run."""
 
-    def __init__(self, sweep: SweepDefinition, parent_run_id: str, mlflow_experiment: str) -> None:
-        self.sweep, self.parent_run_id, self.mlflow_experiment = sweep, parent_run_id, mlflow_experiment
+    def __init__(self, sweep: SweepDefinition, parent_run_id: str) -> None:
+        self.sweep, self.parent_run_id = sweep, parent_run_id
 
     def _reporter(self, trial: optuna.Trial):
         metric = self.sweep.objective.metric
@@ -36,9 +37,13 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         values = self.sweep.suggest(trial)
-        overrides = self.sweep.overrides(values) + [f"tracking.experiment={self.mlflow_experiment}"]
+        overrides = self.sweep.trial_overrides(values)
         trial.set_user_attr("overrides", overrides)
-        cfg = compose_config(overrides)
+        try:
+            cfg = compose_config(overrides)
+        except ConfigError as exc:  # a combination the trainer refuses fails alone (the study goes on)
+            trial.set_user_attr("failure_reason", str(exc))
+            raise
         tags = {"mlflow.parentRunId": self.parent_run_id, "sweep": self.sweep.name,
                 "trial_number": str(trial.number), "trial_state": "running"}
         try:

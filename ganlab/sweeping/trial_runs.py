@@ -90,11 +90,11 @@ class TrialRuns:
     def open(self, trial: int, cfg, run_name: str, tags: dict[str, str], resume_run_id: str | None = None) -> Future:
         """Create (or, with ``resume_run_id``, reopen) the trial's child run; the future holds its id."""
         def call() -> str:
-            if resume_run_id:
-                tracker = Tracker(cfg, resume_run_id=resume_run_id)
+            if resume_run_id:  # system metrics: the population's process is one, they go to the parent run
+                tracker = Tracker(cfg, resume_run_id=resume_run_id, system_metrics=False)
                 tracker.log_config(cfg)  # again: the killed process may have stopped halfway through it
             else:
-                tracker = Tracker(cfg, run_name=run_name, tags=tags)
+                tracker = Tracker(cfg, run_name=run_name, tags=tags, system_metrics=False)
             self._trackers[trial] = tracker
             return tracker.run_id
 

@@ -108,6 +108,11 @@ class GANModule(pl.LightningModule):
         """The generator used for metrics, plots and samples: the EMA copy when EMA is on."""
         return self.ema.module if self.ema is not None else self.generator
 
+    def replace_eval_generator(self, generator: nn.Module) -> None:
+        """Sample from another G (a loaded MLflow Model): it becomes the generator, with no EMA copy."""
+        self.ema = None
+        self.generator = generator
+
     def configure_optimizers(self):
         boost = short_run_boost(self.optim_cfg, self.train_cfg.iterations)
         opt_d = make_optimizer(self.optim_cfg, self.discriminator.parameters(), boost * self.optim_cfg.d_lr)
@@ -153,6 +158,13 @@ class GANModule(pl.LightningModule):
         parts = [self.generate_eval(z[i:i + chunk], None if labels is None else labels[i:i + chunk])
                  for i in range(0, n, chunk)]
         return torch.cat(parts), labels
+
+    def generator_input_example(self, n: int = 8) -> torch.Tensor:
+        """n inputs of G as its MLflow Model takes them: noise, then the one-hot class if conditional."""
+        generator = torch.Generator().manual_seed(0)
+        z = self.noise.sample(n, generator=generator)
+        labels = self.target.sample_labels(n, "cpu", generator) if self.conditioning.classes else None
+        return self.conditioning.join(z, labels)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """D's logits for x (given its labels, for a conditional model)."""

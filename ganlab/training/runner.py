@@ -5,6 +5,7 @@ This is the single entry point every caller uses (the CLI, tests, benchmarks, la
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -80,6 +81,7 @@ class RunResult:
     fit_s: float
     iterations: int
     history: list[dict[str, float]] = field(default_factory=list)
+    registered: str | None = None  # models:/<name>/<version> when tracking.register named one
 
 
 def build_module(cfg: DictConfig) -> GANModule:
@@ -124,7 +126,8 @@ def open_tracker(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | N
 
 
 def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: Tracker | TrackerProcess,
-                         seed: int) -> None:
+                         cfg: DictConfig) -> None:
+    seed = cfg.train.seed
     samples, labels = module.sample(final_sample_count(module.target.dim), torch.Generator().manual_seed(seed + 1))
     samples = samples.float().cpu().numpy()
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,6 +141,7 @@ def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: 
         if module.ema is not None:
             weights["generator_ema.pt"] = module.ema.module
         log_weights(tracker, weights, tmp_path)
+    tracker.log_generator(copy.deepcopy(module.eval_generator).cpu(), module.generator_input_example(), cfg)
     log_history_figures(tracker, history, plotter)
 
 
@@ -193,7 +197,8 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     try:
         make_trainer(cfg, [monitor, CheckpointWriter(tracker, cfg, history)]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
-        _log_final_artifacts(module, plotter, history, tracker, cfg.train.seed)
+        _log_final_artifacts(module, plotter, history, tracker, cfg)
+        registered = register_if_asked(tracker, cfg)
     except EarlyStop as exc:
         tracker.set_tag("stopped_reason", str(exc))
         tracker.finish("KILLED")
@@ -211,4 +216,12 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         raise
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri,
-                     history.last(), time.perf_counter() - start, fit_s, module.iteration, history.rows)
+                     history.last(), time.perf_counter() - start, fit_s, module.iteration, history.rows, registered)
+
+
+def register_if_asked(tracker: Tracker | TrackerProcess, cfg: DictConfig) -> str | None:
+    """``tracking.register=<name>``: the run's generator Model as that name's next version; its URI."""
+    name = cfg.tracking.register
+    if name is None:
+        return None
+    return f"models:/{name}/{tracker.register_generator(name)}"
