@@ -137,6 +137,13 @@ def test_make_dashboard_serves_the_storage_on_127_0_0_1_port_8080_unless_told():
     assert "test -f" not in other  # only a SQLite file can be checked for
 
 
+@pytest.mark.parametrize("target", ["ui", "server", "dashboard"])
+def test_every_make_server_binds_127_0_0_1_by_default(target):
+    commands = subprocess.run(_make("-n", target), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                              check=True).stdout
+    assert "--host 127.0.0.1 " in commands and "0.0.0.0" not in commands
+
+
 def test_make_dashboard_without_the_storage_says_to_sweep_first(tmp_path):
     missing = tmp_path / "optuna.db"
     result = subprocess.run(_make("dashboard", f"STORAGE=sqlite:///{missing}", f"PORT={_free_port()}"), cwd=ROOT,

@@ -56,7 +56,8 @@ def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int) -> tuple[int,
 
 
 def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_trial(tmp_path, monkeypatch):
-    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, _write(tmp_path, "refill"), size=2)
+    path = _write(tmp_path, "refill", fixed=[*TINY, "tracking.register=refill-best"])
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
     assert code == 0
     assert len(study.trials) == 6 and all(t.state.is_finished() for t in study.trials)  # 2 slots, 6 trials: refilled
     assert {t.params["train.batch_size"] for t in study.trials} == {128, 256}  # two cohorts side by side
@@ -75,6 +76,9 @@ def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_tria
     assert [c.data.tags["trial_number"] for c in with_artifacts] == [str(best.number)]  # best_artifacts: 1
     arts = {a.path for a in client.list_artifacts(with_artifacts[0].info.run_id)}
     assert {"samples.npy", "model", "plots", "config.yaml"} <= arts
+    # its generator is an MLflow Model, registered once the sweep ended (and only it)
+    (version,) = client.search_model_versions("name = 'refill-best'")
+    assert version.run_id == with_artifacts[0].info.run_id and parent.data.tags["registered"] == "models:/refill-best/1"
     assert not list((tmp_path / "mlruns" / "populations").glob("*.pt"))  # a finished study leaves no checkpoint
 
 
