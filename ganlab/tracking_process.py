@@ -30,9 +30,9 @@ class TrackingError(GanlabError):
 
 def _serve(conn) -> None:
     """The child: import MLflow at once, then run the Tracker's methods as they arrive until EOF."""
-    import signal
+    from ganlab.signals import ignore_stop_signals
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it closes the run through us
+    ignore_stop_signals()  # Ctrl-C and SIGTERM are the trainer's to handle; it closes the run through us
     from ganlab.runtime import configure_runtime
     from ganlab.tracking import Tracker
 

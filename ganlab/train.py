@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.runtime import configure_runtime
+from ganlab.signals import Stopped, stop_on_signals
 
 USAGE = """usage: python -m ganlab.train [--cfg] [group=option ...] [key=value ...]
        python -m ganlab.train -m [--workers N] [--cfg] key=a,b other=range(0,3) ...   (every combination)
@@ -172,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         configure_runtime()
 
         try:
-            if cfg.train.seeds > 1 and resume is None:
-                from ganlab.population.population_runner import run_population
+            with stop_on_signals():
+                if cfg.train.seeds > 1 and resume is None:
+                    from ganlab.population.population_runner import run_population
 
-                result = run_population(cfg, tracking=tracking)
-            else:
-                result = run_training(cfg, resume=resume, tracking=tracking)
+                    result = run_population(cfg, tracking=tracking)
+                else:
+                    result = run_training(cfg, resume=resume, tracking=tracking)
         except TrainingFailed as exc:
             if os.environ.get("GANLAB_DEBUG"):
                 raise
@@ -186,8 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     except GanlabError as exc:
         print(f"ganlab: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ganlab: interrupted; the run is marked KILLED in MLflow", file=sys.stderr)
+    except Stopped as exc:  # the run has been marked KILLED (and checkpointed, if it has checkpoints)
+        run = exc.run_id or "<run_id>"
+        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow "
+              f"(python -m ganlab.train resume={run} continues it from its last checkpoint)", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # before any run was created
+        print("ganlab: interrupted before the run started", file=sys.stderr)
         return 130
     finally:
         if tracking is not None:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from ganlab.config.flatten import flatten_config
 from ganlab.errors import CheckpointError
+from ganlab.signals import check_stop, defer_to_boundaries
 from ganlab.training.history import History
 
 FORMAT_VERSION = 1
@@ -103,7 +104,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class CheckpointWriter(pl.Callback):
-    """Saves a checkpoint every ``ckpt_every`` iterations and at the end, into the run's artifacts
+    """Saves a checkpoint every ``ckpt_every`` iterations, at the end, and when SIGTERM/SIGINT stops
+    the run (at the end of the iteration it arrived in), into the run's artifacts
     (``checkpoints/ckpt_<iteration>.pt``), keeping the newest ``ckpt_keep``. Runs after the monitor,
     so a checkpoint's history includes the evaluation of its own iteration."""
 
@@ -111,9 +113,21 @@ class CheckpointWriter(pl.Callback):
         self.tracker, self.cfg, self.history = tracker, cfg, history
         self.every, self.keep = cfg.train.ckpt_every, cfg.train.ckpt_keep
 
+    def on_train_start(self, trainer, module) -> None:
+        defer_to_boundaries(True)
+
+    def on_train_end(self, trainer, module) -> None:
+        defer_to_boundaries(False)
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        defer_to_boundaries(False)
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
         it = module.iteration
-        if self.every and (it % self.every == 0 or it >= self.cfg.train.iterations):
+        stop = check_stop()
+        if self.every and (it % self.every == 0 or it >= self.cfg.train.iterations or stop is not None):
             self.tracker.save_checkpoint(training_state(module, self.history, self.cfg), checkpoint_name(it))
             for old in self.tracker.list_checkpoints()[self.keep:]:  # newest first; delete only after the save
                 self.tracker.delete_checkpoint(old)
+        if stop is not None:
+            raise stop

@@ -32,6 +32,7 @@ from ganlab.nets.conditioning import LabelConditioning
 from ganlab.nets.models import MODELS, build_discriminator, build_generator, build_lift
 from ganlab.plots.plotter import Plotter, build_plotter
 from ganlab.preprocess import build_preprocess
+from ganlab.signals import Stopped
 from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.evaluation import Evaluator, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
@@ -211,8 +212,10 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id) from exc
-    except BaseException:  # Ctrl-C / SystemExit: the run is marked KILLED, never left RUNNING
-        tracker.finish("KILLED", "interrupted")
+    except BaseException as exc:  # SIGINT / SIGTERM (Stopped), SystemExit: KILLED, never left RUNNING
+        tracker.finish("KILLED", f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted")
+        if isinstance(exc, Stopped):
+            exc.run_id = tracker.run_id
         raise
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri,

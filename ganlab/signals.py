@@ -1,0 +1,73 @@
+"""SIGTERM and SIGINT end a run the same way: as a :class:`Stopped` exception in the main thread.
+
+Why not let them be: Lightning turns Ctrl-C into ``sys.exit(1)`` and SIGTERM into ``sys.exit(0)``,
+so a stopped run looked like a finished or a failed one to the shell. Raised as ``Stopped`` instead
+(not a KeyboardInterrupt, which Lightning would swallow), the run's own handler marks it KILLED,
+and the CLI prints one line and exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as
+shells and schedulers expect.
+
+A training loop that checks :func:`check_stop` at every iteration boundary may ask for the stop to
+wait there (:func:`defer_to_boundaries`), so that its checkpoint holds a whole iteration; a second
+signal stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(BaseException):
+    """The process received SIGINT or SIGTERM; ``exit_code`` is 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        self.run_id: str | None = None  # the run it stopped, once marked KILLED
+
+
+_deferred = False  # a loop checks check_stop() at its boundaries
+_pending: Stopped | None = None
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    global _pending
+    if _deferred and _pending is None:
+        _pending = Stopped(signum)
+        return
+    raise Stopped(signum)
+
+
+def defer_to_boundaries(on: bool = True) -> None:
+    """While on, a first signal waits for the loop's next :func:`check_stop` (a second one does not)."""
+    global _deferred
+    _deferred = on
+
+
+def check_stop() -> Stopped | None:
+    """The stop a signal asked for since the last check (the caller raises it once it has saved), or None."""
+    global _pending
+    stop, _pending = _pending, None
+    return stop
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Stopped`; the old handlers come back after."""
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def ignore_stop_signals() -> None:
+    """For helper processes (the tracker): the main process ends them in order after a signal."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

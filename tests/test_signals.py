@@ -1,0 +1,54 @@
+"""SIGTERM and SIGINT stop a CLI run cleanly: one line on stderr, exit codes 143 and 130, the MLflow
+run KILLED with the signal as its reason, and a checkpoint of the iteration it stopped in, from which
+`resume=` goes on."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+LONG = ["train.iterations=200000", "train.eval_every=100", "train.plot_every=100000", "train.eval_samples=2000",
+        "train.ckpt_every=100000"]
+
+
+def _start(tmp_path, uri: str) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ganlab.train", *LONG], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_training(proc: subprocess.Popen) -> str:
+    """The run id, once the run has logged its first evaluations."""
+    deadline = time.monotonic() + 180
+    run_id = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("ganlab: run "):
+            run_id = line.split()[2]
+        if run_id and line.startswith("[it "):
+            return run_id
+    raise AssertionError("the run did not start training within 180 s")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_the_run_killed_with_a_checkpoint_and_its_exit_code(sig, code, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = _start(tmp_path, uri)
+    run_id = _wait_for_training(proc)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    name = signal.Signals(sig).name
+    assert err.strip() == (f"ganlab: stopped by {name}; run {run_id} is marked KILLED in MLflow "
+                           f"(python -m ganlab.train resume={run_id} continues it from its last checkpoint)")
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == f"stopped by {name}"
+    (checkpoint,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+    stopped_at = int(checkpoint.split("_")[-1].split(".")[0])  # the iteration it stopped in, though none was due
+    assert 0 < stopped_at < 100000
