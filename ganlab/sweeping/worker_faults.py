@@ -1,0 +1,99 @@
+"""A sweep worker that dies (kill -9, out of memory, a crash) loses no trial.
+
+Each worker tags the trials it runs with ``worker = <host>:<pid>``. When the driver sees a worker
+process end badly, or finds on start a RUNNING trial whose worker process on this host no longer
+exists, the trial is failed at once (its reason recorded) and retried once as a WAITING copy, which
+the remaining or a replacement worker runs in the same invocation. Workers on other machines are
+covered by Optuna's heartbeats (a trial without a beat for ``--stale-after`` seconds is failed and
+retried the same way). A failed trial that was retried does not use up the study's trial budget.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import optuna
+from optuna.storages import RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+WORKER_ATTR = "worker"
+MAX_RETRY = 1
+
+
+def worker_tag(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _dead_here(tag: str | None) -> bool:
+    """A trial's worker ran on this host and its process is gone."""
+    if not tag or ":" not in tag:
+        return False
+    host, pid = tag.rsplit(":", 1)
+    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+
+def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> int | None:
+    """Mark a RUNNING trial FAIL with ``reason`` and enqueue its retry (once); the retry's number."""
+    storage = study._storage  # noqa: SLF001 -- Optuna's documented way for an outside process to end a trial
+    storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)  # noqa: SLF001
+    if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
+        return None  # it ended meanwhile
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+    added = [t.number for t in study.get_trials(deepcopy=False) if t.number not in before]
+    return added[0] if added else None
+
+
+def recover_dead_workers(study: optuna.Study, dead_tags: set[str] | None = None,
+                         exit_codes: dict[str, int] | None = None) -> list[int]:
+    """Fail and retry the RUNNING trials of workers known dead (``dead_tags``) or found dead on this
+    host; returns the failed trials' numbers."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tag = trial.user_attrs.get(WORKER_ATTR)
+        if (dead_tags is not None and tag in dead_tags) or _dead_here(tag):
+            code = (exit_codes or {}).get(tag)
+            how = f"exit code {code}" if code is not None else "its process is gone"
+            fail_and_retry(study, trial, f"its worker {tag} died ({how}); retried")
+            failed.append(trial.number)
+    return failed
+
+
+def budget_used(study: optuna.Study) -> int:
+    """Trials that count against the study's budget: every started trial, except failed ones that
+    were retried (their retry counts instead)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {RetryFailedTrialCallback.retried_trial_number(t) for t in trials} - {None}
+    return sum(1 for t in trials if t.state != TrialState.WAITING
+               and not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def to_run(study: optuna.Study, trials: int) -> int:
+    """How many trials an invocation still runs: the unused budget, and at least every WAITING trial."""
+    return max(trials - budget_used(study), waiting(study))
+
+
+class StopWhenDone:
+    """A worker's ``study.optimize`` callback: stop once the budget is used and no trial waits."""
+
+    def __init__(self, trials: int) -> None:
+        self.trials = trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if budget_used(study) >= self.trials and waiting(study) == 0:
+            study.stop()
