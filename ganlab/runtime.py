@@ -24,6 +24,7 @@ def configure_runtime() -> None:
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", pattern)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading a run back is not a download
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when MLflow is imported, which may be later
     if "matplotlib" in sys.modules:
         sys.modules["matplotlib"].use("Agg")
     else:  # read when matplotlib is first imported: no need to import it (slow) before a figure is due

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ganlab.errors import GanlabError, SampleError
+from ganlab.sample_writer import CHUNK, SampleWriter
 
 USAGE = """usage: python -m ganlab.sample (run_id=<id> | experiment=<name> | model_uri=<uri>)
                              [n=10000] [out=samples.npy] [label=<class>] [plot=false] [seed=0] [tracking.uri=<uri>]
@@ -112,11 +113,15 @@ def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
     if args.label is not None and args.label >= classes:
         raise SampleError(f"label={args.label} is not allowed; the model has classes 0..{classes - 1}")
 
-    samples, labels = module.sample(args.n, torch.Generator().manual_seed(args.seed), args.label)
-    samples = samples.float().numpy()
-    label_array = None if labels is None else labels.numpy()
-    _write(args.out, samples, label_array)
-    figure = _plot(module, samples, label_array, args.out) if args.plot else None
+    generator = torch.Generator().manual_seed(args.seed)
+    shown: tuple | None = None  # the first chunk is what the figure shows
+    with SampleWriter(args.out, args.n, module.target.dim, labelled=bool(classes)) as writer:
+        for start in range(0, args.n, CHUNK):  # one chunk in memory at a time, whatever n is
+            samples, labels = module.sample(min(CHUNK, args.n - start), generator, args.label)
+            chunk = samples.float().numpy(), None if labels is None else labels.numpy()
+            writer.write(*chunk)
+            shown = shown or chunk
+    figure = _plot(module, *shown, args.out) if args.plot else None
     return args.out, figure, source
 
 
@@ -158,21 +163,6 @@ def _module_from_model(uri: str, model_uri: str):
     return module, model_uri
 
 
-def _write(out: Path, samples, labels) -> None:
-    import numpy as np
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, samples if labels is None else np.column_stack([samples, labels]))
-        return
-    dim = samples.shape[1]
-    columns = ["x"] if dim == 1 else ["x", "y"] if dim == 2 else [f"p{i}" for i in range(dim)]  # images: pixels
-    table = samples if labels is None else np.column_stack([samples, labels])
-    header = ",".join(columns + ([] if labels is None else ["label"]))
-    fmt = ["%.7g"] * samples.shape[1] + ([] if labels is None else ["%d"])
-    np.savetxt(out, table, delimiter=",", header=header, comments="", fmt=fmt)
-
-
 def _plot(module, samples, labels, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -181,7 +171,8 @@ def _plot(module, samples, labels, out: Path) -> Path:
     plotter = build_plotter(module.target)
     frame = plotter.frame(samples, labels, 0, lambda points, label: None)
     fig = plotter.figure(frame, {})
-    fig.suptitle(f"{len(samples):,} samples from the generator")
+    fig.suptitle(f"{len(samples):,} samples from the generator" + (" (the first of the file's)"
+                                                                   if len(samples) == CHUNK else ""))
     path = out.with_suffix(".png")
     fig.savefig(path, dpi=100)
     plt.close(fig)

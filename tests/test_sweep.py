@@ -246,3 +246,41 @@ def test_enqueued_trials_are_run_not_counted_as_done(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     study = optuna.load_study(study_name="queued", storage=storage)
     assert [(t.state.name, t.params["optim.d_lr"]) for t in study.trials] == [("COMPLETE", 1e-3), ("COMPLETE", 2e-3)]
+
+
+def test_a_killed_worker_s_trial_is_failed_retried_and_completed_in_the_same_invocation(tmp_path):
+    path = _write(tmp_path, "kill", trials=3, fixed=["train.iterations=1500", "train.eval_every=100",
+                                                     "train.plot_every=1500", "train.eval_samples=2000"])
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "ganlab.sweep", path, "--workers", "2", "--storage", storage],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline:  # a worker that has logged some of its trial
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="kill", storage=storage)
+        except KeyError:
+            continue
+        running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"
+                   and "worker" in t.user_attrs and t.intermediate_values]
+        victim = running[0] if running else None
+    assert victim is not None, "no trial was running before the deadline"
+    os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out + err
+    assert f"trial(s) {victim.number} failed and queued again" in out
+    study = optuna.load_study(study_name="kill", storage=storage)
+    states = sorted(t.state.name for t in study.trials)
+    assert states.count("COMPLETE") >= 3 and states.count("FAIL") == 1 and "RUNNING" not in states
+    (failed,) = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed.number == victim.number and "died (exit code -9)" in failed.user_attrs["failure_reason"]
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == victim.params
+    counts = out.split("done in")[1].splitlines()[0]
+    assert f"{states.count('COMPLETE')} complete" in counts and "1 fail" in counts and "running" not in counts
+    _, parents, children = _children(tmp_path, "kill")
+    assert parents[0].info.status == "FINISHED"
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    killed = [c for c in children if c.data.tags["trial_number"] == str(victim.number)]
+    assert [c.info.status for c in killed] == ["KILLED"]

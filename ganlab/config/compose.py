@@ -34,7 +34,7 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _one_line(exc: BaseException) -> str:
+def hydra_error_message(exc: BaseException) -> str:
     """Hydra/OmegaConf messages are multi-line with a 'full_key' trailer: keep what a user needs."""
     while exc.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
         exc = exc.__cause__
@@ -42,6 +42,10 @@ def _one_line(exc: BaseException) -> str:
     sweep = re.match(r"(?:Ambiguous value for argument|Sweep parameters) '([^']+)'", text)
     if sweep:
         return f"{sweep.group(1)} is a sweep; add -m to train once per value (python -m ganlab.train -m ...)"
+    lexer = re.match(r"LexerNoViableAltException: (.*)", text)
+    if lexer:
+        return (f"cannot parse the override {lexer.group(1)!r}: quote values with characters other than letters, "
+                "digits and _-./ (e.g. key='ñame', in single quotes inside double quotes in a shell)")
     if text.startswith("Error parsing override"):
         lines = text.splitlines()
         return f"{lines[0]}: {lines[1] if len(lines) > 1 else ''} (overrides look like group=option or key=value)"
@@ -57,7 +61,7 @@ def _missing_option_message(exc: MissingConfigException) -> str:
     if match and match.group(1) in GROUPS:
         group, name = match.groups()
         return f"unknown {group} option '{name}'; allowed: {', '.join(group_options(group))}"
-    return _one_line(exc)
+    return hydra_error_message(exc)
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
@@ -74,7 +78,7 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     except MissingConfigException as exc:
         raise ConfigError(_missing_option_message(exc)) from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(hydra_error_message(exc)) from None
     finally:
         GlobalHydra.instance().clear()
 

@@ -7,9 +7,12 @@ schedules); each target's and noise's own value checks live beside its builder i
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ganlab.config.model_size import available_memory_bytes, estimated_training_bytes
 from ganlab.config.uris import check_tracking_uri
 from ganlab.data.noise import NOISES
 from ganlab.data.targets import TARGETS
@@ -22,6 +25,7 @@ from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import OPTIMIZERS, SCHEDULES
 
 ACCELERATORS = ("cpu", "gpu", "auto")
+MAX_EXPERIMENT_NAME = 500
 
 
 def _choice(value: str, key: str, allowed: tuple[str, ...]) -> None:
@@ -125,6 +129,11 @@ def _validate_train(cfg: DictConfig) -> None:
     require(train.ckpt_every >= 0, "train.ckpt_every", train.ckpt_every, "must be >= 0; 0 turns checkpoints off")
     require(train.ckpt_keep >= 1, "train.ckpt_keep", train.ckpt_keep, "must be >= 1 (checkpoints kept per run)")
     require(1 <= train.seeds <= MAX_SEEDS, "train.seeds", train.seeds, f"must be in [1, {MAX_SEEDS}]")
+    require(0 <= train.seed and train.seed + train.seeds <= 2**32, "train.seed", train.seed,
+            "must be in [0, 2**32 - train.seeds] (numpy and torch take 32-bit seeds)")
+    cores = os.cpu_count() or 1
+    require(train.threads <= 4 * cores, "train.threads", train.threads,
+            f"must be in [1, {4 * cores}] (this machine has {cores} cores; more threads only slow it down)")
     if train.seeds > 1:
         reason = unsupported_reason(cfg)
         require(reason is None, "train.seeds", train.seeds,
@@ -165,17 +174,55 @@ def _no_unknown_keys(cfg: DictConfig) -> None:
     walk(cfg, "")
 
 
+def _no_non_finite(cfg: DictConfig) -> None:
+    """NaN and infinities are refused in every float field (and list of floats), by name, before any
+    check that would word them less clearly (or any training that would fail on them later)."""
+    def walk(node, prefix: str) -> None:
+        items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+        for key, value in items:
+            name = f"{prefix}.{key}" if isinstance(node, DictConfig) else prefix
+            if isinstance(value, DictConfig | ListConfig):
+                walk(value, name if isinstance(value, ListConfig) else name)
+            elif isinstance(value, float) and not math.isfinite(value):
+                shown = list(node) if isinstance(node, ListConfig) else value
+                require(False, name.lstrip("."), shown, "must be a finite number (no nan or inf)")
+
+    walk(cfg, "")
+
+
+def _validate_tracking(tracking: DictConfig) -> None:
+    if tracking.uri is not None:
+        check_tracking_uri(tracking.uri)
+    name = tracking.experiment
+    require(name is None or (isinstance(name, str) and name.strip() != "" and len(name) <= MAX_EXPERIMENT_NAME),
+            "tracking.experiment", name, f"must be an MLflow experiment name of 1-{MAX_EXPERIMENT_NAME} characters")
+    _validate_register(tracking.register)
+
+
+def _validate_size(cfg: DictConfig) -> None:
+    """Networks whose weights and optimiser state cannot fit in this machine's free memory are refused
+    by name, instead of failing deep inside torch (or being killed by the system) once allocated."""
+    need = estimated_training_bytes(cfg)
+    free = available_memory_bytes()
+    if free and need > 0.8 * free:
+        g, d = list(cfg.model.g.hidden), list(cfg.model.d.hidden)
+        key, value = ("model.g.hidden", g) if sum(a * b for a, b in zip(g, g[1:], strict=False)) >= sum(
+            a * b for a, b in zip(d, d[1:], strict=False)) else ("model.d.hidden", d)
+        require(False, key, value, f"G and D would need about {need / 2**30:.1f} GB for weights, gradients and "
+                f"Adam state, and this machine has {free / 2**30:.1f} GB free; use smaller layers")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first bad value found."""
     _no_unknown_keys(cfg)
+    _no_non_finite(cfg)
     _validate_data(cfg.data)
     _validate_noise(cfg.noise)
     _validate_model(cfg)
     _validate_optim(cfg.optim)
     _validate_train(cfg)
-    if cfg.tracking.uri is not None:
-        check_tracking_uri(cfg.tracking.uri)
-    _validate_register(cfg.tracking.register)
+    _validate_tracking(cfg.tracking)
+    _validate_size(cfg)
 
 
 def _validate_register(name: str | None) -> None:

@@ -24,8 +24,12 @@ def resolve_picture_path(path: str) -> Path:
     if path in example_names():
         return PICTURE_DIR / f"{path}.png"
     resolved = Path(path).expanduser()
-    if not resolved.is_file():
+    if not resolved.exists():
         raise PictureError(f"data.path={path!r}: no such file; give a PNG/JPEG path or an example: "
+                           f"{', '.join(example_names())}")
+    if not resolved.is_file():  # a directory, a device such as /dev/zero, a pipe
+        kind = "a directory" if resolved.is_dir() else "not a regular file"
+        raise PictureError(f"data.path={path!r} is {kind}; give a PNG/JPEG file or an example: "
                            f"{', '.join(example_names())}")
     return resolved
 
@@ -37,8 +41,11 @@ def load_picture(path: str, max_side: int = 512) -> np.ndarray:
 
     file = resolve_picture_path(path)
     try:
-        with Image.open(file) as image:
+        with Image.open(file) as image:  # Pillow refuses pictures over 2 x MAX_IMAGE_PIXELS (178 MP)
             gray = image.convert("L")
+    except Image.DecompressionBombError:
+        raise PictureError(f"data.path={path!r} is too large to read safely (over {2 * Image.MAX_IMAGE_PIXELS:,} "
+                           f"pixels); shrink it first (it is reduced to {max_side} pixels a side anyway)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise PictureError(f"data.path={path!r} is not a readable image ({type(exc).__name__}); "
                                 "use a PNG or JPEG file") from None

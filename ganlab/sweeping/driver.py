@@ -32,8 +32,9 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     from ganlab.errors import ConfigError
     from ganlab.runtime import configure_runtime
     from ganlab.sweeping.study import open_study
-    from ganlab.sweeping.summary import STARTED, best_trials, counts, started
+    from ganlab.sweeping.summary import best_trials, counts
     from ganlab.sweeping.trial import TrialObjective
+    from ganlab.sweeping.worker_faults import StopWhenDone, retry_interrupted, to_run
     from ganlab.training.runner import TrainingFailed
 
     configure_runtime()
@@ -43,7 +44,7 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     seeded["seed"] = int(seeded.get("seed", 0)) + index  # distinct seeds: workers must not suggest alike
     sweep.sampler = seeded
     study = open_study(sweep, storage_url, stale_after)
-    if started(study) >= sweep.trials:
+    if to_run(study, sweep.trials) == 0:
         return
     objective = TrialObjective(sweep, parent_run_id)
 
@@ -60,24 +61,23 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
 
     try:
         study.optimize(objective, catch=(TrainingFailed, ConfigError), gc_after_trial=True,
-                       callbacks=[optuna.study.MaxTrialsCallback(sweep.trials, states=STARTED), progress])
+                       callbacks=[StopWhenDone(sweep.trials), progress])
     except KeyboardInterrupt:  # Ctrl-C reaches every worker: the driver reports it, once
+        retry_interrupted(study)  # Optuna failed the trial it stopped: the next invocation runs it again
         sys.exit(130)
 
 
 def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads: int = 1,
               stale_after: int = 30) -> int:
-    """Open (or resume) the study and its parent run, run the workers, summarise. Returns an exit code."""
+    """Open (or resume) the study and its parent run, keep ``workers`` processes on it until every
+    trial is done (replacing any that dies, whose trial is retried), summarise. Returns an exit code."""
     import optuna
 
     from ganlab.runtime import configure_runtime
+    from ganlab.signals import Stopped, stop_on_signals
     from ganlab.sweeping.study import enqueue_grid, open_study
-    from ganlab.sweeping.summary import (
-        close_orphaned_child_runs,
-        finish_parent_run,
-        open_parent_run,
-        started,
-    )
+    from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
+    from ganlab.sweeping.worker_faults import budget_used, recover_dead_workers, to_run
 
     configure_runtime()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,31 +87,91 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     study.set_user_attr("mlflow_parent_run_id", parent_run_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)  # other machines' dead workers, after --stale-after seconds
+    recover_dead_workers(study)  # this machine's, at once (their processes are gone)
     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
-    existing = started(study)
-    remaining = max(sweep.trials - existing, 0)
-    print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {remaining} to run) "
-          f"with {min(workers, remaining) if remaining else 0} worker(s)\n  storage {storage_url}\n"
+    remaining = to_run(study, sweep.trials)
+    print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({budget_used(study)} already in the study, "
+          f"{remaining} to run) with {min(workers, remaining)} worker(s)\n  storage {storage_url}\n"
           f"  MLflow parent run {parent_run_id} in experiment '{sweep.experiment_name}' ({tracking_uri})", flush=True)
     start = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(i, sweep, storage_url, tracking_uri, parent_run_id, os.getpid(),
-                                               threads, stale_after), daemon=False)
-             for i in range(min(workers, remaining))]
+    pool = _Pool(sweep, storage_url, tracking_uri, parent_run_id, threads, stale_after)
     try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=30)
+        with stop_on_signals():
+            pool.fill(min(workers, remaining))
+            while pool.procs:
+                for dead in pool.reap():
+                    failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
+                    close_orphaned_child_runs(study, tracking_uri, parent_run_id)
+                    print(f"ganlab sweep: worker {dead.tag} died (exit code {dead.exitcode})"
+                          + (f"; trial(s) {', '.join(map(str, failed))} failed and queued again" if failed else ""),
+                          flush=True)
+                pool.fill(min(workers, to_run(study, sweep.trials)) - len(pool.procs))
+    except (KeyboardInterrupt, Stopped) as exc:
+        pool.stop()
+        recover_dead_workers(study)
+        close_orphaned_child_runs(study, tracking_uri, parent_run_id)
         finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
-        print("ganlab sweep: interrupted; run the same command again to continue the study", file=sys.stderr)
-        return 130
+        name = exc.name if isinstance(exc, Stopped) else "SIGINT"
+        print(f"ganlab sweep: stopped by {name}; run the same command again to continue the study", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Stopped) else 130
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
     return print_results(study, sweep, time.perf_counter() - start)
+
+
+class _Pool:
+    """The sweep's worker processes: started, reaped when they end, replaced (a bounded number of
+    times, so a worker that cannot start does not loop forever), stopped on a signal."""
+
+    def __init__(self, sweep, storage_url: str, tracking_uri: str, parent_run_id: str, threads: int,
+                 stale_after: int) -> None:
+        self.args = (sweep, storage_url, tracking_uri, parent_run_id, os.getpid(), threads, stale_after)
+        self.procs: list = []
+        self.started = 0
+        self.max_starts: int | None = None
+        self.ctx = mp.get_context("spawn")
+
+    def fill(self, count: int) -> None:
+        if self.max_starts is None:
+            self.max_starts = 3 * max(count, 1)  # the first pool, then two replacements each
+        for _ in range(max(count, 0)):
+            if self.started >= self.max_starts:
+                return
+            proc = self.ctx.Process(target=_worker, args=(self.started, *self.args), daemon=False)
+            proc.start()
+            self.procs.append(proc)
+            self.started += 1
+
+    def reap(self) -> list:
+        """Wait a moment for workers to end; return those that died (exit code not 0), with their tag."""
+        from ganlab.sweeping.worker_faults import worker_tag
+
+        dead = []
+        for proc in list(self.procs):
+            proc.join(timeout=0.5 / max(len(self.procs), 1))
+            if proc.is_alive():
+                continue
+            self.procs.remove(proc)
+            if proc.exitcode != 0:
+                proc.tag = worker_tag(proc.pid)
+                dead.append(proc)
+        return dead
+
+    def stop(self) -> None:
+        """Ctrl-C reached the workers with the driver; a SIGTERM to the driver alone is passed on as
+        SIGINT: each ends its trial's run KILLED and queues it again."""
+        import signal
+
+        deadline = time.monotonic() + 2.0
+        for proc in self.procs:
+            proc.join(timeout=max(deadline - time.monotonic(), 0))
+        for proc in self.procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
 
 
 def print_results(study, sweep, seconds: float) -> int:

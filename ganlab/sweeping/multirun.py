@@ -17,7 +17,7 @@ from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from ganlab.config.compose import GROUPS, compose_config, group_options
+from ganlab.config.compose import GROUPS, compose_config, group_options, hydra_error_message
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
 from ganlab.sweeping.definition import Objective, Param, SweepDefinition
@@ -31,10 +31,8 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
-        lines = str(exc).strip().splitlines()
-        detail = f": {lines[1]}" if len(lines) > 1 else ""
-        raise ConfigError(f"{lines[0]}{detail} (see Hydra's override grammar: a,b  range(0,3)  "
-                          "choice(a,b)  glob(*))") from None
+        raise ConfigError(f"{hydra_error_message(exc)} (Hydra's sweep grammar: a,b  range(0,3)  choice(a,b)  "
+                          "glob(*))") from None
     fixed: list[str] = []
     swept: dict[str, list[str]] = {}
     for override in parsed:

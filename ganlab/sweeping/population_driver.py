@@ -39,9 +39,9 @@ from ganlab.sweeping.summary import (
     close_orphaned_child_runs,
     finish_parent_run,
     open_parent_run,
-    started,
 )
 from ganlab.sweeping.trial_runs import TrialRuns
+from ganlab.sweeping.worker_faults import budget_used
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.training.runner import make_trainer, resolve_accelerator
 
@@ -172,12 +172,12 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     client = MlflowClient(tracking_uri)
     path = checkpoint_path(sweep, storage_url)
     runs = TrialRuns()
-    budget = max(sweep.trials - started(study), 0)
+    budget = max(sweep.trials - budget_used(study), 0)
     slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
                             best_artifacts=sweep.population["best_artifacts"])
     module = PopulationModule([], threads=threads)
     continued, again = _restore(path, study, slots, module, client)
-    existing = started(study)
+    existing = budget_used(study)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
           f"as a population of {size} on {accelerator} ({threads} thread(s))"
           + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")

@@ -60,15 +60,6 @@ def close_orphaned_child_runs(study: optuna.Study, tracking_uri: str, parent_run
             client.set_terminated(child.info.run_id, status="KILLED")
 
 
-# trials that use up the study's budget: everything but WAITING (enqueued, or a stale trial's retry)
-STARTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
-           optuna.trial.TrialState.RUNNING)
-
-
-def started(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=STARTED))
-
-
 def counts(study: optuna.Study) -> dict[str, int]:
     out: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):

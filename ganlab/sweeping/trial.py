@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
 from ganlab.sweeping.definition import SweepDefinition
+from ganlab.sweeping.worker_faults import WORKER_ATTR, worker_tag
 from ganlab.training.runner import EarlyStop, RunResult, TrainingFailed, run_training
 
 
@@ -36,6 +37,7 @@ class TrialObjective:
         return report
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        trial.set_user_attr(WORKER_ATTR, worker_tag())  # a dead worker's trial is found by it, and retried
         values = self.sweep.suggest(trial)
         overrides = self.sweep.trial_overrides(values)
         trial.set_user_attr("overrides", overrides)

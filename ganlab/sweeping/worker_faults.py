@@ -97,3 +97,15 @@ class StopWhenDone:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if budget_used(study) >= self.trials and waiting(study) == 0:
             study.stop()
+
+
+def retry_interrupted(study: optuna.Study) -> None:
+    """This worker's trials that Optuna failed because Ctrl-C stopped them are retried (WAITING), so
+    running the sweep again completes them instead of counting them as failures."""
+    me = worker_tag()
+    trials = study.get_trials(deepcopy=False)
+    retried = {RetryFailedTrialCallback.retried_trial_number(t) for t in trials}
+    for trial in trials:
+        if (trial.state == TrialState.FAIL and trial.user_attrs.get(WORKER_ATTR) == me
+                and trial.number not in retried and "failure_reason" not in trial.user_attrs):
+            RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, trial)
