@@ -75,6 +75,12 @@ def parse_args(argv: list[str]) -> SampleArgs:
             if args.out.suffix not in (".csv", ".npy"):
                 raise SampleError(f"out={value!r} is not allowed; must end in .csv or .npy")
         else:
+            from ganlab.config.uris import check_tracking_uri
+
+            try:
+                check_tracking_uri(value)
+            except GanlabError as exc:
+                raise SampleError(str(exc)) from None
             args.tracking_uri = value
     if sum(v is not None for v in (args.run_id, args.experiment, args.model_uri)) != 1:
         raise SampleError("give exactly one of run_id=<id>, experiment=<name> or model_uri=<uri>")

@@ -20,6 +20,11 @@ CHECKPOINT_DIR = "checkpoints"
 GENERATOR_FILES = ("model/generator_ema.pt", "model/generator.pt")  # the EMA copy first, when logged
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 class RunReadError(GanlabError):
     """A run, or a part of it, that cannot be read (the caller words it for its own command)."""
 
@@ -43,8 +48,12 @@ class StoredRun:
         self.client = MlflowClient(tracking_uri)
         try:
             self.run = self.client.get_run(run_id)
-        except MlflowException:
-            raise RunReadError(f"no such run {run_id!r} in the tracking store {tracking_uri}") from None
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
+                raise RunReadError(f"no such run {run_id!r} in the tracking store {tracking_uri}") from None
+            raise RunReadError(f"the tracking store {tracking_uri} cannot be read ({_first_line(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 -- connection errors, a broken database file
+            raise RunReadError(f"the tracking store {tracking_uri} cannot be read ({_first_line(exc)})") from None
         self._tmp = tempfile.TemporaryDirectory()
 
     def __enter__(self) -> StoredRun:

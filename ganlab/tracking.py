@@ -28,11 +28,17 @@ import ganlab
 from ganlab.config.flatten import flatten_config
 from ganlab.config.recipes import recipe_summary
 from ganlab.config.uris import resolve_tracking_uri
+from ganlab.errors import GanlabError
 from ganlab.run_files import RunFiles
+from ganlab.run_heartbeat import Heartbeat
 from ganlab.stored_runs import list_checkpoints
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+
+
+class TrackingStoreError(GanlabError):
+    """The tracking store or server cannot be reached or written; the message names it and why."""
 
 
 def _sqlite_dir(uri: str) -> Path | None:
@@ -99,33 +105,62 @@ class Tracker(RunFiles):
     ``resume_run_id`` reopens an existing run instead of creating one: its params and config stay,
     and metrics at steps it already logged (by the process that was killed) are not logged twice.
     ``attach=True`` with it only adds to that run (artifacts of a finished one): its status stays.
-    ``system_metrics=False`` leaves out MLflow's system metrics even if the config asks for them (the
-    trials of a population share one process: its parent run carries them).
+    ``system_metrics=False`` leaves out MLflow's system metrics even if the config asks for them, and
+    ``heartbeat=False`` the run's heartbeat (the trials of a population share one process: its parent
+    run carries them).
+
+    A run that cannot be set up (an unreachable server, a read-only store or artifact folder) is a
+    one-line :class:`TrackingStoreError`; a run that was created is ended FAILED first, never left RUNNING.
     """
 
     def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
                  resume_run_id: str | None = None, plotter: Plotter | None = None, attach: bool = False,
-                 system_metrics: bool = True) -> None:
+                 system_metrics: bool = True, heartbeat: bool = True) -> None:
         self.uri = resolve_tracking_uri(cfg.tracking.uri)
         self._data_cfg, self._plotter = cfg.data, plotter
         self.logged_until = -1  # metrics at steps <= this are already in the run
-        self._system_metrics = None
-        if resume_run_id is not None:
-            self._reopen(resume_run_id, attach)
+        self._system_metrics = self._heartbeat = None
+        self.run_id, self._owns_status = None, False  # whether a set-up failure must end the run FAILED
+        try:
+            if resume_run_id is not None:
+                self._reopen(resume_run_id, attach)
+            else:
+                self._create(cfg, run_name, tags)
+            if not attach and heartbeat:
+                self._heartbeat = Heartbeat(self.client, self.run_id)
             if not attach and system_metrics and cfg.tracking.system_metrics:
-                self._system_metrics = start_system_metrics(self.run_id, self.uri, resumed=True)
-            return
+                self._system_metrics = start_system_metrics(self.run_id, self.uri, resumed=resume_run_id is not None)
+        except Exception as exc:  # noqa: BLE001 -- MLflow, sqlite and OS errors alike: one line, no RUNNING run
+            self._abandon(exc)
+
+    def _create(self, cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None) -> None:
         self.experiment_name = cfg.tracking.experiment
         self.client, self.experiment_id = open_experiment(self.uri, self.experiment_name)
         tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
                 "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name,
                 "recipe": recipe_summary(cfg), **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id, self._owns_status = run.info.run_id, True
         self.artifact_uri = run.info.artifact_uri
         self.log_config(cfg)
-        if system_metrics and cfg.tracking.system_metrics:
-            self._system_metrics = start_system_metrics(self.run_id, self.uri)
+
+    def _abandon(self, exc: Exception) -> None:
+        """Set-up failed: end the run FAILED if it exists (as far as the store allows), raise one line."""
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        cause = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        where = f"run {self.run_id} in " if self.run_id else ""
+        if self._owns_status:
+            for stop in (self._heartbeat.stop if self._heartbeat else None,
+                         lambda: self.client.set_tag(self.run_id, "failure_reason", f"tracking set-up failed: {cause}"),
+                         lambda: self.client.set_terminated(self.run_id, status="FAILED")):
+                try:
+                    if stop:
+                        stop()
+                except Exception:  # noqa: BLE001 -- the store may refuse this too; the message says so
+                    where = f"run {self.run_id} (may still show RUNNING: `python -m ganlab.stale_runs` closes it) in "
+        if isinstance(exc, GanlabError):
+            raise exc
+        raise TrackingStoreError(f"cannot record {where}the tracking store {self.uri}: {cause}") from None
 
     def log_config(self, cfg: DictConfig) -> None:
         """The config as params (flattened) and as config.yaml; logging the same config again is harmless."""
@@ -146,6 +181,7 @@ class Tracker(RunFiles):
         history = self.client.get_metric_history(run_id, "d_real")  # logged at every evaluation
         self.logged_until = max((m.step for m in history), default=-1)
         self.client.update_run(run_id, status="RUNNING")
+        self._owns_status = True
         resumes = int(run.data.tags.get("resumes", "0")) + 1
         self.client.set_tag(run_id, "resumes", str(resumes))
 
@@ -205,6 +241,8 @@ class Tracker(RunFiles):
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         stop_system_metrics(self._system_metrics)
         self._system_metrics = None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if reason:
             self.client.log_batch(self.run_id, tags=[RunTag("failure_reason", reason[:5000])])
         self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
@@ -50,7 +51,10 @@ def hydra_error_message(exc: BaseException) -> str:
         lines = text.splitlines()
         return f"{lines[0]}: {lines[1] if len(lines) > 1 else ''} (overrides look like group=option or key=value)"
     key = re.search(r"full_key:\s*(\S+)", text)
-    first = text.splitlines()[0].strip() if text else type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if first.endswith(":") and len(lines) > 1:  # "In 'experiment/x': ValidationError raised while composing config:"
+        first = f"{first} {lines[1]}"  # the line that says why
     if key and key.group(1) not in first:
         first = f"{key.group(1)}: {first}"
     return first
@@ -79,6 +83,10 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         raise ConfigError(_missing_option_message(exc)) from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(hydra_error_message(exc)) from None
+    except yaml.YAMLError as exc:  # a malformed YAML file under conf/ (a user's own experiment, say)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     finally:
         GlobalHydra.instance().clear()
 

@@ -7,10 +7,11 @@ none given, runs go to a SQLite store at ``mlruns/mlflow.db`` with artifacts und
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ganlab.errors import require
+from ganlab.errors import ConfigError, require
 
 DEFAULT_STORE = Path("mlruns")
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -29,13 +30,46 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri") -> None:
 
 
 
+REACH_TIMEOUT_S = 20  # an unreachable server is reported within this, not after MLflow's minutes of retries
+_reached: set[str] = set()
+
+
+def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """An http(s) tracking server must answer its /health endpoint within ``timeout_s`` (retried every
+    2 s); checked once per process. Unreachable is a one-line ConfigError, never 'no such run'."""
+    if urlparse(uri).scheme not in ("http", "https") or uri in _reached:
+        return
+    import urllib.error
+    import urllib.request
+
+    deadline, reason = time.monotonic() + timeout_s, ""
+    while True:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=min(5.0, timeout_s)):
+                _reached.add(uri)
+                return
+        except urllib.error.HTTPError:  # it answered (a proxy or an older server without /health)
+            _reached.add(uri)
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        if time.monotonic() + 2 > deadline:
+            break
+        time.sleep(2)
+    raise ConfigError(f"{key}={uri}: the tracking server is unreachable ({reason}) after {timeout_s:.0f} s; "
+                      "start it (make server) or point it at another store")
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri`` if given (tracking.uri), else $MLFLOW_TRACKING_URI, else the local SQLite store."""
+    """``uri`` if given (tracking.uri), else $MLFLOW_TRACKING_URI, else the local SQLite store; a server
+    that does not answer is a one-line error here (see :func:`check_reachable`)."""
     if uri:
+        check_reachable(uri)
         return uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         check_tracking_uri(env, key="MLFLOW_TRACKING_URI")
+        check_reachable(env, key="MLFLOW_TRACKING_URI")
         return env
     DEFAULT_STORE.mkdir(exist_ok=True)
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"

@@ -91,10 +91,10 @@ class TrialRuns:
         """Create (or, with ``resume_run_id``, reopen) the trial's child run; the future holds its id."""
         def call() -> str:
             if resume_run_id:  # system metrics: the population's process is one, they go to the parent run
-                tracker = Tracker(cfg, resume_run_id=resume_run_id, system_metrics=False)
+                tracker = Tracker(cfg, resume_run_id=resume_run_id, system_metrics=False, heartbeat=False)
                 tracker.log_config(cfg)  # again: the killed process may have stopped halfway through it
             else:
-                tracker = Tracker(cfg, run_name=run_name, tags=tags, system_metrics=False)
+                tracker = Tracker(cfg, run_name=run_name, tags=tags, system_metrics=False, heartbeat=False)
             self._trackers[trial] = tracker
             return tracker.run_id
 

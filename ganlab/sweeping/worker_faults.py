@@ -17,6 +17,8 @@ import optuna
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
+from ganlab.run_heartbeat import pid_alive
+
 WORKER_ATTR = "worker"
 MAX_RETRY = 1
 
@@ -25,22 +27,12 @@ def worker_tag(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def _dead_here(tag: str | None) -> bool:
     """A trial's worker ran on this host and its process is gone."""
     if not tag or ":" not in tag:
         return False
     host, pid = tag.rsplit(":", 1)
-    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> int | None:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganlab.config.validate import validate
 from ganlab.errors import ConfigError
+from ganlab.run_heartbeat import close_if_dead, liveness
 from ganlab.stored_runs import RunReadError, StoredRun
 from ganlab.tracking import resolve_tracking_uri
 from ganlab.training.checkpoints import RESUMABLE_KEYS, config_differences, config_hash
@@ -54,6 +55,12 @@ def prepare_resume(run_id: str, overrides: list[str]) -> tuple[DictConfig, Resum
                                   f"`python -m ganlab.sample run_id={run_id}`")
             state, skipped = run.newest_checkpoint()
             status = run.status
+            if status == "RUNNING":  # a live process would log every step twice; a dead one is closed first
+                alive, how = liveness(run.run)
+                if alive:
+                    raise ConfigError(f"resume={run_id}: the run is still running ({how}); stop that process "
+                                      "first (Ctrl-C ends it KILLED, with a checkpoint)")
+                close_if_dead(run.client, run.run)
     except RunReadError as exc:
         raise ConfigError(f"resume={run_id}: {exc}; nothing to resume from") from None
     if state["config_hash"] != config_hash(cfg):

@@ -1,0 +1,138 @@
+"""Faults leave every run in a final, truthful state, and bad input is one line: an unreachable server,
+an artifact folder that cannot be written, a run whose process died (closed KILLED; resume of a live
+one refused), and every input of issue 16's list."""
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ganlab.config.compose import compose_config
+from ganlab.errors import ConfigError
+from ganlab.stale_runs import main as stale_runs_main
+from ganlab.tracking import TrackingStoreError
+from ganlab.training.resume import prepare_resume
+from ganlab.training.runner import run_training
+
+TINY = ["train.iterations=20", "train.eval_every=10", "train.plot_every=20", "train.eval_samples=2000"]
+
+
+def test_an_unreachable_tracking_server_is_one_line_within_30_s(tmp_path):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "ganlab.train", "tracking.uri=http://127.0.0.1:9", *TINY],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert time.monotonic() - start < 30 + 15  # 20 s of retries, plus starting Python and torch
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "tracking.uri=http://127.0.0.1:9: the tracking server is unreachable" in proc.stderr
+    sample = subprocess.run([sys.executable, "-m", "ganlab.sample", "run_id=0123", "tracking.uri=http://127.0.0.1:9"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert sample.returncode == 2 and "unreachable" in sample.stderr and "no such run" not in sample.stderr
+
+
+def test_an_artifact_folder_that_cannot_be_written_fails_the_run_in_one_line(tracking_uri, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    MlflowClient(tracking_uri).create_experiment("unwritable", artifact_location=(blocker / "artifacts").as_uri())
+    with pytest.raises(TrackingStoreError) as err:
+        run_training(compose_config([*TINY, "tracking.experiment=unwritable"]), verbose=False)
+    assert "\n" not in str(err.value) and "cannot record run" in str(err.value)
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("unwritable").experiment_id])
+    assert run.info.status == "FAILED" and "tracking set-up failed" in run.data.tags["failure_reason"]
+
+
+def test_a_live_run_cannot_be_resumed_and_a_dead_one_is_closed_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", "train.iterations=200000", "train.eval_every=100",
+                             "train.ckpt_every=100", "train.eval_samples=2000"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    run_id, deadline = None, time.monotonic() + 180
+    client = MlflowClient(uri)
+    while time.monotonic() < deadline:  # running, with a checkpoint to resume from
+        line = proc.stdout.readline()
+        run_id = line.split()[2] if line.startswith("ganlab: run ") else run_id
+        if run_id and line.startswith("[it ") and client.list_artifacts(run_id, "checkpoints"):
+            break
+    assert run_id, "the run did not start"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        with pytest.raises(ConfigError, match=f"resume={run_id}: the run is still running .process .* is running"):
+            prepare_resume(run_id, [])
+        os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its tracking process, as a lost machine
+        proc.wait()
+        assert client.get_run(run_id).info.status == "RUNNING"  # nobody could end it
+        assert stale_runs_main([f"tracking.uri={uri}"]) == 0
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and run.data.tags["failure_reason"].startswith("its process died")
+        assert stale_runs_main([f"tracking.uri={uri}"]) == 0  # nothing left to close
+        cfg, resume, _ = prepare_resume(run_id, [])  # a KILLED run resumes from its checkpoint
+        assert resume.run_id == run_id and resume.state["iteration"] > 0
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _bomb_png(path: Path) -> Path:
+    """A PNG header for a 20,000 x 20,000 picture (no pixel data): what Pillow calls a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.g.hidden=[100000,100000]"], "model.g.hidden=[100000, 100000] is not allowed; G and D would need about"),
+    (["tracking.experiment=''"], "tracking.experiment='' is not allowed; must be an MLflow experiment name"),
+    ([f"tracking.experiment={'x' * 501}"], "must be an MLflow experiment name of 1-500 characters"),
+    (["train.seed=-1"], "train.seed=-1 is not allowed; must be in [0, 2**32"),
+    (["train.seed=4294967296"], "train.seed=4294967296 is not allowed"),
+    (["train.threads=100000"], "train.threads=100000 is not allowed; must be in [1, "),
+    (["train.r1_gamma=inf"], "train.r1_gamma=inf is not allowed; must be a finite number"),
+    (["noise.low=-inf"], "noise.low=-inf is not allowed; must be a finite number"),
+    (["data=mixture_1d", "data.means=[nan,1]"], "data.means=[nan, 1.0] is not allowed; must be a finite number"),
+    (["data=image_density", "data.path=/dev/zero"], "data.path='/dev/zero' is not a regular file"),
+    (["data=image_density", "data.path=/tmp"], "data.path='/tmp' is a directory"),
+    (["tracking.experiment=ñame"], "cannot parse the override 'tracking.experiment=ñame': quote values"),
+])
+def test_bad_inputs_are_one_line_errors_before_anything_trains(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        compose_config(overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_huge_picture_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="is too large to read safely"):
+        compose_config(["data=image_density", f"data.path={_bomb_png(tmp_path / 'bomb.png')}"])
+
+
+def test_a_broken_experiment_yaml_says_which_file_and_why(monkeypatch, tmp_path):
+    import shutil
+
+    import ganlab.config.compose as compose
+
+    conf = tmp_path / "conf"
+    shutil.copytree(compose.CONF_DIR, conf)
+    monkeypatch.setattr(compose, "CONF_DIR", conf)
+    (conf / "experiment" / "mine.yaml").write_text("defaults:\n  - override /data: ring8\n  bad: [\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml, line 3: not valid YAML"):
+        compose_config(["experiment=mine"])
+    (conf / "experiment" / "mine.yaml").write_text("# @package _global_\ntrain:\n  iterations: many\n")
+    with pytest.raises(ConfigError, match="train.iterations: .*Value 'many' of type 'str' could not be converted"):
+        compose_config(["experiment=mine"])
+
+
+def test_sample_refuses_a_folder_as_tracking_uri(capsys):
+    from ganlab.sample import main
+
+    assert main(["run_id=abc", "tracking.uri=/some/dir"]) == 2
+    err = capsys.readouterr().err
+    assert "tracking.uri='/some/dir' is not allowed; use a database or server URI" in err and err.count("\n") == 1
