@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
-HOST ?= 127.0.0.1
+# Servers listen on 127.0.0.1 unless HOST= is given on the make command line (an exported HOST, which
+# some shells set to the machine's name, is ignored); anything else prints a warning first.
+HOST := $(if $(filter command line,$(origin HOST)),$(HOST),127.0.0.1)
+EXPOSED = $(if $(filter 127.0.0.1 localhost ::1,$(HOST)),,@echo "WARNING: listening on $(HOST): anyone who can reach this machine can read and change every run and study, with no login. For a shared MLflow server use its basic-auth app (docs/tracking.md#a-shared-tracking-server)." >&2)
 PORT ?= 5000
 ARGS ?=
 SWEEP ?= default
@@ -47,6 +50,7 @@ sweep: install
 
 ui: install
 	@mkdir -p mlruns
+	$(EXPOSED)
 	@echo "MLflow UI on http://$(HOST):$(PORT)  (Ctrl-C to stop)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns --host $(HOST) --port $(PORT)
@@ -58,6 +62,7 @@ ui: install
 dashboard: install
 	@$(if $(filter sqlite:///%,$(STORAGE)),test -f "$(patsubst sqlite:///%,%,$(STORAGE))" || \
 		{ echo "No Optuna storage at $(patsubst sqlite:///%,%,$(STORAGE)) yet: run \`make sweep\` first (or pass STORAGE=<url>)" >&2; exit 1; },:)
+	$(EXPOSED)
 	@echo "Optuna dashboard on http://$(HOST):$(DASHBOARD_PORT)  (Ctrl-C to stop)"
 	@$(PY) -c 'import runpy, signal, sys; sys.argv[0] = "optuna-dashboard"; signal.signal(signal.SIGINT, lambda *_: sys.exit(0)); runpy.run_path("$(VENV)/bin/optuna-dashboard", run_name="__main__")' \
 		"$(STORAGE)" --host $(HOST) --port $(DASHBOARD_PORT) --server wsgiref
@@ -66,6 +71,7 @@ dashboard: install
 # tracking.uri=http://$(HOST):$(PORT). It serves artifacts itself (clients upload through it) and the UI.
 server: install
 	@mkdir -p mlruns/artifacts
+	$(EXPOSED)
 	@echo "MLflow tracking server on http://$(HOST):$(PORT)  (Ctrl-C to stop)"
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--artifacts-destination ./mlruns/artifacts --serve-artifacts --host $(HOST) --port $(PORT)

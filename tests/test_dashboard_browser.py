@@ -138,10 +138,14 @@ def test_make_dashboard_serves_the_storage_on_127_0_0_1_port_8080_unless_told():
 
 
 @pytest.mark.parametrize("target", ["ui", "server", "dashboard"])
-def test_every_make_server_binds_127_0_0_1_by_default(target):
-    commands = subprocess.run(_make("-n", target), cwd=ROOT, env=ENV, capture_output=True, text=True,
+def test_every_make_server_binds_127_0_0_1_unless_told_on_the_command_line(target):
+    exported = {**ENV, "HOST": "0.0.0.0"}  # an exported HOST (some shells set one) is not a request
+    commands = subprocess.run(_make("-n", target), cwd=ROOT, env=exported, capture_output=True, text=True,
                               check=True).stdout
-    assert "--host 127.0.0.1 " in commands and "0.0.0.0" not in commands
+    assert "--host 127.0.0.1 " in commands and "0.0.0.0" not in commands and "WARNING" not in commands
+    told = subprocess.run(_make("-n", target, "HOST=0.0.0.0"), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          check=True).stdout
+    assert "--host 0.0.0.0 " in told and "WARNING: listening on 0.0.0.0" in told and "basic-auth" in told
 
 
 def test_make_dashboard_without_the_storage_says_to_sweep_first(tmp_path):
