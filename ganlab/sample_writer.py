@@ -1,8 +1,8 @@
 """Samples written to ``.npy`` or ``.csv`` chunk by chunk, so memory does not grow with their number.
 
 ``python -m ganlab.sample n=20000000`` once held every sample, and a table of them, at once (~290
-bytes a sample). Now one chunk of samples exists at a time: an ``.npy`` file is a memory map filled in
-place, a ``.csv`` file gets each chunk appended. The file is written under a temporary name and
+bytes a sample). Now one chunk of samples exists at a time, appended to the file as it is made (an
+``.npy`` file's header states the final shape first). The file is written under a temporary name and
 renamed at the end, so an error (a full disk, a bad path) leaves no half-written output; the path is
 opened before any sampling, so a path that cannot be written fails at once.
 """
@@ -34,8 +34,10 @@ class SampleWriter:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             if out.suffix == ".npy":
-                self._array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32,
-                                                        shape=(n, dim + int(labelled)))
+                self._handle = open(self.tmp, "wb")
+                np.lib.format.write_array_header_1_0(self._handle, {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                    "shape": (n, dim + int(labelled))})
             else:
                 self._handle = open(self.tmp, "w")
                 self._handle.write(",".join(_columns(dim, labelled)) + "\n")
@@ -46,9 +48,8 @@ class SampleWriter:
         rows = len(samples)
         try:
             if self.out.suffix == ".npy":
-                self._array[self.rows:self.rows + rows, :self.dim] = samples
-                if labels is not None:
-                    self._array[self.rows:self.rows + rows, self.dim] = labels
+                table = samples if labels is None else np.column_stack([samples, labels])
+                self._handle.write(np.ascontiguousarray(table, dtype=np.float32).tobytes())
             else:
                 table = samples if labels is None else np.column_stack([samples, labels])
                 fmt = ["%.7g"] * self.dim + (["%d"] if labels is not None else [])
@@ -61,19 +62,18 @@ class SampleWriter:
     def close(self) -> None:
         """Flush the file to disk and give it its name."""
         try:
-            if self.out.suffix == ".npy":
-                self._array.flush()
-                del self._array
-            else:
-                self._handle.close()
+            if self.rows != self.n:
+                raise OSError(f"{self.rows:,} samples written of {self.n:,}")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
             os.replace(self.tmp, self.out)
         except OSError as exc:
             raise SampleError(f"out={str(self.out)!r} cannot be written: {exc.strerror or exc}") from None
 
     def discard(self) -> None:
-        if self.out.suffix != ".npy" and not self._handle.closed:
+        if not self._handle.closed:
             self._handle.close()
-        self.__dict__.pop("_array", None)
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> SampleWriter:

@@ -72,3 +72,53 @@ def test_a_sweep_through_the_server(server, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("sweep-tiny").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) >= 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def _serve(store, port: int) -> subprocess.Popen:
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+                             f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
+                             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("mlflow server did not come up")
+
+
+def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
+    import signal
+    import time
+
+    from conftest import free_port
+
+    store, port = tmp_path / "mlruns", free_port()
+    store.mkdir()
+    server = _serve(store, port)
+    uri = f"http://127.0.0.1:{port}"
+    run = _ganlab("ganlab.train", ["train.iterations=3000", "train.eval_every=100", "train.plot_every=3000",
+                                   "train.eval_samples=2000", "train.ckpt_every=0", f"tracking.uri={uri}"], tmp_path)
+    try:
+        while not run.stdout.readline().startswith("[it "):  # training, and logging
+            pass
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        time.sleep(10)  # the outage
+        server = _serve(store, port)
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+        client = MlflowClient(uri)
+        (finished,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+        assert finished.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(finished.info.run_id, "ks")]
+        assert sorted(steps) == list(range(0, 3001, 100))  # every evaluation, once
+    finally:
+        run.kill()
+        os.killpg(server.pid, signal.SIGKILL)

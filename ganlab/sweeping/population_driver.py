@@ -31,6 +31,7 @@ from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import MAX_SEEDS, cohort_signature, unsupported_reason
 from ganlab.population.population_module import PopulationModule
 from ganlab.runtime import configure_runtime
+from ganlab.signals import Stopped, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
 from ganlab.sweeping.population_slots import BestMember, PopulationSlots
@@ -200,7 +201,8 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     system = start_system_metrics(parent_run_id, tracking_uri, resumed=True) if base.tracking.system_metrics else None
     try:
         if slots.live or budget > 0:
-            make_trainer(base, [slots]).fit(module, loader)
+            with stop_on_signals():  # SIGTERM as Ctrl-C: checkpoint, child runs KILLED, exit 143
+                make_trainer(base, [slots]).fit(module, loader)
         slots.log_best_artifacts()
         runs.close()
     except BaseException as exc:
@@ -219,8 +221,9 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
              module: PopulationModule, runs: TrialRuns, path: Path) -> int:
     """Interrupted or crashed: checkpoint the members, close their child runs KILLED (the trials stay
     RUNNING in the study: the same command continues them), close the parent run."""
-    interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
-    reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+    interrupted = isinstance(exc, KeyboardInterrupt | SystemExit | Stopped)
+    reason = (f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted" if interrupted
+              else f"{type(exc).__name__}: {exc}")
     saved = True
     try:
         if slots.live and module.cohorts:
@@ -239,7 +242,7 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
     where = f"; checkpoint {path}" if saved and slots.live else ""
     print(f"ganlab sweep: {reason}; {len(slots.live)} trials stay running in the study{where}; "
           "run the same command again to continue them", file=sys.stderr)
-    return 130 if interrupted else 1
+    return exc.exit_code if isinstance(exc, Stopped) else 130 if interrupted else 1
 
 
 class _Steps(torch.utils.data.IterableDataset):
