@@ -32,7 +32,8 @@ def test_an_unreachable_tracking_server_is_one_line_within_30_s(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "tracking.uri=http://127.0.0.1:9: the tracking server is unreachable" in proc.stderr
     sample = subprocess.run([sys.executable, "-m", "ganlab.sample", "run_id=0123", "tracking.uri=http://127.0.0.1:9"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={**os.environ, "GANLAB_REACH_TIMEOUT_S": "3"})
     assert sample.returncode == 2 and "unreachable" in sample.stderr and "no such run" not in sample.stderr
 
 

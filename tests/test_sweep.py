@@ -249,8 +249,8 @@ def test_enqueued_trials_are_run_not_counted_as_done(tmp_path):
 
 
 def test_a_killed_worker_s_trial_is_failed_retried_and_completed_in_the_same_invocation(tmp_path):
-    path = _write(tmp_path, "kill", trials=3, fixed=["train.iterations=1500", "train.eval_every=100",
-                                                     "train.plot_every=1500", "train.eval_samples=2000"])
+    path = _write(tmp_path, "kill", trials=3, fixed=["train.iterations=800", "train.eval_every=100",
+                                                     "train.plot_every=800", "train.eval_samples=2000"])
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen([sys.executable, "-m", "ganlab.sweep", path, "--workers", "2", "--storage", storage],

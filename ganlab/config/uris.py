@@ -34,11 +34,14 @@ REACH_TIMEOUT_S = 20  # an unreachable server is reported within this, not after
 _reached: set[str] = set()
 
 
-def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float = REACH_TIMEOUT_S) -> None:
-    """An http(s) tracking server must answer its /health endpoint within ``timeout_s`` (retried every
-    2 s); checked once per process. Unreachable is a one-line ConfigError, never 'no such run'."""
+def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float | None = None) -> None:
+    """An http(s) tracking server must answer its /health endpoint within ``timeout_s`` (default 20 s,
+    or $GANLAB_REACH_TIMEOUT_S; retried every 2 s); checked once per process. Unreachable is a
+    one-line ConfigError, never 'no such run'."""
     if urlparse(uri).scheme not in ("http", "https") or uri in _reached:
         return
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("GANLAB_REACH_TIMEOUT_S", REACH_TIMEOUT_S))
     import urllib.error
     import urllib.request
 
