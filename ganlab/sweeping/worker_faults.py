@@ -12,15 +12,29 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 
 import optuna
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from ganlab.run_heartbeat import pid_alive
 
 WORKER_ATTR = "worker"
 MAX_RETRY = 1
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Optuna's retry callback (marked experimental, and exactly what is needed), without its warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+def _retried_number(trial: optuna.trial.FrozenTrial) -> int | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 def worker_tag(pid: int | None = None) -> str:
@@ -42,7 +56,7 @@ def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason:
     if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
         return None  # it ended meanwhile
     before = {t.number for t in study.get_trials(deepcopy=False)}
-    RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+    _retry(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
     added = [t.number for t in study.get_trials(deepcopy=False) if t.number not in before]
     return added[0] if added else None
 
@@ -66,7 +80,7 @@ def budget_used(study: optuna.Study) -> int:
     """Trials that count against the study's budget: every started trial, except failed ones that
     were retried (their retry counts instead)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {RetryFailedTrialCallback.retried_trial_number(t) for t in trials} - {None}
+    retried = {_retried_number(t) for t in trials} - {None}
     return sum(1 for t in trials if t.state != TrialState.WAITING
                and not (t.state == TrialState.FAIL and t.number in retried))
 
@@ -96,8 +110,8 @@ def retry_interrupted(study: optuna.Study) -> None:
     running the sweep again completes them instead of counting them as failures."""
     me = worker_tag()
     trials = study.get_trials(deepcopy=False)
-    retried = {RetryFailedTrialCallback.retried_trial_number(t) for t in trials}
+    retried = {_retried_number(t) for t in trials}
     for trial in trials:
         if (trial.state == TrialState.FAIL and trial.user_attrs.get(WORKER_ATTR) == me
                 and trial.number not in retried and "failure_reason" not in trial.user_attrs):
-            RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, trial)
+            _retry(study, trial)
