@@ -91,6 +91,16 @@ def _figures(study: optuna.Study) -> dict[str, Any]:
     if len(study.directions) > 1:
         makers = {"pareto_front": ovm.plot_pareto_front}
     figures = {}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no completed trials" is no news in a stopped study
+    try:
+        _draw(study, makers, figures)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return figures
+
+
+def _draw(study: optuna.Study, makers: dict[str, Any], figures: dict[str, Any]) -> None:
     for name, make in makers.items():
         try:
             with warnings.catch_warnings():
@@ -100,7 +110,6 @@ def _figures(study: optuna.Study) -> dict[str, Any]:
             figures[name] = first.figure
         except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
             continue
-    return figures
 
 
 def _best_config_yaml(trial: optuna.trial.FrozenTrial, tracking_uri: str) -> str:
