@@ -26,12 +26,12 @@ from ganlab.plots.plotter import build_plotter
 from ganlab.population.cohort import Cohort
 from ganlab.population.population_evaluation import PopulationEvaluator, headline_key
 from ganlab.population.population_module import PopulationModule
-from ganlab.signals import Stopped
 from ganlab.training.history import History
 from ganlab.training.runner import (
     RunResult,
     TrainingFailed,
     final_sample_count,
+    finish_killed,
     log_history_figures,
     log_weights,
     make_trainer,
@@ -192,9 +192,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id) from exc
     except BaseException as exc:
-        tracker.finish("KILLED", f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted")
-        if isinstance(exc, Stopped):
-            exc.run_id = tracker.run_id
+        finish_killed(tracker, exc)
         raise
     if len(cohort.failures) == cohort.members:
         reason = "every seed failed: " + cohort.failures[0]

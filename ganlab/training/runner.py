@@ -212,14 +212,20 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id) from exc
-    except BaseException as exc:  # SIGINT / SIGTERM (Stopped), SystemExit: KILLED, never left RUNNING
-        tracker.finish("KILLED", f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted")
-        if isinstance(exc, Stopped):
-            exc.run_id = tracker.run_id
+    except BaseException as exc:
+        finish_killed(tracker, exc)
         raise
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri,
                      history.last(), time.perf_counter() - start, fit_s, module.iteration, history.rows, registered)
+
+
+def finish_killed(tracker: Tracker | TrackerProcess, exc: BaseException) -> None:
+    """SIGINT/SIGTERM (``Stopped``) or SystemExit: the run ends KILLED with the reason, never RUNNING;
+    a ``Stopped`` learns which run it stopped (the CLI's message names it)."""
+    tracker.finish("KILLED", f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted")
+    if isinstance(exc, Stopped):
+        exc.run_id = tracker.run_id
 
 
 def register_if_asked(tracker: Tracker | TrackerProcess, cfg: DictConfig) -> str | None:
