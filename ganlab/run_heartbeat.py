@@ -26,7 +26,7 @@ class Heartbeat:
     def __init__(self, client, run_id: str) -> None:
         self.client, self.run_id = client, run_id
         self._stop = threading.Event()
-        client.set_tag(run_id, PROCESS_TAG, f"{socket.gethostname()}:{os.getpid()}")
+        client.set_tag(run_id, PROCESS_TAG, process_tag())
         self._beat()
         self._thread = threading.Thread(target=self._loop, name="ganlab-heartbeat", daemon=True)
         self._thread.start()
@@ -59,13 +59,26 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def process_tag(pid: int | None = None) -> str:
+    """``<host>:<pid>`` of this process (or of ``pid`` on this host): how runs and sweep trials name
+    the process that owns them."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def alive_here(tag: str | None) -> bool | None:
+    """Whether the process a :func:`process_tag` names is alive, if it ran on this host; else None."""
+    host, _, pid = (tag or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return pid_alive(int(pid))
+
+
 def liveness(run) -> tuple[bool, str]:
     """(alive, how we know) for a RUNNING MLflow run."""
     tags = run.data.tags
     process, beat = tags.get(PROCESS_TAG, ""), tags.get(HEARTBEAT_TAG)
-    host, _, pid = process.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        alive = pid_alive(int(pid))
+    alive = alive_here(process)
+    if alive is not None:
         return alive, f"process {process} {'is running' if alive else 'is gone'}"
     if beat is None:
         return False, "it has no heartbeat (recorded before heartbeats, or its process died at once)"

@@ -144,7 +144,7 @@ class _Pool:
 
     def reap(self) -> list:
         """Wait a moment for workers to end; return those that died (exit code not 0), with their tag."""
-        from ganlab.sweeping.worker_faults import worker_tag
+        from ganlab.run_heartbeat import process_tag
 
         dead = []
         for proc in list(self.procs):
@@ -153,7 +153,7 @@ class _Pool:
                 continue
             self.procs.remove(proc)
             if proc.exitcode != 0:
-                proc.tag = worker_tag(proc.pid)
+                proc.tag = process_tag(proc.pid)
                 dead.append(proc)
         return dead
 

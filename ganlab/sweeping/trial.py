@@ -11,8 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
+from ganlab.run_heartbeat import process_tag
 from ganlab.sweeping.definition import SweepDefinition
-from ganlab.sweeping.worker_faults import WORKER_ATTR, worker_tag
+from ganlab.sweeping.worker_faults import WORKER_ATTR
 from ganlab.training.runner import EarlyStop, RunResult, TrainingFailed, run_training
 
 
@@ -37,7 +38,7 @@ class TrialObjective:
         return report
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        trial.set_user_attr(WORKER_ATTR, worker_tag())  # a dead worker's trial is found by it, and retried
+        trial.set_user_attr(WORKER_ATTR, process_tag())  # a dead worker's trial is found by it, and retried
         values = self.sweep.suggest(trial)
         overrides = self.sweep.trial_overrides(values)
         trial.set_user_attr("overrides", overrides)

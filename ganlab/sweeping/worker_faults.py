@@ -10,15 +10,13 @@ retried the same way). A failed trial that was retried does not use up the study
 
 from __future__ import annotations
 
-import os
-import socket
 import warnings
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from ganlab.run_heartbeat import pid_alive
+from ganlab.run_heartbeat import alive_here, process_tag
 
 WORKER_ATTR = "worker"
 MAX_RETRY = 1
@@ -37,16 +35,9 @@ def _retried_number(trial: optuna.trial.FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-def worker_tag(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
 def _dead_here(tag: str | None) -> bool:
     """A trial's worker ran on this host and its process is gone."""
-    if not tag or ":" not in tag:
-        return False
-    host, pid = tag.rsplit(":", 1)
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    return alive_here(tag) is False
 
 
 def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> int | None:
@@ -108,7 +99,7 @@ class StopWhenDone:
 def retry_interrupted(study: optuna.Study) -> None:
     """This worker's trials that Optuna failed because Ctrl-C stopped them are retried (WAITING), so
     running the sweep again completes them instead of counting them as failures."""
-    me = worker_tag()
+    me = process_tag()
     trials = study.get_trials(deepcopy=False)
     retried = {_retried_number(t) for t in trials}
     for trial in trials:
