@@ -1,10 +1,13 @@
 """Every config option and experiment composes; experiments hold their write-up's settings; bad input
 fails with one clear line that names the bad key or value."""
 
+import optuna
 import pytest
+from omegaconf import OmegaConf
 
-from ganlab.config.compose import compose_config, group_options
+from ganlab.config.compose import CONF_DIR, ConfigFamily, compose_config, group_options
 from ganlab.errors import ConfigError
+from ganlab.sweeping.definition import load
 
 COMPATIBLE = {  # options that need a partner in another group
     ("preprocess", "raw"): ["model=devnag"], ("preprocess", "diffs"): ["model=devnag"],
@@ -179,3 +182,42 @@ def test_bad_input_is_one_clear_line(overrides, expected):
     message = str(err.value)
     assert expected in message
     assert "\n" not in message
+
+
+# -- ConfigFamily: a sweep's trials composed from one Hydra composition per set of group choices -----
+
+FAMILY_CASES = [
+    ["train.iterations=4000", "optim.d_lr=0.0012", "optim.g_lr=3e-4", "train.d_steps=2", "train.batch_size=512"],
+    ["data=ring8", "optim.d_lr=0.002", "train.label_smoothing=0.1", "model.g.hidden=[32,32]"],
+    ["model=devnag", "preprocess=moments", "optim.d_lr=0.01", "noise.low=-2.0"],
+    ["experiment=devnag_moments", "train.seed=7", "optim.g_lr=1e-3"],
+    ["noise=normal", "noise.std=0.5", "train.ema_decay=0.99"],
+    ["train.nokey=1"], ["optim.d_lr=abc"], ["model=nope"], ["+foo=1"], ["optim.d_lr=nan"],
+    ["train.d_steps=0"], ["train.batch_size=100"], ["noise.std=2.0"], ["optim.d_lr=1e-3,2e-3"],
+]
+
+
+def _outcome(compose, overrides):
+    try:
+        return "ok", OmegaConf.to_container(compose(overrides))
+    except ConfigError as exc:
+        return "error", str(exc)
+
+
+def test_config_family_composes_exactly_what_compose_config_does():
+    family = ConfigFamily()
+    expected = [_outcome(compose_config, overrides) for overrides in FAMILY_CASES]
+    assert sum(kind == "ok" for kind, _ in expected) == 5
+    for _ in range(2):  # the second pass is served from the cached compositions
+        for overrides, want in zip(FAMILY_CASES, expected, strict=True):
+            assert _outcome(family.compose, overrides) == want, overrides
+
+
+@pytest.mark.parametrize("name", [p.stem for p in sorted((CONF_DIR.parent / "sweeps").glob("*.yaml"))])
+def test_config_family_matches_for_every_sweeps_trials(name):
+    sweep = load(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    family = ConfigFamily()
+    for _ in range(4):
+        overrides = sweep.trial_overrides(sweep.suggest(study.ask()))
+        assert _outcome(family.compose, overrides) == _outcome(compose_config, overrides), overrides

@@ -17,7 +17,7 @@ from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from ganlab.config.compose import GROUPS, compose_config, group_options, hydra_error_message
+from ganlab.config.compose import GROUPS, ConfigFamily, compose_config, group_options, hydra_error_message
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
 from ganlab.sweeping.definition import Objective, Param, SweepDefinition
@@ -70,12 +70,13 @@ def _check(fixed: list[str], swept: dict[str, list[str]]) -> list[str]:
     """Compose the fixed overrides with every swept value once (the others at their first value), so a
     bad key or value is a one-line error before anything trains; return each family the values reach."""
     first = {key: values[0] for key, values in swept.items()}
+    configs = ConfigFamily()
     families = []
     for key, values in swept.items():
         for value in values:
             chosen = {**first, key: value}
             try:
-                cfg = compose_config([*fixed, *(f"{k}={v}" for k, v in chosen.items())])
+                cfg = configs.compose([*fixed, *(f"{k}={v}" for k, v in chosen.items())])
             except ConfigError as exc:
                 raise (exc if f"{key}=" in str(exc) else ConfigError(f"{key}={value}: {exc}")) from None
             if cfg.train.seeds > 1:
