@@ -75,6 +75,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
 
     from ganlab.runtime import configure_runtime
     from ganlab.signals import Stopped, stop_on_signals
+    from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
     from ganlab.sweeping.study import enqueue_grid, open_study
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
     from ganlab.sweeping.worker_faults import budget_used, recover_dead_workers, to_run
@@ -82,6 +83,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     configure_runtime()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sweep, storage_url, stale_after)
+    refuse_if_claimed(study)  # a population sweep on it now would not see these workers' trials
     enqueue_grid(study, sweep)
     parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
     study.set_user_attr("mlflow_parent_run_id", parent_run_id)

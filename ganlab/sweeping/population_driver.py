@@ -35,7 +35,8 @@ from ganlab.signals import Stopped, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
 from ganlab.sweeping.population_slots import BestMember, PopulationSlots
-from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_study
+from ganlab.sweeping.sole_writer_storage import SoleWriterStorage
+from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_sole_writer_study, open_study
 from ganlab.sweeping.summary import (
     close_orphaned_child_runs,
     finish_parent_run,
@@ -110,7 +111,7 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
         module.iteration = saved["step"]
         for part in saved["cohorts"]:
             numbers = part["trials"]
-            configs = [compose_config(trials[n].user_attrs["overrides"]) for n in numbers]
+            configs = [slots.configs.compose(trials[n].user_attrs["overrides"]) for n in numbers]
             cohort = Cohort(configs, keys=numbers)
             cohort.load_state_dict(part["state"])
             if part["rng"] is not None:
@@ -135,7 +136,7 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
     for number, frozen in running.items():
         if number in continued:
             continue
-        cfg = compose_config(frozen.user_attrs["overrides"])
+        cfg = slots.configs.compose(frozen.user_attrs["overrides"])
         slots.join(optuna.Trial(study, frozen._trial_id), cfg, module.iteration,
                    resume_run_id=_child_run_id(client, slots.parent_run_id, number))
         again.setdefault(cohort_signature(cfg), []).append((number, cfg))
@@ -163,12 +164,13 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     torch.set_num_threads(threads)
-    study = open_study(sweep, storage_url, stale_after)
-    parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
-    study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+    shared = open_study(sweep, storage_url, stale_after)  # as process workers see it, with their heartbeats
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # trials of dead process workers: failed, and retried here
+        optuna.storages.fail_stale_trials(shared)  # trials of dead process workers: failed, and retried here
+    study, storage = open_sole_writer_study(sweep, storage_url)  # from here on this process alone writes it
+    parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
+    study.set_user_attr("mlflow_parent_run_id", parent_run_id)
     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
     client = MlflowClient(tracking_uri)
     path = checkpoint_path(sweep, storage_url)
@@ -191,6 +193,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     def checkpoint(module: PopulationModule, force: bool = False) -> None:
         if force or slots.best_changed or time.monotonic() - last_save[0] >= checkpoint_every_s:
             runs.flush()  # what the checkpoint's members have logged is in MLflow before it says so
+            storage.flush()  # ... and what they reported and the trials that ended are in the study
             save_checkpoint(path, module, slots)
             last_save[0], slots.best_changed = time.monotonic(), False
 
@@ -205,9 +208,10 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
                 make_trainer(base, [slots]).fit(module, loader)
         slots.log_best_artifacts()
         runs.close()
+        storage.close()
     except BaseException as exc:
         stop_system_metrics(system)
-        return _stopped(exc, study, sweep, tracking_uri, parent_run_id, slots, module, runs, path)
+        return _stopped(exc, study, sweep, tracking_uri, parent_run_id, slots, module, runs, storage, path)
     stop_system_metrics(system)
     path.unlink(missing_ok=True)
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
@@ -218,7 +222,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
 
 
 def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slots: PopulationSlots,
-             module: PopulationModule, runs: TrialRuns, path: Path) -> int:
+             module: PopulationModule, runs: TrialRuns, storage: SoleWriterStorage, path: Path) -> int:
     """Interrupted or crashed: checkpoint the members, close their child runs KILLED (the trials stay
     RUNNING in the study: the same command continues them), close the parent run."""
     interrupted = isinstance(exc, KeyboardInterrupt | SystemExit | Stopped)
@@ -226,6 +230,7 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
               else f"{type(exc).__name__}: {exc}")
     saved = True
     try:
+        storage.flush()  # the reports and results so far are in the study before the checkpoint says so
         if slots.live and module.cohorts:
             save_checkpoint(path, module, slots)
     except Exception:  # noqa: BLE001 -- a full disk must not hide the first error
@@ -234,10 +239,11 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
         runs.call(number, "set_tag", "stopped_reason",
                   f"population stopped ({reason}); run the sweep again to continue")
         runs.finish(number, "KILLED")
-    try:
-        runs.close()
-    except Exception:  # noqa: BLE001
-        pass
+    for close in (runs.close, storage.close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001
+            pass
     finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
     where = f"; checkpoint {path}" if saved and slots.live else ""
     print(f"ganlab sweep: {reason}; {len(slots.live)} trials stay running in the study{where}; "

@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from ganlab.config.compose import compose_config
+from ganlab.config.compose import ConfigFamily
 from ganlab.errors import ConfigError
 from ganlab.plots.plotter import build_plotter
 from ganlab.population.cohort import Cohort, build_member
@@ -118,6 +118,7 @@ class PopulationSlots(pl.Callback):
         self._start = time.perf_counter()
         self._last_status = 0.0
         self._member_iterations = 0
+        self.configs = ConfigFamily()  # the trials' configs share their group choices: composed once
 
     # -- joining -------------------------------------------------------------------------------------
     def _ask(self) -> tuple[optuna.Trial, list[str]]:
@@ -144,7 +145,7 @@ class PopulationSlots(pl.Callback):
             trial, overrides = self._ask()
             self.budget -= 1
             try:
-                cfg = compose_config(overrides)
+                cfg = self.configs.compose(overrides)
             except ConfigError as exc:  # a combination the trainer refuses: that trial fails, the sweep goes on
                 trial.set_user_attr("failure_reason", str(exc))
                 with warnings.catch_warnings():

@@ -12,6 +12,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import make_pruner, make_sampler
+from ganlab.sweeping.sole_writer_storage import SoleWriterStorage, claim_study
 
 DEFAULT_STORAGE_DIR = Path("mlruns")
 HEARTBEAT_S = 5  # a worker that has not beaten for `stale_after` seconds is dead: its trial fails, then is retried
@@ -66,12 +67,22 @@ def enqueue_grid(study: optuna.Study, sweep: SweepDefinition) -> None:
         study.enqueue_trial(params, skip_if_exists=True)
 
 
-def open_study(sweep: SweepDefinition, url: str, stale_after: int = STALE_AFTER_S) -> optuna.Study:
+def open_study(sweep: SweepDefinition, url: str, stale_after: int = STALE_AFTER_S,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
     """Create the study, or load it if it exists (this is what makes an interrupted sweep resumable)."""
     spec = dict(sweep.sampler)
     if spec["name"] == "grid":
         spec["search_space"] = grid_space(sweep)
     directions = [o.direction for o in sweep.objectives]
-    return optuna.create_study(storage=make_storage(url, stale_after), sampler=make_sampler(spec),
+    return optuna.create_study(storage=storage or make_storage(url, stale_after), sampler=make_sampler(spec),
                                pruner=make_pruner(sweep.pruner), study_name=sweep.name,
                                directions=directions, load_if_exists=True)
+
+
+def open_sole_writer_study(sweep: SweepDefinition, url: str) -> tuple[optuna.Study, SoleWriterStorage]:
+    """The study for a population sweep, the one process that writes it: reads served from memory,
+    reports and results written behind (``sole_writer_storage``). Refused while another process holds it."""
+    storage = SoleWriterStorage(make_storage(url))
+    study = open_study(sweep, url, storage=storage)
+    claim_study(study)
+    return study, storage

@@ -1,0 +1,166 @@
+"""The population sweep's study storage: reads from memory, reports and results written behind.
+
+What matters: the database ends up holding exactly what a plain storage would (states, values,
+params, attributes, every report); samplers and pruners decide exactly as they would on the plain
+storage; trial reads never go to the database; a failed write is raised, not lost; and a second
+live writer is refused.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from ganlab.run_heartbeat import process_tag
+from ganlab.sweeping.sole_writer_storage import (
+    WRITER_ATTR,
+    SoleWriterStorage,
+    StudyBusyError,
+    StudyWriteError,
+    claim_study,
+)
+from ganlab.sweeping.study import make_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _objective_curve(x: float, y: int, step: int) -> float:
+    return (x - 0.3) ** 2 + 0.1 * y + 1.0 / (step + 1)
+
+
+def _drive(study: optuna.Study, trials: int, running: int = 6) -> list[tuple[int, dict, str]]:
+    """An ask/report/prune/tell loop with several trials running at once, as a population does."""
+    live: list[optuna.Trial] = []
+    log = []
+    asked = 0
+    step = 0
+    while asked < trials or live:
+        while len(live) < running and asked < trials:
+            trial = study.ask()
+            trial.suggest_float("x", 0.0, 1.0)
+            trial.suggest_int("y", 0, 3)
+            trial.set_user_attr("overrides", [f"x={trial.params['x']}"])
+            live.append(trial)
+            asked += 1
+        step += 1
+        for trial in list(live):
+            value = _objective_curve(trial.params["x"], trial.params["y"], step)
+            trial.report(value, step)
+            if trial.number % 7 == 3:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                log.append((trial.number, trial.params, "FAIL"))
+                live.remove(trial)
+            elif trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                log.append((trial.number, trial.params, "PRUNED"))
+                live.remove(trial)
+            elif step % 5 == trial.number % 5 and step > 3:
+                study.tell(trial, value)
+                log.append((trial.number, trial.params, "COMPLETE"))
+                live.remove(trial)
+    return log
+
+
+def _study(storage, name: str = "s") -> optuna.Study:
+    return optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                               sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4, constant_liar=True),
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+
+
+def _snapshot(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
+    return [(t.number, t.state, t.values, t.params, t.intermediate_values, t.user_attrs) for t in trials]
+
+
+def test_decisions_and_database_match_a_plain_storage(tmp_path):
+    plain = _study(make_storage(f"sqlite:///{tmp_path / 'plain.db'}"))
+    expected = _drive(plain, trials=24)
+
+    url = f"sqlite:///{tmp_path / 'sole.db'}"
+    storage = SoleWriterStorage(make_storage(url))
+    sole = _study(storage)
+    assert _drive(sole, trials=24) == expected  # the sampler's suggestions and the pruner's calls are the same
+    storage.close()
+
+    reread = optuna.load_study(study_name="s", storage=make_storage(url))
+    assert _snapshot(reread.get_trials()) == _snapshot(plain.get_trials())
+    assert _snapshot(sole.get_trials()) == _snapshot(plain.get_trials())
+    states = {t.state for t in reread.get_trials()}
+    assert {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL} <= states
+
+
+def test_trial_reads_never_go_to_the_database(tmp_path):
+    inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    storage = SoleWriterStorage(inner)
+    study = _study(storage)
+    for _ in range(3):
+        study.ask().suggest_float("x", 0, 1)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read from the database")
+
+    inner.get_all_trials = inner.get_trial = refuse  # type: ignore[method-assign]
+    for trial in study.get_trials(deepcopy=False):
+        optuna.Trial(study, trial._trial_id).report(0.5, 1)
+    assert len(study.get_trials()) == 3
+    assert all(t.intermediate_values == {1: 0.5} for t in study.get_trials())
+    storage.close()
+
+
+def test_a_failed_write_is_raised_on_the_next_call(tmp_path):
+    inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    storage = SoleWriterStorage(inner)
+    study = _study(storage)
+    trial = study.ask()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    inner.set_trial_intermediate_value = disk_full  # type: ignore[method-assign]
+    trial.report(1.0, 1)  # queued
+    with pytest.raises(StudyWriteError, match="No space left on device"):
+        storage.flush()
+    with pytest.raises(StudyWriteError):
+        study.ask()
+
+
+def test_a_second_live_writer_is_refused_and_a_dead_ones_claim_is_taken_over(tmp_path):
+    study = _study(make_storage(f"sqlite:///{tmp_path / 'x.db'}"))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        study.set_user_attr(WRITER_ATTR, process_tag(other.pid))
+        with pytest.raises(StudyBusyError, match=f"process {process_tag(other.pid)}"):
+            claim_study(study)
+    finally:
+        other.kill()
+        other.wait()
+    claim_study(study)  # its holder is gone
+    assert study.user_attrs[WRITER_ATTR] == process_tag()
+
+
+@pytest.mark.parametrize("mode", [["--workers", "1"], ["--population", "2"]])
+def test_a_sweep_on_a_study_a_live_population_writes_is_one_line(tmp_path, monkeypatch, capsys, mode):
+    import yaml
+
+    from ganlab import sweep as sweep_cli
+
+    monkeypatch.chdir(tmp_path)
+    spec = {"fixed": ["train.iterations=20"], "objective": "ks", "trials": 2, "pruner": {"name": "none"},
+            "space": {"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}
+    (tmp_path / "busy.yaml").write_text(yaml.safe_dump(spec))
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(storage=make_storage(url), study_name="busy")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        study.set_user_attr(WRITER_ATTR, process_tag(other.pid))
+        code = sweep_cli.main([str(tmp_path / "busy.yaml"), *mode, "--storage", url,
+                               "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    finally:
+        other.kill()
+        other.wait()
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert f"being trained as a population by process {process_tag(other.pid)}" in err
+    assert study.trials == []
