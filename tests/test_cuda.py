@@ -1,0 +1,66 @@
+"""The population engine and the single run on a CUDA device: skipped where there is none (CI).
+
+benchmarks/gpu_population.sh runs these on a GPU machine before timing anything, so a device bug
+shows up as a failing test, not as a broken benchmark.
+"""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from ganlab.config.compose import compose_config
+from ganlab.population.batched_metrics import metrics_1d_batched
+from ganlab.population.cohort import Cohort
+from ganlab.population.population_module import PopulationModule
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _configs(members, iterations=40):
+    return [compose_config([f"train.iterations={iterations}", "train.batch_size=128", "train.accelerator=gpu",
+                            *[f"{k}={v}" for k, v in m.items()]]) for m in members]
+
+
+def _fit(cohort: Cohort, iterations: int) -> Cohort:
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="gpu", devices=1)
+    trainer.fit(PopulationModule([cohort]), DataLoader(range(iterations), batch_size=None))
+    torch.cuda.synchronize()
+    return cohort
+
+
+def test_a_population_trains_on_the_device_with_masks_and_a_frozen_member():
+    cohort = Cohort(_configs([{"train.d_steps": 1}, {"train.d_steps": 3}, {"optim.d_lr": 0, "optim.g_lr": 0}]))
+    before = [p.detach().cpu().clone() for p in cohort.generator.parameters()]
+    _fit(cohort, 20)
+    assert cohort.device.type == "cuda"
+    opt_d, _ = cohort.optimizers()
+    assert opt_d.steps.tolist() == [20.0, 60.0, 20.0]
+    after = [p.detach().cpu() for p in cohort.generator.parameters()]
+    assert all(torch.equal(b[2], a[2]) for b, a in zip(before, after, strict=True))  # lr 0: not moved
+    assert any(not torch.equal(b[0], a[0]) for b, a in zip(before, after, strict=True))
+    assert cohort.collect_failures() == {}
+    z = cohort.noise.sample(2000, generator=torch.Generator().manual_seed(0))
+    ks = metrics_1d_batched(cohort.generate_eval(z).squeeze(-1), cohort.target)["ks"]
+    assert all(math.isfinite(v) for v in ks)
+
+
+def test_a_nan_member_is_found_at_collection_and_the_others_go_on():
+    cohort = Cohort(_configs([{"train.seed": 0}, {"train.seed": 1}]))
+    with torch.no_grad():
+        next(cohort.discriminator.parameters())[1].fill_(float("nan"))
+    _fit(cohort, 10)
+    failures = cohort.collect_failures()
+    assert list(failures) == [1] and "non-finite" in failures[1]
+    assert torch.isfinite(next(cohort.generator.parameters())[0]).all()
+
+
+def test_a_single_run_finishes_on_the_device(tmp_path):
+    from ganlab.training.runner import run_training
+
+    cfg = compose_config(["train.iterations=50", "train.accelerator=gpu", f"tracking.uri=sqlite:///{tmp_path}/m.db"])
+    result = run_training(cfg, verbose=False)
+    assert all(math.isfinite(v) for v in result.metrics.values())
