@@ -25,6 +25,11 @@ def configure_runtime() -> None:
         warnings.filterwarnings("ignore", pattern)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading a run back is not a download
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when MLflow is imported, which may be later
+    # an unreachable server fails a call after ~7 s (MLflow's default: minutes); the run's calls then go
+    # to a local spool until it answers again (ganlab.tracking_spool)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     if "matplotlib" in sys.modules:
         sys.modules["matplotlib"].use("Agg")
     else:  # read when matplotlib is first imported: no need to import it (slow) before a figure is due

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -34,6 +34,7 @@ from ganlab.run_files import RunFiles
 from ganlab.run_heartbeat import Heartbeat
 from ganlab.stored_runs import list_checkpoints
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
+from ganlab.tracking_spool import PROBE_EVERY_S, Spool, TrackingSpooled, is_unreachable, server_answers
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 
@@ -114,6 +115,8 @@ class Tracker(RunFiles):
 
     A run that cannot be set up (an unreachable server, a read-only store or artifact folder) is a
     one-line :class:`TrackingStoreError`; a run that was created is ended FAILED first, never left RUNNING.
+    Once set up, a server that stops answering sends the run's calls to a local spool until it answers
+    again (``tracking_spool``); a run that ends meanwhile raises :class:`TrackingSpooled` saying where.
     """
 
     def __init__(self, cfg: DictConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
@@ -124,6 +127,8 @@ class Tracker(RunFiles):
         self.logged_until = -1  # metrics at steps <= this are already in the run
         self._system_metrics = self._heartbeat = None
         self.run_id, self._owns_status = None, False  # whether a set-up failure must end the run FAILED
+        self._spool: Spool | None = None  # while the server is unreachable: where the calls go
+        self._probed = 0.0
         try:
             if resume_run_id is not None:
                 self._reopen(resume_run_id, attach)
@@ -193,14 +198,59 @@ class Tracker(RunFiles):
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self._send(lambda: self.client.log_batch(self.run_id, metrics=batch),
+                   lambda spool: spool.append("log_batch", metrics=[[m.key, m.value, m.timestamp, m.step]
+                                                                    for m in batch]))
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+        self._send(lambda: self.client.log_artifact(self.run_id, str(local_path), artifact_path),
+                   lambda spool: spool.append("log_artifact", file=spool.keep_file(local_path),
+                                              name=Path(local_path).name, artifact_path=artifact_path))
 
     def list_checkpoints(self) -> list[str]:
-        """Artifact paths of this run's checkpoints, newest first."""
+        """Artifact paths of this run's checkpoints, newest first (none known while offline)."""
+        if self._spool is not None and not self._back_online():
+            return []
         return list_checkpoints(self.client, self.run_id)
+
+    # -- an unreachable server: the spool ---------------------------------------------------------------
+    def _send(self, call, spool_it) -> Any:
+        """``call()`` on the server; if it cannot be reached (now, or still), ``spool_it(spool)`` instead."""
+        if self._spool is not None and not self._back_online():
+            spool_it(self._spool)
+            return None
+        try:
+            return call()
+        except Exception as exc:
+            if not is_unreachable(exc) or self.run_id is None:
+                raise
+            self._spool = Spool.create(self.run_id, self.uri)
+            self._probed = time.monotonic()
+            logging.getLogger("ganlab").warning(
+                "the tracking server %s is unreachable; keeping run %s's records in %s until it answers",
+                self.uri, self.run_id, self._spool.folder)
+            spool_it(self._spool)
+            return None
+
+    def _back_online(self, force: bool = False) -> bool:
+        """Every PROBE_EVERY_S (or now, if ``force``): if the server answers, send the spool; True if online."""
+        if self._spool is None:
+            return True
+        if not force and time.monotonic() - self._probed < PROBE_EVERY_S:
+            return False
+        self._probed = time.monotonic()
+        if not server_answers(self.uri):
+            return False
+        try:
+            self._spool.send(self.client)
+        except Exception as exc:
+            if is_unreachable(exc):  # gone again mid-way: what was sent stays sent
+                return False
+            raise
+        logging.getLogger("ganlab").warning("the tracking server %s answers again; run %s's spooled records are "
+                                            "sent", self.uri, self.run_id)
+        self._spool = None
+        return True
 
     def plotter(self) -> Plotter:
         """The given plotter, else one built for the run's target (in the tracking process)."""
@@ -219,6 +269,8 @@ class Tracker(RunFiles):
             self.log_artifact(file, folder or None)
 
     def delete_remote_artifact(self, path: str) -> None:
+        if self._spool is not None:  # an old checkpoint stays while offline: harmless
+            return
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         try:
@@ -230,22 +282,43 @@ class Tracker(RunFiles):
         """The generator as the run's MLflow Model ``generator`` (see ``ganlab.generator_model``)."""
         from ganlab.generator_model import log_generator_model
 
-        log_generator_model(self.client, self.run_id, generator, example, cfg)
+        def spool_it(spool: Spool) -> None:
+            import torch
 
-    def register_generator(self, name: str) -> int:
-        """Register the run's generator Model as the next version of ``name``; return the version."""
+            with tempfile.TemporaryDirectory() as tmp:
+                saved = Path(tmp) / "generator_model.pt"
+                torch.save({"generator": generator, "example": example,
+                            "cfg": OmegaConf.to_container(cfg, resolve=True)}, saved)
+                spool.append("log_generator", file=spool.keep_file(saved))
+
+        self._send(lambda: log_generator_model(self.client, self.run_id, generator, example, cfg), spool_it)
+
+    def register_generator(self, name: str) -> int | None:
+        """Register the run's generator Model as the next version of ``name``; return the version
+        (None while the server is unreachable: the registration waits in the spool)."""
         from ganlab.generator_model import register_generator
 
-        return register_generator(self.client, self.run_id, name)
+        return self._send(lambda: register_generator(self.client, self.run_id, name),
+                          lambda spool: spool.append("register_generator", name=name))
 
     def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value[:5000])
+        self._send(lambda: self.client.set_tag(self.run_id, key, value[:5000]),
+                   lambda spool: spool.append("log_batch", tags=[[key, value[:5000]]]))
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         stop_system_metrics(self._system_metrics)
         self._system_metrics = None
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        status = RunStatus.to_string(RunStatus.from_string(status))
         if reason:
-            self.client.log_batch(self.run_id, tags=[RunTag("failure_reason", reason[:5000])])
-        self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+            self._send(lambda: self.client.log_batch(self.run_id, tags=[RunTag("failure_reason", reason[:5000])]),
+                       lambda spool: spool.append("log_batch", tags=[["failure_reason", reason[:5000]]]))
+        end_time = int(time.time() * 1000)
+        self._send(lambda: self.client.set_terminated(self.run_id, status=status, end_time=end_time),
+                   lambda spool: spool.append("set_terminated", status=status, end_time=end_time))
+        if self._spool is not None and not self._back_online(force=True):
+            raise TrackingSpooled(
+                f"run {self.run_id} ended {status}, but the tracking server {self.uri} is unreachable: it shows "
+                f"RUNNING there until `python -m ganlab.tracking_spool` sends what is kept in {self._spool.folder} "
+                f"({self._spool.describe()})")

@@ -188,7 +188,7 @@ def test_bad_input_is_one_clear_line(overrides, expected):
 
 FAMILY_CASES = [
     ["train.iterations=4000", "optim.d_lr=0.0012", "optim.g_lr=3e-4", "train.d_steps=2", "train.batch_size=512"],
-    ["data=ring8", "optim.d_lr=0.002", "train.label_smoothing=0.1", "model.g.hidden=[32,32]"],
+    ["data=ring8", "optim.d_lr=0.002", "train.label_smoothing=0.1", "model.g.hidden=[32,32,32]"],
     ["model=devnag", "preprocess=moments", "optim.d_lr=0.01", "noise.low=-2.0"],
     ["experiment=devnag_moments", "train.seed=7", "optim.g_lr=1e-3"],
     ["noise=normal", "noise.std=0.5", "train.ema_decay=0.99"],

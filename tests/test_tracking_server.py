@@ -122,3 +122,40 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
     finally:
         run.kill()
         os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_a_run_that_ends_while_its_server_is_down_is_spooled_and_sent_later(tmp_path):
+    import signal
+
+    from conftest import free_port
+
+    store, port = tmp_path / "mlruns", free_port()
+    store.mkdir()
+    server = _serve(store, port)
+    uri = f"http://127.0.0.1:{port}"
+    run = _ganlab("ganlab.train", ["train.iterations=2000", "train.eval_every=100", "train.plot_every=1000",
+                                   "train.eval_samples=2000", "train.ckpt_every=0", f"tracking.uri={uri}"], tmp_path)
+    try:
+        while not run.stdout.readline().startswith("[it "):
+            pass
+        os.killpg(server.pid, signal.SIGKILL)  # down until after the run has ended
+        server.wait()
+        out, err = run.communicate(timeout=600)
+        lines = [line for line in err.splitlines() if line.startswith("ganlab:")]
+        assert run.returncode == 2 and len(lines) == 1, err[-3000:]
+        assert "ended FINISHED, but the tracking server" in lines[0] and "python -m ganlab.tracking_spool" in lines[0]
+        assert "Traceback" not in err
+        server = _serve(store, port)
+        sent = subprocess.run([sys.executable, "-m", "ganlab.tracking_spool"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert sent.returncode == 0 and "sent" in sent.stdout, sent.stderr
+        client = MlflowClient(uri)
+        (finished,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+        assert finished.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(finished.info.run_id, "ks")]
+        assert sorted(steps) == list(range(0, 2001, 100))  # every evaluation, once
+        assert "samples.npy" in artifact_paths(client, finished.info.run_id)
+        assert not (tmp_path / "mlruns" / "spool" / finished.info.run_id).exists()
+    finally:
+        run.kill()
+        os.killpg(server.pid, signal.SIGKILL)

@@ -233,4 +233,5 @@ def register_if_asked(tracker: Tracker | TrackerProcess, cfg: DictConfig) -> str
     name = cfg.tracking.register
     if name is None:
         return None
-    return f"models:/{name}/{tracker.register_generator(name)}"
+    version = tracker.register_generator(name)
+    return f"models:/{name}/{version}" if version is not None else None  # None: waiting in the tracking spool
