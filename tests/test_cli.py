@@ -53,12 +53,14 @@ def test_bad_config_is_one_line_without_a_traceback(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_bad_tracking_env_is_a_clear_error(tmp_path):
     proc = _cli(TINY, "./mlruns", tmp_path)
     assert proc.returncode == 2
     assert "MLFLOW_TRACKING_URI='./mlruns'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_diverging_run_ends_failed_with_a_reason(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = _cli(["optim=sgd", "optim.d_lr=1e12", "optim.g_lr=1e12", "optim.momentum=0.0", "train.iterations=200",
@@ -93,6 +95,7 @@ def test_every_experiment_is_covered_here():
     assert set(group_options("experiment")) == set(EXPERIMENTS_1D) | set(EXPERIMENTS_2D) | set(EXPERIMENTS_IMAGES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS_1D)
 def test_every_1d_experiment_trains_end_to_end(experiment, tracking_uri):
     client, run, result = train_finished([f"experiment={experiment}", "train.iterations=3", "train.eval_every=1",
@@ -105,6 +108,7 @@ def test_every_1d_experiment_trains_end_to_end(experiment, tracking_uri):
 TINY_2D = ["train.iterations=4", "train.eval_every=2", "train.plot_every=2", "train.eval_samples=2000"]
 
 
+@pytest.mark.slow
 def test_a_2d_experiment_from_the_cli_prints_its_2d_metrics(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = _cli(["experiment=ring8_gan", *TINY_2D], uri, tmp_path)
@@ -115,6 +119,7 @@ def test_a_2d_experiment_from_the_cli_prints_its_2d_metrics(tmp_path):
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS_2D)
 def test_every_2d_experiment_trains_with_plots(experiment, tracking_uri):
     """In process (the CLI path is the test above): each experiment's data, model and plots."""

@@ -24,6 +24,7 @@ from ganlab.training.runner import run_training
 TINY = ["train.iterations=20", "train.eval_every=10", "train.plot_every=20", "train.eval_samples=2000"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_is_one_line_within_30_s(tmp_path):
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "ganlab.train", "tracking.uri=http://127.0.0.1:9", *TINY],
@@ -49,6 +50,7 @@ def test_an_artifact_folder_that_cannot_be_written_fails_the_run_in_one_line(tra
     assert run.info.status == "FAILED" and "tracking set-up failed" in run.data.tags["failure_reason"]
 
 
+@pytest.mark.slow
 def test_a_live_run_cannot_be_resumed_and_a_dead_one_is_closed_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}

@@ -34,6 +34,7 @@ print(json.dumps({"shape": list(x.shape), "samples": x[:, 0].tolist(), "probe": 
 """
 
 
+@pytest.mark.slow
 def test_every_run_logs_a_generator_model_that_plain_pyfunc_loads(tracking_uri, tmp_path):
     result = run_training(compose_config(TINY), verbose=False)
     client = MlflowClient(tracking_uri)
@@ -63,6 +64,7 @@ def test_every_run_logs_a_generator_model_that_plain_pyfunc_loads(tracking_uri, 
     assert stats.ks_2samp(out["samples"], samples).pvalue > 1e-3
 
 
+@pytest.mark.slow
 def test_register_makes_versions_1_then_2_and_sample_reads_them(tracking_uri, tmp_path, capsys):
     first = run_training(compose_config([*TINY, "tracking.register=ganlab-demo"]), verbose=False)
     second = run_training(compose_config([*TINY, "tracking.register=ganlab-demo", "train.seed=1"]), verbose=False)

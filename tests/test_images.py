@@ -56,6 +56,7 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
     assert frechet_distance(mu1, cov, mu1, cov) == pytest.approx(0.0, abs=1e-8)
 
 
+@pytest.mark.slow
 def test_the_feature_classifier_learns_the_digits(digits):
     assert image_quality(digits).accuracy >= 0.95
 
@@ -89,6 +90,7 @@ def _run(tmp_path, *args):
     return run_cli(list(args), f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
 
 
+@pytest.mark.slow
 def test_a_tiny_digits_run_from_the_cli_prints_its_image_metrics(tmp_path):
     done = _run(tmp_path, "experiment=goodfellow_digits", *TINY)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -98,6 +100,7 @@ def test_a_tiny_digits_run_from_the_cli_prints_its_image_metrics(tmp_path):
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["goodfellow_digits", "ganotes_digits", "cgan_digits", "ganlab_digits"])
 def test_a_tiny_digits_run_logs_grids_and_quality_metrics(tracking_uri, experiment):
     """In process (the CLI path is the test above)."""
@@ -111,6 +114,7 @@ def test_a_tiny_digits_run_logs_grids_and_quality_metrics(tracking_uri, experime
             "samples.npy", "model/generator.pt"} <= files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment,dataset", [("goodfellow_mnist", "mnist"), ("ganotes_mnist", "mnist"),
                                                 ("goodfellow_cifar10", "cifar")])
 def test_the_file_dataset_experiments_train_on_files_in_the_real_formats(experiment, dataset, request,
@@ -153,6 +157,7 @@ def test_a_short_seeded_digits_run_closes_most_of_the_distance(tmp_path):
     (["experiment=goodfellow_digits", "model.g.dropout=1.0"], "model.g.dropout"),
     (["experiment=goodfellow_digits", "model.g.batch_norm=[true]"], "model.g.batch_norm"),
 ])
+@pytest.mark.slow
 def test_bad_image_settings_stop_with_one_line(tmp_path, args, expected):
     done = _run(tmp_path, *args)
     assert done.returncode == 2

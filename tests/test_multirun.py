@@ -64,6 +64,7 @@ def test_combinations_of_different_target_families_rank_by_fit_time():
         multirun_definition(["model=glob(nothing*)"])
 
 
+@pytest.mark.slow
 def test_a_2x2_grid_is_four_finished_child_runs_under_one_finished_parent(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     args = ["-m", "--workers", "2", "optim.d_lr=1e-3,3e-3", "train.seed=0,1", "train.iterations=100",

@@ -28,6 +28,7 @@ def test_seeds_from_the_cli_make_one_finished_run(tmp_path):
     assert run.info.run_id in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_seeds_run_records_each_seed_and_their_median(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_population(compose_config([*TINY, "train.seeds=3", "train.seed=5", f"tracking.uri={uri}"]),

@@ -55,6 +55,7 @@ def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int) -> tuple[int,
     return code, tracking, optuna.load_study(study_name=sweep.name, storage=storage)
 
 
+@pytest.mark.slow
 def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_trial(tmp_path, monkeypatch):
     path = _write(tmp_path, "refill", fixed=[*TINY, "tracking.register=refill-best"])
     code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
@@ -82,6 +83,7 @@ def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_tria
     assert not list((tmp_path / "mlruns" / "populations").glob("*.pt"))  # a finished study leaves no checkpoint
 
 
+@pytest.mark.slow
 def test_pruned_and_failed_members_are_told_and_their_slots_refilled(tmp_path, monkeypatch):
     # queued in this order into 2 slots: two good trials complete first; then a G rate of 1e-7 stays at
     # KS ~1 and is pruned against their median at its first report, while an Adam step of 1e35 overflows

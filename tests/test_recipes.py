@@ -156,6 +156,7 @@ def test_the_optimizers_start_at_the_boosted_rate():
     assert opt_d.param_groups[0]["lr"] == pytest.approx(2e-3) and opt_g.param_groups[0]["lr"] == pytest.approx(2e-3)
 
 
+@pytest.mark.slow
 def test_a_500_iteration_default_run_does_not_collapse(tracking_uri):
     """Seed 0 at 500 iterations: KS 0.14 without the short-run boost (the mean still overshooting),
     0.064 with it (x4); the spread stays the target's (a collapse would shrink it). Over 16 seeds the
@@ -165,6 +166,7 @@ def test_a_500_iteration_default_run_does_not_collapse(tracking_uri):
     assert abs(result.metrics["std"] - 1.25) <= 0.25
 
 
+@pytest.mark.slow
 def test_a_short_ring8_run_finds_every_mode(tracking_uri):
     """ring8 with the 2D points recipe cut to 1,000 iterations (seed 0, normal noise): all 8 modes in
     the 10,000 evaluation samples, sliced W1 0.077 (with or without the short-run boost; at iteration

@@ -84,6 +84,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert _checkpoints(done) == [checkpoint_name(600)]  # keep 1: the newest
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run(tracking_uri):
     first = run_training(compose_config(["train.iterations=200", *SHORT]), verbose=False)
     cfg, point, skipped = prepare_resume(first.run_id, ["train.iterations=300"])
@@ -112,6 +113,7 @@ def test_changed_config_is_refused_and_the_run_is_untouched(tracking_uri):
     assert after.info.status == before.info.status == "FINISHED" and after.data.tags == before.data.tags
 
 
+@pytest.mark.slow
 def test_resume_errors_for_unknown_runs_and_missing_or_corrupt_checkpoints(tracking_uri):
     with pytest.raises(ConfigError, match="no such run"):
         prepare_resume("0123456789abcdef0123456789abcdef", [])
@@ -167,6 +169,7 @@ def test_weights_only_loading_rejects_pickled_objects(tmp_path):
         load_checkpoint(other)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [["experiment=cgan_two_blobs"], ["data=ring8", "noise=normal"],
                                        ["model=minibatch", "train.batch_size=64"],
                                        pytest.param(["experiment=ganotes_digits", "train.batch_size=32",

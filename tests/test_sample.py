@@ -26,6 +26,7 @@ FAMILIES = {  # every model family, with the data it is made for
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_model_family_samples(family, tracking_uri, tmp_path):
     overrides, dim = FAMILIES[family]
@@ -44,6 +45,7 @@ def test_every_model_family_samples(family, tracking_uri, tmp_path):
     np.testing.assert_allclose(model, samples, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_image_samples_are_pixels_with_one_class_per_label_and_a_grid_plot(tracking_uri, tmp_path):
     run = run_training(compose_config(["experiment=cgan_digits", *TINY]), verbose=False)
     out = tmp_path / "digits.csv"
@@ -57,6 +59,7 @@ def test_image_samples_are_pixels_with_one_class_per_label_and_a_grid_plot(track
         sample_run(parse_args([f"run_id={run.run_id}", "label=10", f"out={out}"]))
 
 
+@pytest.mark.slow
 def test_labels_csv_plot_and_latest_run(tracking_uri, tmp_path):
     run_training(compose_config(["experiment=cgan_two_blobs", *TINY]), verbose=False)
     latest = run_training(compose_config(["experiment=cgan_two_blobs", *TINY, "train.seed=3"]), verbose=False)
@@ -90,6 +93,7 @@ def test_bad_arguments_are_one_line(argv, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_unknown_run_and_pickled_weights_are_refused(tracking_uri, tmp_path, capsys):
     assert main(["run_id=0123456789abcdef0123456789abcdef", f"out={tmp_path / 'x.npy'}"]) == 2
     assert "no such run" in capsys.readouterr().err
@@ -118,6 +122,7 @@ def test_cli_writes_samples(tracking_uri, tmp_path):
     assert len((tmp_path / "samples.csv").read_text().splitlines()) == 50_001
 
 
+@pytest.mark.slow
 def test_an_unwritable_out_fails_before_sampling_and_leaves_nothing(tracking_uri, tmp_path, capsys):
     run = run_training(compose_config(TINY), verbose=False)
     assert main([f"run_id={run.run_id}", "out=/proc/ganlab/x.npy"]) == 2
@@ -138,6 +143,7 @@ def _peak_rss_mb(args: list[str], tmp_path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sampling_ten_million_values_stays_within_a_memory_bound(tracking_uri, tmp_path):
     """Memory must not grow with n. 10^6 samples (10 chunks of 100,000) already hold everything the
     chunks need: noise, G's activations, and what the allocators keep cached after the first few

@@ -34,6 +34,7 @@ def _wait_for_training(proc: subprocess.Popen) -> str:
     raise AssertionError("the run did not start training within 180 s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_ends_the_run_killed_with_a_checkpoint_and_its_exit_code(sig, code, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -132,6 +132,7 @@ def test_a_failing_trial_is_fail_and_the_sweep_goes_on(tmp_path):
     assert by_state == {"complete": "FINISHED", "failed": "FAILED"}
 
 
+@pytest.mark.slow
 def test_pruning_stops_a_clearly_worse_trial(tmp_path, tracking_uri):
     # the per-sample model without EMA learns fast: at lr 1e-3 its KS is ~0.2 after 400 iterations,
     # at lr 1e-7 it stays ~1.0, so the median pruner must stop the second trial at its first report
@@ -248,6 +249,7 @@ def test_enqueued_trials_are_run_not_counted_as_done(tmp_path):
     assert [(t.state.name, t.params["optim.d_lr"]) for t in study.trials] == [("COMPLETE", 1e-3), ("COMPLETE", 2e-3)]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_trial_is_failed_retried_and_completed_in_the_same_invocation(tmp_path):
     path = _write(tmp_path, "kill", trials=3, fixed=["train.iterations=800", "train.eval_every=100",
                                                      "train.plot_every=800", "train.eval_samples=2000"])

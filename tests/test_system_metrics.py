@@ -1,6 +1,7 @@
 """tracking.system_metrics=true: MLflow's own system metrics fill the run's "System metrics" tab;
 off by default (no psutil thread, no system/* metrics)."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
@@ -9,6 +10,7 @@ from ganlab.training.runner import run_training
 RUN = ["train.iterations=400", "train.eval_every=200", "train.plot_every=400", "train.eval_samples=2000"]
 
 
+@pytest.mark.slow
 def test_system_metrics_are_logged_when_asked_and_only_then(tracking_uri, monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # a short run still gets samples
     asked = run_training(compose_config([*RUN, "tracking.system_metrics=true"]), verbose=False)

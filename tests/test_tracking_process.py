@@ -28,6 +28,7 @@ def _history(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, flo
             for key in run.data.metrics}
 
 
+@pytest.mark.slow
 def test_a_run_tracked_from_a_child_process_records_what_an_in_process_run_records(tracking_uri):
     cfg = compose_config(TINY)
     inline = run_training(cfg, verbose=False)
@@ -54,6 +55,7 @@ def test_a_config_error_stops_the_tracking_process_without_touching_the_store(tm
     assert not tracking._proc.is_alive()
 
 
+@pytest.mark.slow
 def test_a_dead_tracking_process_fails_the_run_with_its_reason(tracking_uri):
     tracking = TrackerProcess()
 

@@ -136,6 +136,7 @@ def test_an_interrupted_send_resumes_where_it_stopped(offline_tracker, tmp_path,
     assert _steps(client, tracker.run_id) == [0, 10, 20]
 
 
+@pytest.mark.slow
 def test_the_generator_model_and_registration_wait_in_the_spool(offline_tracker):
     import torch
 

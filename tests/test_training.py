@@ -12,6 +12,7 @@ from ganlab.training.runner import run_training
 FAST = ["train.eval_every=25", "train.plot_every=1000", "train.eval_samples=5000"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tracking_uri):
     cfg = compose_config(["train.iterations=60", *FAST])
     first = run_training(cfg, verbose=False).history
@@ -37,6 +38,7 @@ def test_missing_gpu_is_a_clear_error(tracking_uri):
         run_training(compose_config(["train.accelerator=gpu"]), verbose=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["train.r1_gamma=1.0"], ["optim.schedule=linear", "train.ema_decay=0"],
                                    ["optim=sgd", "optim.schedule=exponential"], ["train.loss=bce_saturating"],
                                    ["train.label_smoothing=0.1"], ["data=mixture_1d"], ["noise=normal"]])
