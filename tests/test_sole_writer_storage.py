@@ -104,8 +104,14 @@ def test_trial_reads_never_go_to_the_database(tmp_path):
     inner.get_all_trials = inner.get_trial = refuse  # type: ignore[method-assign]
     for trial in study.get_trials(deepcopy=False):
         optuna.Trial(study, trial._trial_id).report(0.5, 1)
+        # written through the storage itself (optuna.Trial also edits the object it holds in place)
+        storage.set_trial_intermediate_value(trial._trial_id, 2, 0.25)
+        storage.set_trial_user_attr(trial._trial_id, "k", trial.number)
+    storage.set_trial_state_values(study.get_trials()[0]._trial_id, optuna.trial.TrialState.COMPLETE, [0.1])
     assert len(study.get_trials()) == 3
-    assert all(t.intermediate_values == {1: 0.5} for t in study.get_trials())
+    assert all(t.intermediate_values == {1: 0.5, 2: 0.25} for t in study.get_trials())
+    assert [t.user_attrs["k"] for t in study.get_trials()] == [0, 1, 2]
+    assert study.best_trial.number == 0 and study.best_value == 0.1
     storage.close()
 
 

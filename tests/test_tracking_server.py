@@ -93,9 +93,10 @@ def _serve(store, port: int) -> subprocess.Popen:
     raise RuntimeError("mlflow server did not come up")
 
 
-def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
+def _kill_the_server_mid_run(tmp_path, iterations: int, plot_every: int):
+    """A server, a CLI run logging to it, and the server killed once the run is training:
+    (store, port, uri, the run's process)."""
     import signal
-    import time
 
     from conftest import free_port
 
@@ -103,13 +104,23 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
     store.mkdir()
     server = _serve(store, port)
     uri = f"http://127.0.0.1:{port}"
-    run = _ganlab("ganlab.train", ["train.iterations=3000", "train.eval_every=100", "train.plot_every=3000",
-                                   "train.eval_samples=2000", "train.ckpt_every=0", f"tracking.uri={uri}"], tmp_path)
+    run = _ganlab("ganlab.train", [f"train.iterations={iterations}", "train.eval_every=100",
+                                   f"train.plot_every={plot_every}", "train.eval_samples=2000", "train.ckpt_every=0",
+                                   f"tracking.uri={uri}"], tmp_path)
+    while not run.stdout.readline().startswith("[it "):  # training, and logging
+        pass
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+    return store, port, uri, run
+
+
+def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
+    import signal
+    import time
+
+    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 3000, 3000)
+    server = None
     try:
-        while not run.stdout.readline().startswith("[it "):  # training, and logging
-            pass
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
         time.sleep(10)  # the outage
         server = _serve(store, port)
         out, err = run.communicate(timeout=600)
@@ -121,25 +132,16 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
         assert sorted(steps) == list(range(0, 3001, 100))  # every evaluation, once
     finally:
         run.kill()
-        os.killpg(server.pid, signal.SIGKILL)
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 def test_a_run_that_ends_while_its_server_is_down_is_spooled_and_sent_later(tmp_path):
     import signal
 
-    from conftest import free_port
-
-    store, port = tmp_path / "mlruns", free_port()
-    store.mkdir()
-    server = _serve(store, port)
-    uri = f"http://127.0.0.1:{port}"
-    run = _ganlab("ganlab.train", ["train.iterations=2000", "train.eval_every=100", "train.plot_every=1000",
-                                   "train.eval_samples=2000", "train.ckpt_every=0", f"tracking.uri={uri}"], tmp_path)
+    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 2000, 1000)  # down until after the run has ended
+    server = None
     try:
-        while not run.stdout.readline().startswith("[it "):
-            pass
-        os.killpg(server.pid, signal.SIGKILL)  # down until after the run has ended
-        server.wait()
         out, err = run.communicate(timeout=600)
         lines = [line for line in err.splitlines() if line.startswith("ganlab:")]
         assert run.returncode == 2 and len(lines) == 1, err[-3000:]
@@ -158,4 +160,5 @@ def test_a_run_that_ends_while_its_server_is_down_is_spooled_and_sent_later(tmp_
         assert not (tmp_path / "mlruns" / "spool" / finished.info.run_id).exists()
     finally:
         run.kill()
-        os.killpg(server.pid, signal.SIGKILL)
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
