@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import functools
 import logging
+import os
 import re
 import subprocess
 import tempfile
@@ -37,6 +38,7 @@ from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.tracking_spool import PROBE_EVERY_S, Spool, TrackingSpooled, is_unreachable, server_answers
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+SPOOL_WAIT_S = 60  # a run that ends while its server is down waits this long for it before spooling its end
 
 
 class TrackingStoreError(GanlabError):
@@ -232,6 +234,20 @@ class Tracker(RunFiles):
             spool_it(self._spool)
             return None
 
+    def _wait_for_server(self) -> bool:
+        """The run has ended offline: give a restarting server ``$GANLAB_SPOOL_WAIT_S`` (default 60 s)
+        before leaving the records in the spool. True if they were sent."""
+        wait_s = float(os.environ.get("GANLAB_SPOOL_WAIT_S", SPOOL_WAIT_S))
+        if wait_s > 0:
+            logging.getLogger("ganlab").warning("run %s has ended; waiting up to %.0f s for the tracking server %s",
+                                                self.run_id, wait_s, self.uri)
+        deadline = time.monotonic() + wait_s
+        while not self._back_online(force=True):
+            if time.monotonic() + 2 > deadline:
+                return False
+            time.sleep(2)
+        return True
+
     def _back_online(self, force: bool = False) -> bool:
         """Every PROBE_EVERY_S (or now, if ``force``): if the server answers, send the spool; True if online."""
         if self._spool is None:
@@ -317,7 +333,7 @@ class Tracker(RunFiles):
         end_time = int(time.time() * 1000)
         self._send(lambda: self.client.set_terminated(self.run_id, status=status, end_time=end_time),
                    lambda spool: spool.append("set_terminated", status=status, end_time=end_time))
-        if self._spool is not None and not self._back_online(force=True):
+        if self._spool is not None and not self._wait_for_server():
             raise TrackingSpooled(
                 f"run {self.run_id} ended {status}, but the tracking server {self.uri} is unreachable: it shows "
                 f"RUNNING there until `python -m ganlab.tracking_spool` sends what is kept in {self._spool.folder} "

@@ -25,8 +25,8 @@ def server(tmp_path, mlflow_service) -> str:
                           "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts", "--workers", "2")
 
 
-def _ganlab(module, args, cwd):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///unused.db", "PYTHONUNBUFFERED": "1"}
+def _ganlab(module, args, cwd, **extra_env: str):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///unused.db", "PYTHONUNBUFFERED": "1", **extra_env}
     return subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -93,7 +93,7 @@ def _serve(store, port: int) -> subprocess.Popen:
     raise RuntimeError("mlflow server did not come up")
 
 
-def _kill_the_server_mid_run(tmp_path, iterations: int, plot_every: int):
+def _kill_the_server_mid_run(tmp_path, iterations: int, plot_every: int, **extra_env: str):
     """A server, a CLI run logging to it, and the server killed once the run is training:
     (store, port, uri, the run's process)."""
     import signal
@@ -106,7 +106,7 @@ def _kill_the_server_mid_run(tmp_path, iterations: int, plot_every: int):
     uri = f"http://127.0.0.1:{port}"
     run = _ganlab("ganlab.train", [f"train.iterations={iterations}", "train.eval_every=100",
                                    f"train.plot_every={plot_every}", "train.eval_samples=2000", "train.ckpt_every=0",
-                                   f"tracking.uri={uri}"], tmp_path)
+                                   f"tracking.uri={uri}"], tmp_path, **extra_env)
     while not run.stdout.readline().startswith("[it "):  # training, and logging
         pass
     os.killpg(server.pid, signal.SIGKILL)
@@ -118,7 +118,8 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
     import signal
     import time
 
-    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 3000, 3000)  # outlasts the restart
+    # back within the 60 s a run that has ended waits for its server, if it ended first
+    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 3000, 3000)
     server = None
     try:
         time.sleep(10)  # the outage
@@ -139,7 +140,8 @@ def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
 def test_a_run_that_ends_while_its_server_is_down_is_spooled_and_sent_later(tmp_path):
     import signal
 
-    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 1000, 500)  # down until after the run has ended
+    # down until after the run has ended (and the 5 s it then waits for the server)
+    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 1000, 500, GANLAB_SPOOL_WAIT_S="5")
     server = None
     try:
         out, err = run.communicate(timeout=600)

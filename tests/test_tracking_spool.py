@@ -56,6 +56,7 @@ def offline_tracker(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "server_answers", lambda uri, timeout_s=2.0: not outage.down)
     monkeypatch.setattr(tracking_spool, "server_answers", lambda uri, timeout_s=2.0: not outage.down)
     monkeypatch.setattr(tracking, "PROBE_EVERY_S", 0.0)
+    monkeypatch.setenv("GANLAB_SPOOL_WAIT_S", "0")  # a run ending offline does not wait for the server
     return tracker, outage, MlflowClient(uri)
 
 
