@@ -20,11 +20,10 @@ import json
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ganlab.config.uris import probe_health
 from ganlab.errors import GanlabError
 
 SPOOL_DIR = Path("mlruns") / "spool"
@@ -52,13 +51,7 @@ def is_unreachable(exc: BaseException) -> bool:
 
 
 def server_answers(uri: str, timeout_s: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered
-    except (urllib.error.URLError, OSError):
-        return False
+    return probe_health(uri, timeout_s) is None
 
 
 class Spool:

@@ -34,6 +34,21 @@ REACH_TIMEOUT_S = 20  # an unreachable server is reported within this, not after
 _reached: set[str] = set()
 
 
+def probe_health(uri: str, timeout_s: float) -> str | None:
+    """Ask an http(s) server's /health once: None if it answered (any HTTP status: a proxy or an older
+    server without /health), else why not."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
 def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float | None = None) -> None:
     """An http(s) tracking server must answer its /health endpoint within ``timeout_s`` (default 20 s,
     or $GANLAB_REACH_TIMEOUT_S; retried every 2 s); checked once per process. Unreachable is a
@@ -42,20 +57,13 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float | None
         return
     if timeout_s is None:
         timeout_s = float(os.environ.get("GANLAB_REACH_TIMEOUT_S", REACH_TIMEOUT_S))
-    import urllib.error
-    import urllib.request
 
-    deadline, reason = time.monotonic() + timeout_s, ""
+    deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=min(5.0, timeout_s)):
-                _reached.add(uri)
-                return
-        except urllib.error.HTTPError:  # it answered (a proxy or an older server without /health)
+        reason = probe_health(uri, min(5.0, timeout_s))
+        if reason is None:
             _reached.add(uri)
             return
-        except (urllib.error.URLError, OSError) as exc:
-            reason = str(getattr(exc, "reason", exc))
         if time.monotonic() + 2 > deadline:
             break
         time.sleep(2)
