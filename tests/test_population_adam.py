@@ -1,4 +1,4 @@
-"""StackedAdam against torch.optim.Adam, member by member, and its mask."""
+"""StackedAdam against torch.optim.Adam, member by member, and steps some members sit out."""
 
 import pytest
 import torch
@@ -8,46 +8,57 @@ from ganlab.training.optimizers import SCHEDULES
 
 K = 3
 LRS, BETA1, BETA2 = [1e-3, 3e-2, 2e-4], [0.5, 0.9, 0.0], [0.999, 0.99, 0.9]
+SHAPES = [(4, 5), (5,)]  # a weight and a bias, laid end to end in each member's row
 
 
-def _grads(step: int) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(step)
-    return [torch.randn(K, 4, 5, generator=gen), torch.randn(K, 1, 5, generator=gen)]
+def _grad(step: int) -> torch.Tensor:
+    return torch.randn(K, 25, generator=torch.Generator().manual_seed(step))
+
+
+def _split(row: torch.Tensor) -> list[torch.Tensor]:
+    weight, bias = row.split([20, 5])
+    return [weight.view(4, 5), bias]
 
 
 def test_each_member_follows_torch_adam_with_its_own_rate_and_betas():
-    start = [torch.randn(K, 4, 5), torch.randn(K, 1, 5)]
-    stacked = [p.clone() for p in start]
+    start = torch.randn(K, 25)
+    stacked = start.clone()
     adam = StackedAdam(stacked, torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2))
-    singles = [[p[k].clone().requires_grad_(True) for p in start] for k in range(K)]
+    singles = [[t.clone().requires_grad_(True) for t in _split(start[k])] for k in range(K)]
     torch_adams = [torch.optim.Adam(singles[k], lr=LRS[k], betas=(BETA1[k], BETA2[k])) for k in range(K)]
     for step in range(20):
-        grads = _grads(step)
-        for p, g in zip(stacked, grads, strict=True):
-            p.grad = g.clone()
+        grad = _grad(step)
+        stacked.grad = grad.clone()
         adam.step()
         for k in range(K):
-            for p, g in zip(singles[k], grads, strict=True):
-                p.grad = g[k].clone()
+            for p, g in zip(singles[k], _split(grad[k]), strict=True):
+                p.grad = g.clone()
             torch_adams[k].step()
     for k in range(K):
-        for p, single in zip(stacked, singles[k], strict=True):
-            torch.testing.assert_close(p[k], single.detach(), rtol=1e-5, atol=1e-6)
+        for mine, single in zip(_split(stacked[k]), singles[k], strict=True):
+            torch.testing.assert_close(mine, single.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_a_masked_member_keeps_its_weights_moments_and_step_count():
-    params = [torch.randn(K, 4, 5)]
-    adam = StackedAdam(params, torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2))
-    params[0].grad = torch.ones(K, 4, 5)
-    adam.step()
-    before = (params[0][1].clone(), adam.exp_avg[0][1].clone(), adam.exp_avg_sq[0][1].clone(), adam.steps[1].item())
-    params[0].grad = torch.full((K, 4, 5), 5.0)
-    adam.step(mask=torch.tensor([True, False, True]))
-    after = (params[0][1], adam.exp_avg[0][1], adam.exp_avg_sq[0][1], adam.steps[1].item())
+def test_a_step_for_some_members_leaves_the_others_weights_moments_and_step_count():
+    start = torch.randn(K, 25)
+    adam, twin = (StackedAdam(start.clone(), torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2))
+                  for _ in range(2))
+    for opt in (adam, twin):
+        opt.param.grad = torch.ones(K, 25)
+        opt.step()
+    param = adam.param
+    before = (param[1].clone(), adam.exp_avg[1].clone(), adam.exp_avg_sq[1].clone(), adam.steps[1].item())
+    adam.step(grad=torch.full((2, 25), 5.0), index=torch.tensor([0, 2]))
+    twin.param.grad = torch.full((K, 25), 5.0)
+    twin.step()  # every member steps
+    after = (param[1], adam.exp_avg[1], adam.exp_avg_sq[1], adam.steps[1].item())
     for b, a in zip(before[:3], after[:3], strict=True):
         assert torch.equal(b, a)
     assert before[3] == after[3] == 1.0
     assert adam.steps.tolist() == [2.0, 1.0, 2.0]
+    for k in (0, 2):  # the members that stepped stepped as they do when every member steps
+        torch.testing.assert_close(param[k], twin.param[k], rtol=0, atol=1e-7)
+        torch.testing.assert_close(adam.exp_avg_sq[k], twin.exp_avg_sq[k], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", ["none", "cosine", "linear", "exponential"])

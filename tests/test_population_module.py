@@ -55,14 +55,16 @@ def test_a_member_with_fewer_d_steps_sits_the_extra_steps_out():
 
 
 def test_a_member_whose_loss_turns_nan_is_stopped_and_the_others_go_on():
-    cohort = Cohort(_configs([{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 2}], iterations=200))
+    configs = _configs([{"train.seed": 0}, {"train.seed": 1}, {"train.seed": 2}], iterations=200)
+    cohort = Cohort(configs)
     with torch.no_grad():
         next(cohort.discriminator.parameters())[1].fill_(float("nan"))
     _fit(cohort, 200)
     assert list(cohort.failures) == [1] and "non-finite at iteration 1 " in cohort.failures[1]
     assert cohort.alive == [True, False, True]
-    ks = _ks(cohort)
-    assert ks[0] < 0.25 and ks[2] < 0.25  # trained as usual (the same members alone: about 0.1)
+    ks, clean = _ks(cohort), _ks(_fit(Cohort(configs), 200))
+    assert np.isfinite(ks[[0, 2]]).all() and ks[0] < 0.5 and ks[2] < 0.5
+    np.testing.assert_array_equal(ks[[0, 2]], clean[[0, 2]])  # trained exactly as without the NaN member
 
 
 def test_the_same_population_twice_gives_identical_samples():
@@ -110,16 +112,44 @@ def test_a_member_with_learning_rate_0_does_not_move_while_its_neighbour_does():
 
 @pytest.mark.slow
 def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
+    from scipy.stats import mannwhitneyu
+
     from ganlab.population.population_evaluation import PopulationEvaluator
     from ganlab.training.runner import run_training
 
-    # the 1D recipe at 400 iterations, batch 128, seeds 0-2: single runs reach KS ~0.05-0.12 here
+    # The 1D recipe at 1,000 iterations, batch 128, seeds 0-4. The loops draw different random batches
+    # and GAN training is chaotic (their weights differ by 1e-8 after 2 iterations, by 0.1 after 100),
+    # so quality is compared over seeds: measured, each loop's median KS is 0.03-0.06 over 8 seeds, the
+    # untrained generator's ~0.9. A population that learned worse would put its seeds above the
+    # standalone ones (5 of 5: p = 0.008).
     alone, together = [], []
-    for seed in range(3):
-        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": f"sqlite:///{tmp_path / 'm.db'}"}], iterations=400)
+    for seed in range(5):
+        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": f"sqlite:///{tmp_path / 'm.db'}"}], iterations=1000)
         alone.append(run_training(cfg, verbose=False).metrics["ks"])
-        cohort = _fit(Cohort([cfg]), 400)
+        cohort = _fit(Cohort([cfg]), 1000)
         rows, _ = PopulationEvaluator(cohort, cfg.train.eval_samples, seed).evaluate(cohort)
         together.append(rows[0]["ks"])
-    assert max(alone) < 0.2 and max(together) < 0.2, (alone, together)
-    assert abs(np.median(alone) - np.median(together)) < 0.05, (alone, together)
+    assert np.median(alone) < 0.1 and np.median(together) < 0.1, (alone, together)
+    assert mannwhitneyu(alone, together).pvalue > 0.05, (alone, together)
+
+
+def test_cohorts_are_split_to_fit_the_cache_and_share_the_threads_and_train_in_two_threads():
+    configs = _configs([{"train.seed": s} for s in range(6)], iterations=10)
+    small = Cohort(_configs([{"train.seed": 9}], iterations=10), keys=[9])
+    module = PopulationModule([], threads=2, cpu_pieces=True)
+    module.set_cohorts([Cohort(configs), small])
+    assert sorted(c.keys for c in module.cohorts) == [[0, 1, 2], [3, 4, 5], [9]]  # 6 members vs 1: halved once
+    first, second = (c for c in module.cohorts if c.members == 3)
+    assert not torch.equal(first.rng.get_state(), second.rng.get_state())  # their own draws, not copies
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, DataLoader(range(10), batch_size=None))
+    assert all(c.iterations_done() == [10] * c.members for c in module.cohorts)
+    one_thread = PopulationModule([], threads=1, cpu_pieces=True)
+    one_thread.set_cohorts([Cohort(configs)])
+    assert len(one_thread.cohorts) == 1  # one thread, 6 x 128 samples: nothing to share, fits the cache
+    one_thread.set_cohorts([Cohort(_configs([{"train.seed": s} for s in range(40)], iterations=10))])
+    assert sorted(c.members for c in one_thread.cohorts) == [20, 20]  # 40 x 128 = 5,120 > 4,096 samples: halved
+    on_gpu = PopulationModule([], threads=2)  # cpu_pieces off: cohorts as given
+    on_gpu.set_cohorts([Cohort(configs), small])
+    assert len(on_gpu.cohorts) == 2

@@ -81,13 +81,11 @@ class Cohort(nn.Module):
         self.register_buffer("member_alive", torch.ones(k, dtype=torch.bool))
         self.register_buffer("member_nonfinite_at", torch.full((k,), -1, dtype=torch.int64))  # first bad iteration
         self.register_buffer("member_last_losses", torch.full((k, 2), math.nan))  # D, G
-        for net in ("d", "g"):
-            params = list((self.discriminator if net == "d" else self.generator).parameters())
-            state = AdamState.zeros(params)
+        for net, nets in (("d", self.discriminator), ("g", self.generator)):
+            state = AdamState.zeros(nets.flat)
             self.register_buffer(f"adam_{net}_steps", state.steps)
-            for i, (m, v) in enumerate(zip(state.exp_avg, state.exp_avg_sq, strict=True)):
-                self.register_buffer(f"adam_{net}_m{i}", m)
-                self.register_buffer(f"adam_{net}_v{i}", v)
+            self.register_buffer(f"adam_{net}_m", state.exp_avg)
+            self.register_buffer(f"adam_{net}_v", state.exp_avg_sq)
         first = self.configs[0]
         self.batch_size, self.iterations = first.train.batch_size, first.train.iterations
         self.alive = [True] * k  # host-side copy of member_alive: masks are built without reading the device
@@ -154,39 +152,48 @@ class Cohort(nn.Module):
         out._derive()
         return out
 
+    def split(self) -> tuple[Cohort, Cohort]:
+        """Two cohorts of this one's first and second half of members (so that threads can share a cohort
+        that is most of a step's work). The second half draws from a stream forked off the first's."""
+        half = self.members // 2
+        first = Cohort.assemble([(self, list(range(half)))])
+        second = Cohort.assemble([(self, list(range(half, self.members)))])
+        if first.rng is not None:
+            second.rng.manual_seed(int(torch.randint(2**62, (1,), generator=first.rng)))
+        return first, second
+
     def optimizers(self) -> tuple[StackedAdam, StackedAdam]:
         """Adam for D and for G over this cohort's own state tensors (rebuilt after a move or restack)."""
         if self._optimizers is None:
             made = []
             pairs = (("d", self.discriminator, self.member_d_lr), ("g", self.generator, self.member_g_lr))
             for net, module, lr in pairs:
-                params = list(module.parameters())
-                state = AdamState(getattr(self, f"adam_{net}_steps"),
-                                  [getattr(self, f"adam_{net}_m{i}") for i in range(len(params))],
-                                  [getattr(self, f"adam_{net}_v{i}") for i in range(len(params))])
-                made.append(StackedAdam(params, lr, self.member_beta1, self.member_beta2, state=state))
+                state = AdamState(getattr(self, f"adam_{net}_steps"), getattr(self, f"adam_{net}_m"),
+                                  getattr(self, f"adam_{net}_v"))
+                made.append(StackedAdam(module.flat, lr, self.member_beta1, self.member_beta2, state=state))
             self._optimizers = (made[0], made[1])
             self._set_rates()
         return self._optimizers
 
     # -- training --------------------------------------------------------------------------------------
     def _masks(self) -> None:
-        """Per D and G step index: which members take it, as (mask, index); (None, None) when all do.
-        Members that sit a step out (fewer steps, or stopped) are left out of its computation too."""
+        """Per D and G step index: which members take it, as an index (None when all do). Members that
+        sit a step out (fewer steps, or stopped) are left out of its computation too."""
         everyone = all(self.alive)
 
-        def per_step(counts: list[int]) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        def per_step(counts: list[int]) -> list[torch.Tensor | None]:
             out = []
             for step in range(max(counts)):
                 takes = [c > step and ok for c, ok in zip(counts, self.alive, strict=True)]
                 if everyone and all(takes):
-                    out.append((None, None))
+                    out.append(None)
                 elif any(takes):
-                    index = torch.tensor([k for k, t in enumerate(takes) if t], device=self.device)
-                    out.append((torch.tensor(takes, device=self.device), index))
+                    out.append(torch.tensor([k for k, t in enumerate(takes) if t], device=self.device))
             return out
 
         self._d_masks, self._g_masks = per_step(self._d_counts), per_step(self._g_counts)
+        taking = [len(self.alive) if index is None else len(index) for index in self._d_masks + self._g_masks]
+        self.cost = self.batch_size * sum(taking)  # samples through the networks per iteration, roughly
 
     def _draw(self, sample, index: torch.Tensor | None) -> torch.Tensor:
         """A batch for every member, [K, n, dim], then the rows of the members ``index``: a member's draws
@@ -213,11 +220,10 @@ class Cohort(nn.Module):
         return 0.5 * gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
 
     @staticmethod
-    def _update(optimizer: StackedAdam, losses: torch.Tensor, mask: torch.Tensor | None) -> None:
-        """Backward of the (taking) members' summed losses, then Adam for the members in ``mask``."""
-        optimizer.zero_grad()
-        losses.sum().backward(inputs=list(optimizer.params))
-        optimizer.step(mask=mask)
+    def _update(optimizer: StackedAdam, nets: StackedNets, losses: torch.Tensor, index: torch.Tensor | None) -> None:
+        """The gradient of the (taking) members' summed losses for their weights, then their Adam step."""
+        (grad,) = torch.autograd.grad(losses.sum(), [nets.weights()])
+        optimizer.step(grad=grad, index=index)
 
     def _full(self, losses: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """[taking members] losses as [K] (0 for members that sat the step out)."""
@@ -229,7 +235,7 @@ class Cohort(nn.Module):
         """One iteration of every live member: d_steps D updates, then g_steps G updates, EMA, schedule."""
         opt_d, opt_g = self.optimizers()
         d_loss = g_loss = torch.zeros(self.members, device=self.device)
-        for step, (mask, index) in enumerate(self._d_masks):
+        for step, index in enumerate(self._d_masks):
             with self._only(index):
                 real = self._draw(self.target.sample, index)
                 with torch.no_grad():
@@ -241,13 +247,13 @@ class Cohort(nn.Module):
                 losses = self._d_loss(real_logits, fake_logits, target.view(-1, 1, 1))
                 if self._use_r1:
                     losses = losses + self._r1(real, gamma)
-                self._update(opt_d, losses, mask)
+                self._update(opt_d, self.discriminator, losses, index)
             if step == 0:  # every live member takes the first step
                 d_loss = self._full(losses, index)
-        for step, (mask, index) in enumerate(self._g_masks):
+        for step, index in enumerate(self._g_masks):
             with self._only(index):
                 losses = self._g_loss(self.discriminator(self.generator(self._draw(self.noise.sample, index))))
-                self._update(opt_g, losses, mask)
+                self._update(opt_g, self.generator, losses, index)
             if step == 0:
                 g_loss = self._full(losses, index)
         self._update_ema()
@@ -266,8 +272,7 @@ class Cohort(nn.Module):
         n = self.member_iteration.to(self.member_ema_decay.dtype)
         beta = torch.where(n == 0, torch.zeros_like(n), torch.minimum(self.member_ema_decay, (1.0 + n) / (10.0 + n)))
         beta = torch.where(self.member_alive, beta, torch.ones_like(beta))  # stopped members keep their EMA
-        for ema, w in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
-            ema.lerp_(w, (1.0 - beta).reshape(-1, *([1] * (w.dim() - 1))))
+        self.ema.flat.lerp_(self.generator.flat, (1.0 - beta).unsqueeze(1))
 
     @torch.no_grad()
     def _note_nonfinite(self, d_loss: torch.Tensor, g_loss: torch.Tensor) -> None:

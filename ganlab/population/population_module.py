@@ -18,16 +18,46 @@ from torch import nn
 
 from ganlab.population.cohort import Cohort
 
+# On CPU a cohort's step slows per member once its activations outgrow the core's cache: measured on
+# the 2-core development machine (512 KB L2 per core), the default recipe's cost per member-iteration
+# falls from 1 to 4-16 members and rises again past about 4,096 samples (members x batch size) per
+# cohort (docs/population.md#cohorts-on-cpu). Larger cohorts are split into pieces of about this size.
+CPU_SAMPLES_PER_COHORT = 4096
+
+
+def balance(cohorts: list[Cohort], threads: int, samples: int = CPU_SAMPLES_PER_COHORT,
+            most_parts: int = 4) -> list[Cohort]:
+    """CPU pieces: halve each cohort until members x batch size fits ``samples``; then, for threads,
+    halve the costliest piece while it is over a thread's share of the step's work (at most
+    ``most_parts`` pieces per thread): one cohort of most members, e.g. the batch size a sweep converged
+    on, would otherwise keep one thread busy while the others wait for it."""
+    pieces, out = list(cohorts), []
+    while pieces:
+        cohort = pieces.pop()
+        if cohort.members > 1 and cohort.members * cohort.batch_size > samples:
+            pieces.extend(cohort.split())
+        else:
+            out.append(cohort)
+    while threads > 1 and len(out) < most_parts * threads:
+        costliest = max(out, key=lambda c: c.cost, default=None)
+        if costliest is None or costliest.members < 2 or costliest.cost <= sum(c.cost for c in out) / threads:
+            break
+        out.remove(costliest)
+        out.extend(costliest.split())
+    return out
+
 
 class PopulationModule(pl.LightningModule):
     """``threads`` > 1 on CPU: cohorts train in that many threads at once, one torch thread each (torch's
     own threading gains little on these small tensors: 1.2-1.4x for two threads, against 1.5-1.7x for
-    two cohorts side by side); a single cohort uses the torch threads itself."""
+    two cohorts side by side); a single cohort uses the torch threads itself. ``cpu_pieces``: a sweep
+    on CPU, whose cohorts are split to fit the cache and the threads (:func:`balance`)."""
 
-    def __init__(self, cohorts: list[Cohort], threads: int = 1) -> None:
+    def __init__(self, cohorts: list[Cohort], threads: int = 1, cpu_pieces: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.threads = threads
+        self.cpu_pieces = cpu_pieces  # training on CPU: cohorts given to set_cohorts are split by balance()
         self._pool: ThreadPoolExecutor | None = None
         self.cohorts = nn.ModuleList(cohorts)
         self.iteration = 0  # Lightning steps taken (each member also counts its own: Cohort.member_iteration)
@@ -38,8 +68,12 @@ class PopulationModule(pl.LightningModule):
         return None
 
     def set_cohorts(self, cohorts: list[Cohort]) -> None:
-        """Replace the cohorts (between steps), moving new ones to this module's device."""
-        self.cohorts = nn.ModuleList([c.to(self.device) for c in cohorts])
+        """Replace the cohorts (between steps), moving new ones to this module's device; on CPU, cohorts
+        too large for the cache or for a thread's share of the step are split (see :func:`balance`)."""
+        cohorts = [c.to(self.device) for c in cohorts]
+        if self.cpu_pieces:
+            cohorts = balance(cohorts, self.threads)
+        self.cohorts = nn.ModuleList(cohorts)
 
     def _parallel(self) -> bool:
         return self.threads > 1 and len(self.cohorts) > 1 and self.device.type == "cpu"
@@ -49,7 +83,8 @@ class PopulationModule(pl.LightningModule):
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ganlab-cohort",
                                                 initializer=torch.set_num_threads, initargs=(1,))
-            list(self._pool.map(Cohort.train_iteration, self.cohorts))
+            # the costliest first: a thread that frees up takes the next, so the step ends about together
+            list(self._pool.map(Cohort.train_iteration, sorted(self.cohorts, key=lambda c: -c.cost)))
         else:
             torch.set_num_threads(self.threads)
             for cohort in self.cohorts:

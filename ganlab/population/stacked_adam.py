@@ -1,10 +1,13 @@
-"""Adam over stacked parameters ``[K, ...]``: one learning rate, beta pair and step count per member.
+"""Adam over one stacked parameter ``[K, P]``: one learning rate, beta pair and step count per member.
 
-torch.optim.Adam takes one learning rate per parameter group, and a population holds each weight of
-all K members in one tensor, so the per-member update is written out here (the same arithmetic as
-torch.optim.Adam without weight decay or amsgrad; a test checks it against torch member by member).
-``mask`` skips members: their parameters, moments and step counts stay exactly as they were, which
-is how members with fewer D or G steps per iteration sit out the extra steps.
+torch.optim.Adam takes one learning rate per parameter group, and a population holds all of member
+k's weights in row k of one tensor, so the per-member update is written out here (the same arithmetic
+as torch.optim.Adam without weight decay or amsgrad; a test checks it against torch member by member).
+A step taken by some members only (``index``) reads and writes their rows alone: the others'
+parameters, moments and step counts stay exactly as they were, which is how members with fewer D or
+G steps per iteration sit out the extra steps. The arithmetic is element-wise multiplies and adds
+(not ``lerp``, whose vectorised and scalar paths round differently): a member's update is then the
+same bits whether 3 members step or 2, so one member stopping leaves the others exactly as they were.
 """
 
 from __future__ import annotations
@@ -16,77 +19,70 @@ import torch
 
 @dataclass
 class AdamState:
-    """Adam's per-member state: step counts [K] (float64) and both moments of every stacked parameter.
-    A population owns these tensors (they are restacked and checkpointed with the weights) and lends
-    them to the optimizer, which updates them in place."""
+    """Adam's per-member state: step counts [K] (float64) and both moments [K, P]. A population owns
+    these tensors (they are restacked and checkpointed with the weights) and lends them to the
+    optimizer, which updates them in place."""
 
     steps: torch.Tensor
-    exp_avg: list[torch.Tensor]
-    exp_avg_sq: list[torch.Tensor]
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
 
     @staticmethod
-    def zeros(params: list[torch.Tensor]) -> AdamState:
-        return AdamState(torch.zeros(params[0].shape[0], dtype=torch.float64, device=params[0].device),
-                         [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params])
-
-
-def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[K] -> [K, 1, ..., 1], broadcastable against a stacked tensor ``like``."""
-    return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
+    def zeros(param: torch.Tensor) -> AdamState:
+        return AdamState(torch.zeros(param.shape[0], dtype=torch.float64, device=param.device),
+                         torch.zeros_like(param), torch.zeros_like(param))
 
 
 class StackedAdam(torch.optim.Optimizer):
-    """A torch Optimizer (so Lightning can hold and checkpoint it) whose hyperparameters are [K] tensors."""
+    """A torch Optimizer (the standard interface, state_dict included) whose hyperparameters are [K]
+    tensors and whose one parameter is [K, P]."""
 
-    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor, beta1: torch.Tensor, beta2: torch.Tensor,
+    def __init__(self, param: torch.Tensor, lr: torch.Tensor, beta1: torch.Tensor, beta2: torch.Tensor,
                  eps: float = 1e-8, state: AdamState | None = None) -> None:
-        params = list(params)
-        super().__init__(params, {})
-        self.params = params
-        self.members = params[0].shape[0]
+        super().__init__([param], {})
+        self.param = param
         self.lr = lr.clone()  # the current rates; schedules rewrite them each iteration
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        state = state or AdamState.zeros(params)
+        state = state or AdamState.zeros(param)
         self.steps, self.exp_avg, self.exp_avg_sq = state.steps, state.exp_avg, state.exp_avg_sq  # updated in place
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
+        self.param.grad = None
 
     @torch.no_grad()
-    def step(self, closure=None, mask: torch.Tensor | None = None) -> None:
-        """One Adam step for the members where ``mask`` is True (all when None)."""
-        steps = self.steps + (1.0 if mask is None else mask.to(self.steps.dtype))
+    def step(self, closure=None, grad: torch.Tensor | None = None, index: torch.Tensor | None = None) -> None:
+        """One Adam step. ``grad`` defaults to the parameter's ``.grad``; with ``index`` it is the
+        gradient of those members' rows alone ([len(index), P]) and only they step."""
+        grad = self.param.grad if grad is None else grad
+        if grad is None:
+            return
+        pick = (lambda t: t) if index is None else (lambda t: t.index_select(0, index))
+        steps = pick(self.steps) + 1.0
+        beta1, beta2 = pick(self.beta1), pick(self.beta2)
         # the bias corrections in float64, as torch computes them from a Python step count
-        correction1 = (1.0 - self.beta1.double() ** steps).to(self.lr.dtype)
-        correction2 = (1.0 - self.beta2.double() ** steps).to(self.lr.dtype)
-        per_member = {"step": self.lr / correction1, "inv_root2": correction2.rsqrt(),
-                      "b1c": 1.0 - self.beta1, "b2": self.beta2, "b2c": 1.0 - self.beta2}
-        shaped: dict[int, dict[str, torch.Tensor]] = {}
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            if p.grad is None:
-                continue
-            c = shaped.setdefault(p.dim(), {key: _per_member(value, p) for key, value in per_member.items()})
-            g = p.grad
-            if mask is None:  # in place: ~6 kernels per tensor
-                m.lerp_(g, c["b1c"])  # b1 * m + (1 - b1) * g
-                v.mul_(c["b2"]).add_(g.square().mul_(c["b2c"]))
-                p.sub_(m.div(v.sqrt().mul_(c["inv_root2"]).add_(self.eps)).mul_(c["step"]))
-                continue
-            keep = _per_member(mask, p)
-            new_m = torch.lerp(m, g, c["b1c"])
-            new_v = v * c["b2"] + g.square() * c["b2c"]
-            update = new_m / (new_v.sqrt() * c["inv_root2"] + self.eps) * c["step"]
-            m.copy_(torch.where(keep, new_m, m))
-            v.copy_(torch.where(keep, new_v, v))
-            p.sub_(torch.where(keep, update, torch.zeros_like(update)))
-        self.steps.copy_(steps)
+        correction1 = (1.0 - beta1.double() ** steps).to(grad.dtype)
+        correction2 = (1.0 - beta2.double() ** steps).to(grad.dtype)
+        step_size = (pick(self.lr) / correction1).unsqueeze(1)
+        inv_root2 = correction2.rsqrt().unsqueeze(1)
+        if index is None:  # in place, on every member
+            self.exp_avg.mul_(beta1.unsqueeze(1)).add_(grad * (1.0 - beta1).unsqueeze(1))
+            self.exp_avg_sq.mul_(beta2.unsqueeze(1)).add_(grad.square().mul_((1.0 - beta2).unsqueeze(1)))
+            self.param.sub_(self.exp_avg.div(self.exp_avg_sq.sqrt().mul_(inv_root2).add_(self.eps)).mul_(step_size))
+            self.steps.copy_(steps)
+            return
+        m = pick(self.exp_avg).mul_(beta1.unsqueeze(1)).add_(grad * (1.0 - beta1).unsqueeze(1))
+        v = pick(self.exp_avg_sq).mul_(beta2.unsqueeze(1)).add_(grad.square().mul_((1.0 - beta2).unsqueeze(1)))
+        p = pick(self.param).sub_(m.div(v.sqrt().mul_(inv_root2).add_(self.eps)).mul_(step_size))
+        self.exp_avg.index_copy_(0, index, m)
+        self.exp_avg_sq.index_copy_(0, index, v)
+        self.param.index_copy_(0, index, p)
+        self.steps.index_copy_(0, index, steps)
 
     def state_dict(self) -> dict:
         return {"lr": self.lr, "steps": self.steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 
     def load_state_dict(self, state: dict) -> None:
         self.lr = state["lr"].clone()
-        self.steps.copy_(state["steps"])
-        for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"], strict=True):
+        for mine, saved in ((self.steps, state["steps"]), (self.exp_avg, state["exp_avg"]),
+                            (self.exp_avg_sq, state["exp_avg_sq"])):
             mine.copy_(saved)

@@ -1,12 +1,17 @@
-"""K copies of one network as one module whose weights are stacked ``[K, ...]``.
+"""K copies of one network as one module whose weights are one flat ``[K, P]`` parameter.
 
-The copies are ganlab's own modules (``ganlab.nets``), built once per member; :func:`stack_members`
-returns a copy of member 0's module tree in which every ``nn.Linear`` becomes a :class:`StackedLinear`
+The copies are ganlab's own modules (``ganlab.nets``), built once per member; :class:`StackedNets`
+keeps a copy of member 0's module tree in which every ``nn.Linear`` becomes a :class:`StackedLinear`
 (one ``torch.baddbmm`` for all K members), every buffer holds the K members' values (a Fourier lift's
 projection then multiplies batch-wise), and the D input transform runs on the K members' samples at
 once. Activations are element-wise and shared. So the networks are defined once, in ``ganlab.nets``,
 and a layer's K small matrix products become one batched product: no per-member Python, no vmap
 dispatch (which cost ~3 ms a call here, more than the arithmetic).
+
+Row k of ``flat`` is member k's every weight and bias, end to end; the layers read views of it. One
+tensor per network is what makes the optimizer, the EMA and restacking a few operations instead of a
+few per weight tensor (Adam over six tensors with masks was a third of a CPU step), and a step that
+only some members take works on their rows alone (:meth:`StackedNets.only`).
 
 Inputs and outputs are ``[K, n, features]``.
 """
@@ -24,21 +29,17 @@ from ganlab.preprocess import Preprocess
 
 
 class StackedLinear(nn.Module):
-    """K Linear layers: x [K, n, in] -> [K, n, out] with one batched matrix product."""
+    """K Linear layers: x [K, n, in] -> [K, n, out] with one batched matrix product. The weights are
+    views of the owning :class:`StackedNets`' rows, lent for one forward call."""
 
-    def __init__(self, layers: list[nn.Linear]) -> None:
+    def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach().t() for layer in layers]).contiguous())
-        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]).unsqueeze(1))
-        self.index: torch.Tensor | None = None  # set by StackedNets.only(): compute for these members alone
+        self.in_features, self.out_features = in_features, out_features
+        self.lent: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight [K, in, out], bias [K, 1, out])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.index is None:
-            return torch.baddbmm(self.bias, x, self.weight)
-        return torch.baddbmm(self.bias.index_select(0, self.index), x, self.weight.index_select(0, self.index))
-
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight[k].t().detach().clone(), "bias": self.bias[k, 0].detach().clone()}
+        weight, bias = self.lent
+        return torch.baddbmm(bias, x, weight)
 
 
 class MemberwisePreprocess(nn.Module):
@@ -54,18 +55,24 @@ class MemberwisePreprocess(nn.Module):
         return self.inner(x.flatten(0, 1)).unflatten(0, (k, -1))
 
 
-def _stack_into(stacked: nn.Module, copies: list[nn.Module]) -> None:
-    """Replace, in ``stacked`` (a copy of copies[0]), each Linear and buffer by its K-member form."""
+def _stack_into(stacked: nn.Module, copies: list[nn.Module], prefix: str,
+                layers: list[tuple[str, StackedLinear]], columns: list[torch.Tensor]) -> None:
+    """Replace, in ``stacked`` (a copy of copies[0]), each Linear by a StackedLinear (its K members'
+    weights and biases appended to ``columns``) and each buffer by its K-member stack."""
     for name, child in list(stacked.named_children()):
         members = [getattr(c, name) for c in copies]
         if isinstance(child, nn.Linear):
-            setattr(stacked, name, StackedLinear(members))
+            layer = StackedLinear(child.in_features, child.out_features)
+            setattr(stacked, name, layer)
+            layers.append((prefix + name, layer))
+            columns.append(torch.stack([m.weight.detach().t().reshape(-1) for m in members]))
+            columns.append(torch.stack([m.bias.detach() for m in members]))
         elif isinstance(child, Preprocess):
             if any(True for _ in child.parameters()):
                 raise ConfigError(f"{type(child).__name__} has weights: not supported by population training")
             setattr(stacked, name, MemberwisePreprocess(child))
         else:
-            _stack_into(child, members)
+            _stack_into(child, members, f"{prefix}{name}.", layers, columns)
     for name, _ in list(stacked.named_buffers(recurse=False)):
         stacked.register_buffer(name, torch.stack([getattr(c, name) for c in copies]))
     own = [n for n, _ in stacked.named_parameters(recurse=False)]
@@ -75,47 +82,64 @@ def _stack_into(stacked: nn.Module, copies: list[nn.Module]) -> None:
 
 
 class StackedNets(nn.Module):
-    """The stacked module plus what turns member k back into a plain module."""
+    """The stacked module, its flat weights, and what turns member k back into a plain module."""
 
     def __init__(self, copies: list[nn.Module]) -> None:
         super().__init__()
         self.net = copy.deepcopy(copies[0])
-        _stack_into(self.net, copies)
+        layers: list[tuple[str, StackedLinear]] = []
+        columns: list[torch.Tensor] = []
+        _stack_into(self.net, copies, "", layers, columns)
+        self.flat = nn.Parameter(torch.cat(columns, dim=1).contiguous())
+        self._layers = layers  # a list: the layers are registered once, inside self.net
+        self._sizes = [c.shape[1] for c in columns]
+        self.rows: torch.Tensor | None = None  # inside only(): the taking members' weights, a leaf of its own
         self._template = [copy.deepcopy(copies[0])]  # a list: not a submodule, not trained
 
+    def weights(self) -> torch.Tensor:
+        """What the forward pass reads and what a gradient is taken with respect to: ``flat``, or inside
+        :meth:`only` the rows of the members it names."""
+        return self.flat if self.rows is None else self.rows
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        parts = self.weights().split(self._sizes, dim=1)
+        try:
+            for i, (_, layer) in enumerate(self._layers):
+                layer.lent = (parts[2 * i].unflatten(1, (layer.in_features, layer.out_features)).contiguous(),
+                              parts[2 * i + 1].unsqueeze(1))
+            return self.net(x)
+        finally:
+            for _, layer in self._layers:
+                layer.lent = None
 
     @contextlib.contextmanager
     def only(self, index: torch.Tensor):
         """Within the block the module is the members ``index`` alone: inputs and outputs are
-        [len(index), n, features], and gradients reach those members' slices of the stacked weights
-        (a D step that only some members take costs only theirs)."""
+        [len(index), n, features], and :meth:`weights` is a copy of their rows whose gradient is theirs
+        alone (a D step that only some members take costs only theirs). Changes to those rows must be
+        written back to ``flat`` (the optimizer does)."""
+        self.rows = self.flat.detach().index_select(0, index).requires_grad_(self.flat.requires_grad)
         swapped = []
         for module in self.net.modules():
-            if isinstance(module, StackedLinear):
-                module.index = index
             for name, buffer in list(module.named_buffers(recurse=False)):
                 swapped.append((module, name, buffer))
                 setattr(module, name, buffer.index_select(0, index))
         try:
             yield self
         finally:
-            for module in self.net.modules():
-                if isinstance(module, StackedLinear):
-                    module.index = None
+            self.rows = None
             for module, name, buffer in swapped:
                 setattr(module, name, buffer)
 
     def member(self, k: int) -> nn.Module:
         """Member k as a plain module (for saving, sampling or a standalone comparison)."""
-        module = copy.deepcopy(self._template[0]).to(next(self.net.parameters()).device)
+        module = copy.deepcopy(self._template[0]).to(self.flat.device)
+        row = self.flat[k].detach().split(self._sizes)
         state = {}
-        for name, sub in self.net.named_modules():
-            prefix = f"{name}." if name else ""
-            if isinstance(sub, StackedLinear):
-                state.update({prefix + key: value for key, value in sub.member_state(k).items()})
-            for buffer_name, buffer in sub.named_buffers(recurse=False):
-                state[prefix + buffer_name] = buffer[k].clone()  # D input transforms hold no buffers
+        for i, (name, layer) in enumerate(self._layers):
+            state[f"{name}.weight"] = row[2 * i].view(layer.in_features, layer.out_features).t().clone()
+            state[f"{name}.bias"] = row[2 * i + 1].clone()
+        for name, buffer in self.net.named_buffers():
+            state[name] = buffer[k].clone()  # D input transforms hold no buffers
         module.load_state_dict(state)
         return module

@@ -48,7 +48,7 @@ from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.training.runner import make_trainer, resolve_accelerator
 
 PROCESS_KEYS = ("train.accelerator", "train.threads")  # one process, one device: the population's, not a trial's
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: one flat weight tensor per network
 
 
 def population_unsupported(sweep: SweepDefinition) -> str | None:
@@ -178,7 +178,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     budget = max(sweep.trials - budget_used(study), 0)
     slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
                             best_artifacts=sweep.population["best_artifacts"])
-    module = PopulationModule([], threads=threads)
+    module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu")
     continued, again = _restore(path, study, slots, module, client)
     existing = budget_used(study)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
