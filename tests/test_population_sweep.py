@@ -24,6 +24,7 @@ from ganlab.population.cohort import Cohort
 from ganlab.population.population_module import PopulationModule
 from ganlab.sweeping.definition import load
 from ganlab.sweeping.population_driver import population_unsupported, run_population_sweep
+from ganlab.sweeping.population_slots import PopulationSlots
 
 TINY = ["train.iterations=60", "train.eval_every=20", "train.plot_every=60", "train.eval_samples=2000"]
 
@@ -85,12 +86,14 @@ def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_tria
 
 @pytest.mark.slow
 def test_pruned_and_failed_members_are_told_and_their_slots_refilled(tmp_path, monkeypatch):
-    # queued in this order into 2 slots: two good trials complete first; then a G rate of 1e-7 stays at
-    # KS ~1 and is pruned against their median at its first report, while an Adam step of 1e35 overflows
+    # queued in this order into 2 slots (no warm-up: both from the start): two good trials complete
+    # first; then a G rate of 1e-7 stays at KS ~1 and is pruned against their median at its first
+    # report, while an Adam step of 1e35 overflows
     # float32 within a few updates (a non-finite loss, FAIL); the last one takes a freed slot and ends
     path = _write(tmp_path, "ends", space={"optim.d_lr": {"type": "categorical", "choices": [1e-3, 1e35]},
                                           "optim.g_lr": {"type": "categorical", "choices": [1e-3, 3e-3, 1e-7]}},
-                  trials=5, pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0})
+                  trials=5, pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                  population={"best_artifacts": 1, "checkpoint_every_s": 1, "warm_up": False})
     queued = [(1e-3, 1e-3), (1e-3, 3e-3), (1e-3, 1e-7), (1e35, 1e-3), (1e-3, 3e-3)]
     study = optuna.create_study(study_name="ends", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     for d_lr, g_lr in queued:
@@ -107,6 +110,46 @@ def test_pruned_and_failed_members_are_told_and_their_slots_refilled(tmp_path, m
     assert sorted(by_number) == list(range(5))
     for t in study.trials:
         assert by_number[t.number].info.status == status[t.state.name]
+
+
+def test_warm_up_opens_the_median_pruners_startup_trials_first_then_every_slot():
+    sweep = load("default")  # median pruner, n_startup_trials: 4
+    study = optuna.create_study()
+    slots = PopulationSlots(study, sweep, None, 16, "parent", 0)
+    for _ in range(4):
+        assert slots.open_slots() == 4
+        study.tell(study.ask(), 0.5)
+    assert slots.open_slots() == 16
+    study = optuna.create_study()
+    assert PopulationSlots(study, sweep, None, 3, "parent", 0).open_slots() == 3  # fewer slots than it needs
+    sweep.population["warm_up"] = False
+    assert PopulationSlots(study, sweep, None, 16, "parent", 0).open_slots() == 16
+    sweep.population["warm_up"], sweep.pruner = True, {"name": "successive_halving"}  # compares running trials
+    assert PopulationSlots(study, sweep, None, 16, "parent", 0).open_slots() == 16
+
+
+@pytest.mark.slow
+def test_a_warm_up_sweep_asks_the_next_trials_once_the_first_have_completed(tmp_path, monkeypatch):
+    # 3 slots, a median pruner that compares with 2 completed trials: trials 0 and 1 train alone; the
+    # others are asked once both have completed, so that each of them can be pruned
+    path = _write(tmp_path, "warm", fixed=["train.iterations=40", "train.eval_every=20", "train.plot_every=40",
+                                           "train.eval_samples=1000", "train.batch_size=128"], trials=5,
+                  space={"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+                  pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0})
+    joins = []  # (trial, trials completed, trials training) as each trial joins
+    original = PopulationSlots.join
+
+    def join(self, trial, *args, **kwargs):
+        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        joins.append((trial.number, len(done), len(self.live)))
+        return original(self, trial, *args, **kwargs)
+
+    monkeypatch.setattr(PopulationSlots, "join", join)
+    code, _, study = _sweep_in_process(tmp_path, monkeypatch, path, size=3)
+    assert code == 0
+    assert [t.state.name for t in study.trials[:2]] == ["COMPLETE", "COMPLETE"]
+    assert joins[:2] == [(0, 0, 0), (1, 0, 1)]  # the warm-up: two slots
+    assert joins[2:5] == [(2, 2, 0), (3, 2, 1), (4, 2, 2)]  # then all three, once both have completed
 
 
 def test_a_member_with_nan_weights_leaves_the_others_bit_identical():

@@ -30,7 +30,8 @@ RUN_METRICS = ("wall_s", "fit_s")  # objectives measured on the run itself, not 
 TOP_KEYS = {"description", "base", "fixed", "space", "objective", "second_objective", "trials", "sampler",
             "pruner", "storage", "study_name", "population"}
 # `population:` settings of a sweep trained with --population K (see ganlab.sweeping.population_driver)
-POPULATION_DEFAULTS = {"best_artifacts": 3, "checkpoint_every_s": 60}
+# warm_up: train only as many trials as a median pruner needs finished until they have finished (then all K)
+POPULATION_DEFAULTS = {"best_artifacts": 3, "checkpoint_every_s": 60, "warm_up": True}
 
 
 @dataclass
@@ -169,7 +170,11 @@ def _population(path: Path, spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict) or set(spec) - set(POPULATION_DEFAULTS):
         _fail(path, f"population takes {', '.join(POPULATION_DEFAULTS)}, got {spec!r}")
     out = {**POPULATION_DEFAULTS, **spec}
+    if not isinstance(out["warm_up"], bool):
+        _fail(path, f"population.warm_up={out['warm_up']!r} must be true or false")
     for key, value in out.items():
+        if key == "warm_up":
+            continue
         least = 0 if key == "best_artifacts" else 1
         if not isinstance(value, int | float) or isinstance(value, bool) or not least <= value < math.inf:
             _fail(path, f"population.{key}={value!r} must be a number >= {least}")

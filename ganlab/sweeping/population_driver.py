@@ -185,6 +185,8 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
           f"as a population of {size} on {accelerator} ({threads} thread(s))"
           + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
           + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
+          + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
+             "compares with completed trials)" if slots.open_slots() < size and budget > 0 else "")
           + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
           f"'{sweep.experiment_name}' ({tracking_uri})\n  checkpoint {path}", flush=True)
     last_save = [time.monotonic()]

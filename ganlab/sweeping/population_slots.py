@@ -9,6 +9,10 @@ cohorts are reassembled from the members that go on plus the new ones. Only this
 study. The best ``best_artifacts`` completed trials (at the end of the sweep) get a single run's
 artifacts (samples, weights, plots); every trial gets its params, config, metrics over training and
 final state.
+
+Warm-up: a median pruner compares a trial only with completed ones, so none of K trials started
+together could be pruned. Until its ``n_startup_trials`` have completed, only that many slots are
+open (``population.warm_up``, on by default), as if that many process workers ran.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ganlab.population.member_settings import cohort_signature
 from ganlab.population.population_evaluation import PopulationEvaluator
 from ganlab.population.population_module import PopulationModule
 from ganlab.sweeping.definition import SweepDefinition
+from ganlab.sweeping.samplers import finished_trials_to_compare
 from ganlab.sweeping.summary import best_trials
 from ganlab.sweeping.trial_runs import TrialRuns
 from ganlab.training.history import History
@@ -119,8 +124,17 @@ class PopulationSlots(pl.Callback):
         self._last_status = 0.0
         self._member_iterations = 0
         self.configs = ConfigFamily()  # the trials' configs share their group choices: composed once
+        self.warm_up = finished_trials_to_compare(sweep.pruner) if sweep.population["warm_up"] else 0
 
     # -- joining -------------------------------------------------------------------------------------
+    def open_slots(self) -> int:
+        """How many trials train at once: ``size``, or during the warm-up (fewer trials completed than the
+        pruner compares with) only that many, so that later trials can be pruned from their first wave."""
+        if self.warm_up == 0 or self.warm_up >= self.size:
+            return self.size
+        done = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        return self.size if done >= self.warm_up else self.warm_up
+
     def _ask(self) -> tuple[optuna.Trial, list[str]]:
         with warnings.catch_warnings():  # the storage's heartbeats serve process workers; members have none
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -141,7 +155,7 @@ class PopulationSlots(pl.Callback):
     def refill(self, module: PopulationModule) -> None:
         """Ask new trials for the free slots and reassemble the cohorts (members that go on + new ones)."""
         new: dict[str, list[tuple[int, DictConfig]]] = {}
-        while len(self.live) < self.size and self.budget > 0:
+        while len(self.live) < self.open_slots() and self.budget > 0:
             trial, overrides = self._ask()
             self.budget -= 1
             try:
@@ -187,7 +201,7 @@ class PopulationSlots(pl.Callback):
         self._member_iterations += len(self.live)
         if not self._evaluate(module):
             return
-        if len(self.live) < self.size and self.budget > 0 or any(not all(c.alive) for c in module.cohorts):
+        if len(self.live) < self.open_slots() and self.budget > 0 or any(not all(c.alive) for c in module.cohorts):
             self.refill(module)
             self._evaluate(module)  # the new members' iteration 0
         if self.on_boundary is not None:

@@ -22,7 +22,8 @@ SAMPLERS.add("grid", lambda **a: optuna.samplers.GridSampler(**{"seed": 0, **a})
 
 # pruners compare trials at equal iteration counts (the reported step is the iteration)
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner.name")
-PRUNERS.add("median", lambda **a: optuna.pruners.MedianPruner(**{"n_startup_trials": 3, "n_warmup_steps": 0, **a}))
+MEDIAN_DEFAULTS = {"n_startup_trials": 3, "n_warmup_steps": 0}
+PRUNERS.add("median", lambda **a: optuna.pruners.MedianPruner(**{**MEDIAN_DEFAULTS, **a}))
 PRUNERS.add("hyperband", lambda **a: optuna.pruners.HyperbandPruner(**a))
 PRUNERS.add("successive_halving", lambda **a: optuna.pruners.SuccessiveHalvingPruner(**a))
 PRUNERS.add("none", lambda **a: optuna.pruners.NopPruner())
@@ -34,3 +35,12 @@ def make_sampler(spec: dict[str, Any]) -> optuna.samplers.BaseSampler:
 
 def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
     return PRUNERS[spec["name"]](**{k: v for k, v in spec.items() if k != "name"})
+
+
+def finished_trials_to_compare(spec: dict[str, Any]) -> int:
+    """How many trials must be COMPLETE before the pruner prunes anything: the median pruner compares a
+    trial only with completed ones (``n_startup_trials`` of them); successive halving and Hyperband
+    compare trials at the same rung, running ones included, so they need none."""
+    if spec["name"] != "median":
+        return 0
+    return int(spec.get("n_startup_trials", MEDIAN_DEFAULTS["n_startup_trials"]))
