@@ -51,7 +51,8 @@ def main() -> None:
     parser.add_argument("--matrix-only", nargs="*", help="families or data labels of the matrix to run")
     parser.add_argument("--matrix-models", nargs="*", help="models of the matrix to run (default: all)")
     parser.add_argument("--population-device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--population-sizes", type=int, nargs="*", default=list(population.SIZES))
+    parser.add_argument("--population-sizes", type=int, nargs="*", default=list(population.SIZES),
+                        help="K of the throughput table (none: skip it, run only the sweep comparison)")
     parser.add_argument("--population-sweep-trials", type=int, default=64,
                         help="trials of the population-vs-workers sweep comparison (0: skip it)")
     parser.add_argument("--population-sweep-sizes", type=int, nargs="*", default=[16])
@@ -123,11 +124,12 @@ def main() -> None:
         print("\n" + matrix.table(res) + f"\n-> {path}")
 
     if args.only in (None, "population"):
-        print(f"population: K members together vs one run, {args.population_device}", flush=True)
-        res = population.run(sizes=tuple(args.population_sizes), device=args.population_device)
-        name = "population" if args.population_device == "cpu" else "population_cuda"
-        path = _save(name, res)
-        print("\n" + population.table(res) + f"\n-> {path}")
+        if args.population_sizes:  # `--population-sizes` with no sizes: the sweep comparison alone
+            print(f"population: K members together vs one run, {args.population_device}", flush=True)
+            res = population.run(sizes=tuple(args.population_sizes), device=args.population_device)
+            name = "population" if args.population_device == "cpu" else "population_cuda"
+            path = _save(name, res)
+            print("\n" + population.table(res) + f"\n-> {path}")
         if args.population_device == "cpu" and args.population_sweep_trials:
             print(f"population sweep: the default sweep, {args.population_sweep_trials} trials, population vs "
                   f"{args.workers} process workers", flush=True)
