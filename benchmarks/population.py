@@ -44,14 +44,14 @@ def _single(cfg, iterations: int, device: str) -> float:
     return iterations / _fit_seconds(build_module(cfg), iterations, device)
 
 
-def _population_module(cfg, k: int) -> PopulationModule:
+def _population_module(cfg, k: int, cuda_graphs: bool = False) -> PopulationModule:
     """K seeds of one config (built once per size: 1,024 members take ~15 s to build on CPU)."""
     configs = []
     for s in range(k):
         member = cfg.copy()
         member.train.seed = s
         configs.append(member)
-    return PopulationModule([Cohort(configs)])
+    return PopulationModule([Cohort(configs)], cuda_graphs=cuda_graphs)
 
 
 def _population(module: PopulationModule, iterations: int, device: str) -> float:
@@ -61,7 +61,8 @@ def _population(module: PopulationModule, iterations: int, device: str) -> float
 
 
 def run(iterations: int = 40, repeats: int = 3, sizes: tuple[int, ...] = SIZES, device: str = "cpu",
-        cases: dict[str, list[str]] | None = None) -> dict:
+        cases: dict[str, list[str]] | None = None, cuda_graphs: bool = False) -> dict:
+    """``cuda_graphs``: the population replays each iteration as a CUDA graph (on a CUDA device)."""
     if device == "cpu":
         torch.set_num_threads(1)
     rows = []
@@ -70,13 +71,13 @@ def run(iterations: int = 40, repeats: int = 3, sizes: tuple[int, ...] = SIZES, 
                               f"train.accelerator={'gpu' if device == 'cuda' else 'cpu'}"])
         for k in sizes:
             singles, pops = [], []
-            module = _population_module(cfg, k)
+            module = _population_module(cfg, k, cuda_graphs)
             for _ in range(repeats):
                 singles.append(_single(cfg, iterations, device))
                 pops.append(_population(module, iterations, device))
             single, pop = statistics.median(singles), statistics.median(pops)
             rows.append({"case": label, "members": k, "single_it_s": single, "population_member_it_s": pop,
-                         "speedup": pop / single})
+                         "speedup": pop / single, "cuda_graphs": cuda_graphs})
             print(f"  {label:<24} K={k:<4} single {single:7.0f} it/s   population {pop:8.0f} member-it/s   "
                   f"x{pop / single:.2f}", flush=True)
     return {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (1 thread)",
@@ -86,6 +87,7 @@ def run(iterations: int = 40, repeats: int = 3, sizes: tuple[int, ...] = SIZES, 
 def table(result: dict) -> str:
     lines = [f"device: {result['device']}", "| case | K | single it/s | population member-it/s | speed-up |",
              "|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['members']} | {r['single_it_s']:.0f} | {r['population_member_it_s']:.0f} | "
+    lines += [f"| {r['case']}{', CUDA graphs' if r.get('cuda_graphs') else ''} | {r['members']} | "
+              f"{r['single_it_s']:.0f} | {r['population_member_it_s']:.0f} | "
               f"{r['speedup']:.2f}x |" for r in result["rows"]]
     return "\n".join(lines)

@@ -153,3 +153,21 @@ def test_cohorts_are_split_to_fit_the_cache_and_share_the_threads_and_train_in_t
     on_gpu = PopulationModule([], threads=2)  # cpu_pieces off: cohorts as given
     on_gpu.set_cohorts([Cohort(configs), small])
     assert len(on_gpu.cohorts) == 2
+
+
+def test_an_iteration_writes_every_tensor_that_outlives_it_in_place():
+    # what lets a CUDA graph replay an iteration: it recorded these tensors' memory
+    cohort = Cohort(_configs([{"train.d_steps": 1}, {"train.d_steps": 2}], iterations=10,
+                             extra=["optim.schedule=linear"]))
+    opt_d, opt_g = cohort.optimizers()
+    lasting = {**dict(cohort.named_parameters()), **dict(cohort.named_buffers()), "opt_d.lr": opt_d.lr,
+               "opt_g.lr": opt_g.lr, "opt_d.steps": opt_d.steps, "opt_d.exp_avg": opt_d.exp_avg}
+    before = {name: (t, t.data_ptr(), t.clone()) for name, t in lasting.items()}
+    for _ in range(2):
+        cohort.train_iteration()
+    now = {**dict(cohort.named_parameters()), **dict(cohort.named_buffers()), "opt_d.lr": opt_d.lr,
+           "opt_g.lr": opt_g.lr, "opt_d.steps": opt_d.steps, "opt_d.exp_avg": opt_d.exp_avg}
+    for name, (tensor, pointer, _) in before.items():
+        assert now[name] is tensor and now[name].data_ptr() == pointer, name
+    changed = {name for name, (t, _, old) in before.items() if not torch.equal(t, old)}
+    assert {"generator.flat", "ema.flat", "member_iteration", "member_last_losses", "opt_d.lr"} <= changed

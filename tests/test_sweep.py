@@ -62,6 +62,7 @@ BAD = [
     ({"space": {"train.batch_size": {"type": "int", "low": 100, "high": 300}}}, "must divide train.batch_size"),
     ({"second_objective": "wall_s", "pruner": {"name": "median"}}, "cannot prune multi-objective"),
     ({"population": {"warm_up": "yes"}}, "population.warm_up='yes' must be true or false"),
+    ({"population": {"cuda_graphs": 1}}, "population.cuda_graphs=1 must be true or false"),
     ({"population": {"best_artifacts": -1}}, "population.best_artifacts=-1 must be a number >= 0"),
 ]
 

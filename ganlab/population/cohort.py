@@ -10,7 +10,9 @@ iteration count), moving to a device and checkpointing are ``nn.Module``'s own.
 
 Each member is built exactly as its standalone run builds it (same seed, same initial weights). A
 member whose loss turns NaN or infinite is noted on the device (no host synchronisation per
-iteration) and stopped when :meth:`collect_failures` reads the note at the next evaluation.
+iteration) and stopped when :meth:`collect_failures` reads the note at the next evaluation. Every
+tensor that outlives an iteration is updated in place, so an iteration can be captured as a CUDA
+graph (``cuda_graphs.py``).
 """
 
 from __future__ import annotations
@@ -262,9 +264,12 @@ class Cohort(nn.Module):
         self._note_nonfinite(d_loss, g_loss)
 
     def _set_rates(self) -> None:
+        """Each member's scheduled rates, written into the optimizers' own tensors (in place: a captured
+        CUDA graph replays writes into the memory it recorded)."""
         opt_d, opt_g = self.optimizers()
         factor = self._schedule(self.member_iteration, self.iterations, self.member_final_lr_fraction)
-        opt_d.lr, opt_g.lr = self.member_d_lr * factor, self.member_g_lr * factor
+        opt_d.lr.copy_(self.member_d_lr * factor)
+        opt_g.lr.copy_(self.member_g_lr * factor)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -277,9 +282,9 @@ class Cohort(nn.Module):
     @torch.no_grad()
     def _note_nonfinite(self, d_loss: torch.Tensor, g_loss: torch.Tensor) -> None:
         """On the device: the losses, and the first iteration at which a member's turned non-finite."""
-        self.member_last_losses = torch.stack([d_loss, g_loss], dim=1)
+        self.member_last_losses.copy_(torch.stack([d_loss, g_loss], dim=1))
         bad = ~torch.isfinite(self.member_last_losses).all(dim=1) & (self.member_nonfinite_at < 0)
-        self.member_nonfinite_at = torch.where(bad, self.member_iteration, self.member_nonfinite_at)
+        self.member_nonfinite_at.copy_(torch.where(bad, self.member_iteration, self.member_nonfinite_at))
 
     def collect_failures(self) -> dict[int, str]:
         """Read the device's notes (one synchronisation, at evaluation): members newly found non-finite

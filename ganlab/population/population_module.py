@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ganlab.population.cohort import Cohort
+from ganlab.population.cuda_graphs import CohortGraphs
 
 # On CPU a cohort's step slows per member once its activations outgrow the core's cache: measured on
 # the 2-core development machine (512 KB L2 per core), the default recipe's cost per member-iteration
@@ -51,13 +52,16 @@ class PopulationModule(pl.LightningModule):
     """``threads`` > 1 on CPU: cohorts train in that many threads at once, one torch thread each (torch's
     own threading gains little on these small tensors: 1.2-1.4x for two threads, against 1.5-1.7x for
     two cohorts side by side); a single cohort uses the torch threads itself. ``cpu_pieces``: a sweep
-    on CPU, whose cohorts are split to fit the cache and the threads (:func:`balance`)."""
+    on CPU, whose cohorts are split to fit the cache and the threads (:func:`balance`). ``cuda_graphs``:
+    on a CUDA device, each cohort's iteration is captured once and replayed (``cuda_graphs.py``)."""
 
-    def __init__(self, cohorts: list[Cohort], threads: int = 1, cpu_pieces: bool = False) -> None:
+    def __init__(self, cohorts: list[Cohort], threads: int = 1, cpu_pieces: bool = False,
+                 cuda_graphs: bool = False) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.threads = threads
         self.cpu_pieces = cpu_pieces  # training on CPU: cohorts given to set_cohorts are split by balance()
+        self.graphs = CohortGraphs() if cuda_graphs else None  # used on a CUDA device only
         self._pool: ThreadPoolExecutor | None = None
         self.cohorts = nn.ModuleList(cohorts)
         self.iteration = 0  # Lightning steps taken (each member also counts its own: Cohort.member_iteration)
@@ -74,6 +78,14 @@ class PopulationModule(pl.LightningModule):
         if self.cpu_pieces:
             cohorts = balance(cohorts, self.threads)
         self.cohorts = nn.ModuleList(cohorts)
+        if self.graphs is not None:
+            self.graphs.reset()
+
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        if self.graphs is not None:
+            self.graphs.reset()  # the cohorts' tensors were replaced: graphs recorded the old ones
+        return out
 
     def _parallel(self) -> bool:
         return self.threads > 1 and len(self.cohorts) > 1 and self.device.type == "cpu"
@@ -85,6 +97,9 @@ class PopulationModule(pl.LightningModule):
                                                 initializer=torch.set_num_threads, initargs=(1,))
             # the costliest first: a thread that frees up takes the next, so the step ends about together
             list(self._pool.map(Cohort.train_iteration, sorted(self.cohorts, key=lambda c: -c.cost)))
+        elif self.graphs is not None and self.device.type == "cuda":
+            for cohort in self.cohorts:
+                self.graphs.step(cohort)
         else:
             torch.set_num_threads(self.threads)
             for cohort in self.cohorts:

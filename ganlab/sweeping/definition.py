@@ -30,8 +30,10 @@ RUN_METRICS = ("wall_s", "fit_s")  # objectives measured on the run itself, not 
 TOP_KEYS = {"description", "base", "fixed", "space", "objective", "second_objective", "trials", "sampler",
             "pruner", "storage", "study_name", "population"}
 # `population:` settings of a sweep trained with --population K (see ganlab.sweeping.population_driver)
-# warm_up: train only as many trials as a median pruner needs finished until they have finished (then all K)
-POPULATION_DEFAULTS = {"best_artifacts": 3, "checkpoint_every_s": 60, "warm_up": True}
+# warm_up: train only as many trials as a median pruner needs finished until they have finished (then all K);
+# cuda_graphs: on a CUDA device, capture each cohort's iteration as a CUDA graph (ganlab.population.cuda_graphs)
+POPULATION_DEFAULTS = {"best_artifacts": 3, "checkpoint_every_s": 60, "warm_up": True, "cuda_graphs": False}
+POPULATION_SWITCHES = ("warm_up", "cuda_graphs")
 
 
 @dataclass
@@ -170,10 +172,11 @@ def _population(path: Path, spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict) or set(spec) - set(POPULATION_DEFAULTS):
         _fail(path, f"population takes {', '.join(POPULATION_DEFAULTS)}, got {spec!r}")
     out = {**POPULATION_DEFAULTS, **spec}
-    if not isinstance(out["warm_up"], bool):
-        _fail(path, f"population.warm_up={out['warm_up']!r} must be true or false")
+    for key in POPULATION_SWITCHES:
+        if not isinstance(out[key], bool):
+            _fail(path, f"population.{key}={out[key]!r} must be true or false")
     for key, value in out.items():
-        if key == "warm_up":
+        if key in POPULATION_SWITCHES:
             continue
         least = 0 if key == "best_artifacts" else 1
         if not isinstance(value, int | float) or isinstance(value, bool) or not least <= value < math.inf:

@@ -178,7 +178,8 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     budget = max(sweep.trials - budget_used(study), 0)
     slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
                             best_artifacts=sweep.population["best_artifacts"])
-    module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu")
+    module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu",
+                              cuda_graphs=sweep.population["cuda_graphs"])
     continued, again = _restore(path, study, slots, module, client)
     existing = budget_used(study)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
