@@ -45,6 +45,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_mlflow(cwd: Path, command: str, *args: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Run the MLflow CLI (``server`` or ``ui``) on 127.0.0.1 and ``port`` (default: a free one); wait
+    for /health. Returns the process (its own session: stop it with ``stop_mlflow``) and its base URL."""
+    port = port or free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), command, *args,
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=1)
+            return proc, base
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_mlflow(proc)
+                raise RuntimeError(f"mlflow {command} did not come up on {base}") from None
+            time.sleep(0.5)
+
+
+def stop_mlflow(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
 @pytest.fixture
 def mlflow_service(tmp_path) -> Iterator[Callable[..., str]]:
     """``start("server" | "ui", *args)`` runs the MLflow CLI on 127.0.0.1 and a free port, waits for
@@ -52,27 +78,13 @@ def mlflow_service(tmp_path) -> Iterator[Callable[..., str]]:
     procs: list[subprocess.Popen] = []
 
     def start(command: str, *args: str) -> str:
-        port = free_port()
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), command, *args,
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc, base = start_mlflow(tmp_path, command, *args)
         procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                return base
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow {command} did not come up on {base}") from None
-                time.sleep(0.5)
+        return base
 
     yield start
     for proc in procs:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        stop_mlflow(proc)
 
 
 @pytest.fixture(autouse=True, scope="session")

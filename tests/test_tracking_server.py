@@ -4,10 +4,13 @@ arrive complete, artifacts (checkpoints included) go through the server, and sam
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import free_port, start_mlflow, stop_mlflow
 from helpers import artifact_paths
 from mlflow.tracking import MlflowClient
 
@@ -17,12 +20,17 @@ TINY = ["train.iterations=40", "train.eval_every=10", "train.plot_every=20", "tr
         "train.ckpt_every=10", "train.ckpt_keep=1"]
 
 
-@pytest.fixture
-def server(tmp_path, mlflow_service) -> str:
-    store = tmp_path / "mlruns"
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """One server for the tests that only use it (each in its own experiment): (URL, its store).
+    Two worker processes, as a shared server would run: requests of concurrent runs land on both."""
+    store = tmp_path_factory.mktemp("server") / "mlruns"
     store.mkdir()
-    return mlflow_service("server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                          "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts", "--workers", "2")
+    proc, base = start_mlflow(store.parent, "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                              "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
+                              "--workers", "2")
+    yield base, store
+    stop_mlflow(proc)
 
 
 def _ganlab(module, args, cwd, **extra_env: str):
@@ -31,14 +39,16 @@ def _ganlab(module, args, cwd, **extra_env: str):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_concurrent_runs_through_the_server_arrive_complete(server, tmp_path):
+def test_concurrent_runs_through_the_server_arrive_complete(shared_server, tmp_path):
+    server, store = shared_server
     runs = [_ganlab("ganlab.train", [*TINY, f"train.seed={seed}", f"tracking.uri={server}"], tmp_path)
             for seed in (0, 1)]
     for proc in runs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     client = MlflowClient(server)
-    found = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    experiment_id = client.get_experiment_by_name("default").experiment_id
+    found = client.search_runs([experiment_id])
     assert len(found) == 2 and {r.data.tags["seed"] for r in found} == {"0", "1"}
     for run in found:
         assert run.info.status == "FINISHED"
@@ -48,7 +58,7 @@ def test_concurrent_runs_through_the_server_arrive_complete(server, tmp_path):
         for expected in ("config.yaml", "samples.npy", "model/generator.pt", "plots/histogram.gif"):
             assert expected in arts
         assert [a for a in arts if a.startswith("checkpoints/")] == ["checkpoints/ckpt_00000040.pt"]  # keep 1
-    assert len(list((tmp_path / "mlruns" / "artifacts").rglob("samples.npy"))) == 2  # uploaded via the server
+    assert len(list((store / "artifacts" / experiment_id).rglob("samples.npy"))) == 2  # uploaded via the server
     assert not (tmp_path / "unused.db").exists()
 
     sample = _ganlab("ganlab.sample", [f"run_id={found[0].info.run_id}", "n=1000", f"out={tmp_path / 's.npy'}",
@@ -58,7 +68,8 @@ def test_concurrent_runs_through_the_server_arrive_complete(server, tmp_path):
     assert np.load(tmp_path / "s.npy").shape == (1000, 1)
 
 
-def test_a_sweep_through_the_server(server, tmp_path):
+def test_a_sweep_through_the_server(shared_server, tmp_path):
+    server, _ = shared_server
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump({
         "fixed": ["train.iterations=30", "train.eval_every=10", "train.plot_every=30", "train.eval_samples=2000"],
@@ -75,30 +86,18 @@ def test_a_sweep_through_the_server(server, tmp_path):
 
 
 def _serve(store, port: int) -> subprocess.Popen:
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
-                             f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
-                             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("mlflow server did not come up")
+    """`make server` on ``port`` with one worker process (each of its default four imports MLflow: ~8 s
+    of CPU): the outage tests start it twice on the same port."""
+    proc, _ = start_mlflow(store.parent, "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                           "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
+                           "--workers", "1", port=port)
+    return proc
 
 
 def _kill_the_server_mid_run(tmp_path, iterations: int, plot_every: int, **extra_env: str):
     """A server, a CLI run logging to it, and the server killed once the run is training:
     (store, port, uri, the run's process)."""
     import signal
-
-    from conftest import free_port
 
     store, port = tmp_path / "mlruns", free_port()
     store.mkdir()

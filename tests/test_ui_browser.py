@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromi
 
 @pytest.fixture
 def ui(tmp_path, mlflow_service, monkeypatch):
-    """A tiny trained run in a fresh store, and `mlflow ui` on it as `make ui` starts it."""
+    """A tiny trained run in a fresh store, and `mlflow ui` on it as `make ui` starts it (one worker process)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with monkeypatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
@@ -32,7 +32,7 @@ def ui(tmp_path, mlflow_service, monkeypatch):
         result = run_training(compose_config(["train.iterations=1500", "train.eval_every=100", "train.plot_every=500",
                                               "train.eval_samples=2000"]), verbose=False)
     run = MlflowClient(uri).get_run(result.run_id)
-    return mlflow_service("ui", "--backend-store-uri", uri), run
+    return mlflow_service("ui", "--backend-store-uri", uri, "--workers", "1"), run
 
 
 def _browser(profile: Path):
