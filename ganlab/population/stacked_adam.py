@@ -64,15 +64,13 @@ class StackedAdam(torch.optim.Optimizer):
         correction2 = (1.0 - beta2.double() ** steps).to(grad.dtype)
         step_size = (pick(self.lr) / correction1).unsqueeze(1)
         inv_root2 = correction2.rsqrt().unsqueeze(1)
-        if index is None:  # in place, on every member
-            self.exp_avg.mul_(beta1.unsqueeze(1)).add_(grad * (1.0 - beta1).unsqueeze(1))
-            self.exp_avg_sq.mul_(beta2.unsqueeze(1)).add_(grad.square().mul_((1.0 - beta2).unsqueeze(1)))
-            self.param.sub_(self.exp_avg.div(self.exp_avg_sq.sqrt().mul_(inv_root2).add_(self.eps)).mul_(step_size))
-            self.steps.copy_(steps)
-            return
+        # with no index, pick() is the tensors themselves and these updates are in place
         m = pick(self.exp_avg).mul_(beta1.unsqueeze(1)).add_(grad * (1.0 - beta1).unsqueeze(1))
         v = pick(self.exp_avg_sq).mul_(beta2.unsqueeze(1)).add_(grad.square().mul_((1.0 - beta2).unsqueeze(1)))
         p = pick(self.param).sub_(m.div(v.sqrt().mul_(inv_root2).add_(self.eps)).mul_(step_size))
+        if index is None:
+            self.steps.copy_(steps)
+            return
         self.exp_avg.index_copy_(0, index, m)
         self.exp_avg_sq.index_copy_(0, index, v)
         self.param.index_copy_(0, index, p)
