@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,10 +32,33 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(1)
 
 
+_TEMPLATE_DIR: list[Path] = []  # set once per test process by _store_template_dir
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _store_template_dir(tmp_path_factory) -> None:
+    _TEMPLATE_DIR.append(tmp_path_factory.mktemp("store_template"))
+
+
+def mlflow_store(db: Path) -> str:
+    """The URI of a ready MLflow SQLite store at ``db`` (kept if it exists): a copy of an empty store
+    made once per test process. Creating a store runs MLflow's schema migrations, 3-4 s of CPU that
+    nearly every test would pay again; the tests of store creation itself use a bare path."""
+    template = _TEMPLATE_DIR[0] / "mlflow.db"
+    if not template.exists():
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(f"sqlite:///{template}", str(template.parent / "artifacts"))
+        store.engine.dispose()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if not db.exists():
+        shutil.copyfile(template, db)
+    return f"sqlite:///{db}"
+
+
 @pytest.fixture
 def tracking_uri(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    (tmp_path / "mlruns").mkdir()
+    uri = mlflow_store(tmp_path / "mlruns" / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 

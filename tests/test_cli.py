@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from conftest import mlflow_store
 from helpers import artifact_paths, run_cli, train_finished
 from mlflow.tracking import MlflowClient
 
@@ -19,7 +20,7 @@ def _cli(args, uri, cwd):
 
 
 def test_cli_run_is_recorded_in_mlflow(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     proc = _cli(TINY, uri, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "[it 40/40] KS" in proc.stdout and "finished run" in proc.stdout
@@ -62,7 +63,7 @@ def test_bad_tracking_env_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_diverging_run_ends_failed_with_a_reason(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     proc = _cli(["optim=sgd", "optim.d_lr=1e12", "optim.g_lr=1e12", "optim.momentum=0.0", "train.iterations=200",
                  "train.ema_decay=0", "model.g.activations=[relu,relu]"], uri, tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -110,7 +111,7 @@ TINY_2D = ["train.iterations=4", "train.eval_every=2", "train.plot_every=2", "tr
 
 @pytest.mark.slow
 def test_a_2d_experiment_from_the_cli_prints_its_2d_metrics(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     proc = _cli(["experiment=ring8_gan", *TINY_2D], uri, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "[it 4/4] SW1" in proc.stdout and "modes" in proc.stdout

@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import mlflow_store
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
@@ -52,7 +53,7 @@ def test_an_artifact_folder_that_cannot_be_written_fails_the_run_in_one_line(tra
 
 @pytest.mark.slow
 def test_a_live_run_cannot_be_resumed_and_a_dead_one_is_closed_killed(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ganlab.train", "train.iterations=200000", "train.eval_every=100",
                              "train.ckpt_every=100", "train.eval_samples=2000"], cwd=tmp_path, env=env,

@@ -5,6 +5,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from conftest import mlflow_store
 from helpers import artifact_paths, run_cli, train_finished
 from mlflow.tracking import MlflowClient
 
@@ -12,6 +13,7 @@ from ganlab.config.compose import compose_config
 from ganlab.data.loaders import EpochStreamSampler, training_loader
 from ganlab.data.targets import build_target
 from ganlab.metrics.metrics_images import frechet_distance, image_quality
+from ganlab.train import main as train_main
 from ganlab.training.runner import build_module
 
 TINY = ["train.iterations=20", "train.eval_every=10", "train.plot_every=10", "train.eval_samples=500"]
@@ -87,7 +89,7 @@ def test_generator_output_has_the_image_shape_and_tanh_range(name, shape, mnist_
 
 
 def _run(tmp_path, *args):
-    return run_cli(list(args), f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+    return run_cli(list(args), mlflow_store(tmp_path / "mlflow.db"), tmp_path)
 
 
 @pytest.mark.slow
@@ -157,11 +159,15 @@ def test_a_short_seeded_digits_run_closes_most_of_the_distance(tmp_path):
     (["experiment=goodfellow_digits", "model.g.dropout=1.0"], "model.g.dropout"),
     (["experiment=goodfellow_digits", "model.g.batch_norm=[true]"], "model.g.batch_norm"),
 ])
-@pytest.mark.slow
-def test_bad_image_settings_stop_with_one_line(tmp_path, args, expected):
-    done = _run(tmp_path, *args)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], done.stderr
+def test_bad_image_settings_stop_with_one_line(tmp_path, monkeypatch, capsys, args, expected):
+    # the CLI's entry point in this process (a subprocess per case cost ~15 s of imports; the
+    # interpreter-level path of a one-line error is test_cli's)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GANLAB_TRACKING", "inline")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert train_main(list(args)) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], err
     assert not (tmp_path / "mlflow.db").exists() or not MlflowClient(
         f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(["0"])

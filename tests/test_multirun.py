@@ -3,6 +3,7 @@ sweeper does, listed by --cfg, refused with one line when bad, and run as one ML
 one FINISHED child run per combination (the best one registered when tracking.register names a model)."""
 
 import pytest
+from conftest import mlflow_store
 from helpers import run_cli
 from mlflow.tracking import MlflowClient
 
@@ -66,7 +67,7 @@ def test_combinations_of_different_target_families_rank_by_fit_time():
 
 @pytest.mark.slow
 def test_a_2x2_grid_is_four_finished_child_runs_under_one_finished_parent(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlruns" / "mlflow.db")
     args = ["-m", "--workers", "2", "optim.d_lr=1e-3,3e-3", "train.seed=0,1", "train.iterations=100",
             "train.eval_every=50", "train.plot_every=100", "train.eval_samples=2000", "tracking.experiment=grid",
             "tracking.register=grid-best"]

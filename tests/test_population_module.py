@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import mlflow_store
 from torch.utils.data import DataLoader
 
 from ganlab.config.compose import compose_config
@@ -124,7 +125,8 @@ def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
     # standalone ones (5 of 5: p = 0.008).
     alone, together = [], []
     for seed in range(5):
-        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": f"sqlite:///{tmp_path / 'm.db'}"}], iterations=1000)
+        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": mlflow_store(tmp_path / "m.db")}], iterations=1000,
+                          extra=["train.eval_every=1000", "train.plot_every=1000"])  # only the final KS counts
         alone.append(run_training(cfg, verbose=False).metrics["ks"])
         cohort = _fit(Cohort([cfg]), 1000)
         rows, _ = PopulationEvaluator(cohort, cfg.train.eval_samples, seed).evaluate(cohort)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mlflow_store
 from helpers import artifact_paths, run_cli
 from mlflow.tracking import MlflowClient
 
@@ -18,7 +19,7 @@ TINY = ["train.iterations=30", "train.eval_every=10", "train.plot_every=30", "tr
 
 @pytest.mark.slow
 def test_seeds_from_the_cli_make_one_finished_run(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     proc = run_cli([*TINY, "train.seeds=3", "train.seed=5"], uri, tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "seeds 5-7 together" in proc.stdout and "3 seeds: the final metrics are medians" in proc.stdout
@@ -30,7 +31,7 @@ def test_seeds_from_the_cli_make_one_finished_run(tmp_path):
 
 @pytest.mark.slow
 def test_a_seeds_run_records_each_seed_and_their_median(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     result = run_population(compose_config([*TINY, "train.seeds=3", "train.seed=5", f"tracking.uri={uri}"]),
                             verbose=False)
     client = MlflowClient(uri)
@@ -87,7 +88,7 @@ def test_asking_for_a_missing_gpu_fails_before_a_run_exists(tmp_path):
 def test_resuming_a_seeds_run_says_why_it_cannot(tmp_path):
     from ganlab.training.resume import prepare_resume
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = mlflow_store(tmp_path / "m.db")
     result = run_population(compose_config([*TINY, "train.seeds=2", f"tracking.uri={uri}"]), verbose=False)
     with pytest.raises(ConfigError, match="2 seeds together") as err:
         prepare_resume(result.run_id, [f"tracking.uri={uri}"])

@@ -16,6 +16,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from conftest import mlflow_store
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
@@ -50,7 +51,7 @@ def _children(tracking_uri: str, study: str):
 
 def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int) -> tuple[int, str, optuna.Study]:
     monkeypatch.chdir(tmp_path)  # the population checkpoint goes under ./mlruns
-    tracking, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking, storage = mlflow_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     sweep = load(path)
     code = run_population_sweep(sweep, storage, tracking, size=size, threads=1)
     return code, tracking, optuna.load_study(study_name=sweep.name, storage=storage)
@@ -205,7 +206,7 @@ def test_sweeps_a_population_cannot_train_are_named():
 def test_cli_falls_back_to_process_workers_with_one_line(tmp_path):
     path = _write(tmp_path, "fallback", base=["model=minibatch"], trials=1, space={
         "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db")}
     proc = subprocess.run([sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--workers", "1",
                            "--storage", f"sqlite:///{tmp_path / 'o.db'}"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -219,7 +220,7 @@ def test_cli_falls_back_to_process_workers_with_one_line(tmp_path):
 def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
     path = _write(tmp_path, "killed", fixed=["train.iterations=400", "train.eval_every=20", "train.plot_every=400",
                                              "train.eval_samples=2000"], trials=8)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--threads", "1",
             "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import mlflow_store
 from mlflow.tracking import MlflowClient
 
 from ganlab.atomic_files import save_atomic
@@ -45,7 +46,7 @@ def _checkpoints(run):
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["train.iterations=600", *SHORT]
     (tmp_path / "fresh").mkdir()  # its own store and artifact folder, apart from the run to kill
-    killed_uri, fresh_uri = f"sqlite:///{tmp_path / 'killed.db'}", f"sqlite:///{tmp_path / 'fresh' / 'fresh.db'}"
+    killed_uri, fresh_uri = mlflow_store(tmp_path / "killed.db"), mlflow_store(tmp_path / "fresh" / "fresh.db")
     fresh = _cli(args, fresh_uri, tmp_path / "fresh")  # the uninterrupted reference, on the other core
     proc = _cli(args, killed_uri, tmp_path)
     run_id = proc.stdout.readline().split()[2]

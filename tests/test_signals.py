@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import mlflow_store
 from mlflow.tracking import MlflowClient
 
 LONG = ["train.iterations=200000", "train.eval_every=100", "train.plot_every=100000", "train.eval_samples=2000",
@@ -37,7 +38,7 @@ def _wait_for_training(proc: subprocess.Popen) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_ends_the_run_killed_with_a_checkpoint_and_its_exit_code(sig, code, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     proc = _start(tmp_path, uri)
     run_id = _wait_for_training(proc)
     time.sleep(1.0)

@@ -13,6 +13,7 @@ import sys
 
 import optuna
 import pytest
+from conftest import mlflow_store
 
 from ganlab.run_heartbeat import process_tag
 from ganlab.sweeping.sole_writer_storage import (
@@ -162,7 +163,7 @@ def test_a_sweep_on_a_study_a_live_population_writes_is_one_line(tmp_path, monke
     try:
         study.set_user_attr(WRITER_ATTR, process_tag(other.pid))
         code = sweep_cli.main([str(tmp_path / "busy.yaml"), *mode, "--storage", url,
-                               "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+                               "--tracking-uri", mlflow_store(tmp_path / "m.db")])
     finally:
         other.kill()
         other.wait()

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import mlflow_store
 from mlflow.tracking import MlflowClient
 
 from ganlab.errors import ConfigError
@@ -80,7 +81,7 @@ def test_unknown_sweep_name_lists_the_available_ones():
 
 
 def _sweep(args, tmp_path, **kwargs):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "ganlab.sweep", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600, **kwargs)
 
@@ -166,7 +167,7 @@ def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
     path = _write(tmp_path, "resume", trials=4, fixed=["train.iterations=300", "train.eval_every=100",
                                                        "train.plot_every=300", "train.eval_samples=2000"])
     storage = f"sqlite:///{tmp_path / 'o.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "ganlab.sweep", path, "--workers", "1", "--storage", storage, "--stale-after", "2"]
     driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
@@ -257,7 +258,7 @@ def test_a_killed_worker_s_trial_is_failed_retried_and_completed_in_the_same_inv
     path = _write(tmp_path, "kill", trials=3, fixed=["train.iterations=800", "train.eval_every=100",
                                                      "train.plot_every=800", "train.eval_samples=2000"])
     storage = f"sqlite:///{tmp_path / 'o.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen([sys.executable, "-m", "ganlab.sweep", path, "--workers", "2", "--storage", storage],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim, deadline = None, time.time() + 240

@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import mlflow_store
 
 pytestmark = pytest.mark.slow  # a real server per test: only the whole suite (make test-all) runs it
 
@@ -65,7 +66,7 @@ def test_two_workers_share_a_postgres_study(tmp_path, postgres_url):
             "objective": "ks", "trials": 4, "sampler": {"name": "random", "seed": 1}, "pruner": {"name": "none"}}
     path = tmp_path / "pg.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db")}
     proc = subprocess.run([sys.executable, "-m", "ganlab.sweep", str(path), "--workers", "2", "--storage",
                            postgres_url], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import free_port, start_mlflow, stop_mlflow
+from conftest import free_port, mlflow_store, start_mlflow, stop_mlflow
 from helpers import artifact_paths
 from mlflow.tracking import MlflowClient
 
@@ -25,8 +25,7 @@ def shared_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """One server for the tests that only use it (each in its own experiment): (URL, its store).
     Two worker processes, as a shared server would run: requests of concurrent runs land on both."""
     store = tmp_path_factory.mktemp("server") / "mlruns"
-    store.mkdir()
-    proc, base = start_mlflow(store.parent, "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+    proc, base = start_mlflow(store.parent, "server", "--backend-store-uri", mlflow_store(store / "mlflow.db"),
                               "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
                               "--workers", "2")
     yield base, store
@@ -88,7 +87,7 @@ def test_a_sweep_through_the_server(shared_server, tmp_path):
 def _serve(store, port: int) -> subprocess.Popen:
     """`make server` on ``port`` with one worker process (each of its default four imports MLflow: ~8 s
     of CPU): the outage tests start it twice on the same port."""
-    proc, _ = start_mlflow(store.parent, "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+    proc, _ = start_mlflow(store.parent, "server", "--backend-store-uri", mlflow_store(store / "mlflow.db"),
                            "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts",
                            "--workers", "1", port=port)
     return proc
@@ -100,7 +99,6 @@ def _kill_the_server_mid_run(tmp_path, iterations: int, plot_every: int, **extra
     import signal
 
     store, port = tmp_path / "mlruns", free_port()
-    store.mkdir()
     server = _serve(store, port)
     uri = f"http://127.0.0.1:{port}"
     run = _ganlab("ganlab.train", [f"train.iterations={iterations}", "train.eval_every=100",

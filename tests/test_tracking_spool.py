@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+from conftest import mlflow_store
 from mlflow.tracking import MlflowClient
 
 import ganlab.tracking as tracking
@@ -47,8 +48,7 @@ class _FlakyClient:
 @pytest.fixture
 def offline_tracker(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    (tmp_path / "mlruns").mkdir()
+    uri = mlflow_store(tmp_path / "mlruns" / "mlflow.db")
     cfg = compose_config(["train.iterations=10", f"tracking.uri={uri}"])
     tracker = Tracker(cfg, heartbeat=False)
     outage = _Outage()
@@ -166,7 +166,7 @@ def test_only_an_unreachable_server_is_spooled(exc, unreachable):
 
 def test_a_local_store_error_is_not_spooled(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = mlflow_store(tmp_path / "m.db")
     tracker = Tracker(compose_config(["train.iterations=10", f"tracking.uri={uri}"]), heartbeat=False)
 
     def full(*args, **kwargs):

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import mlflow_store
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromi
 @pytest.fixture
 def ui(tmp_path, mlflow_service, monkeypatch):
     """A tiny trained run in a fresh store, and `mlflow ui` on it as `make ui` starts it (one worker process)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     with monkeypatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
         # long enough that the screenshot shows a run that learns (about 10 s)
