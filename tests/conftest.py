@@ -42,8 +42,8 @@ def _store_template_dir(tmp_path_factory) -> None:
 
 def mlflow_store(db: Path) -> str:
     """The URI of a ready MLflow SQLite store at ``db`` (kept if it exists): a copy of an empty store
-    made once per test process. Creating a store runs MLflow's schema migrations, 3-4 s of CPU that
-    nearly every test would pay again; the tests of store creation itself use a bare path."""
+    made once per test process. Creating a store runs MLflow's schema migrations, 1.5-3 s of CPU
+    (measured) that nearly every test would pay again; the tests of store creation itself use a bare path."""
     template = _TEMPLATE_DIR[0] / "mlflow.db"
     if not template.exists():
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

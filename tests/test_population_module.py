@@ -124,8 +124,9 @@ def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
     # untrained generator's ~0.9. A population that learned worse would put its seeds above the
     # standalone ones (5 of 5: p = 0.008).
     alone, together = [], []
+    uri = mlflow_store(tmp_path / "m.db")
     for seed in range(5):
-        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": mlflow_store(tmp_path / "m.db")}], iterations=1000,
+        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": uri}], iterations=1000,
                           extra=["train.eval_every=1000", "train.plot_every=1000"])  # only the final KS counts
         alone.append(run_training(cfg, verbose=False).metrics["ks"])
         cohort = _fit(Cohort([cfg]), 1000)
