@@ -20,10 +20,11 @@ def _split(row: torch.Tensor) -> list[torch.Tensor]:
     return [weight.view(4, 5), bias]
 
 
-def test_each_member_follows_torch_adam_with_its_own_rate_and_betas():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-per-member", "one-expression"])
+def test_each_member_follows_torch_adam_with_its_own_rate_and_betas(fused):
     start = torch.randn(K, 25)
     stacked = start.clone()
-    adam = StackedAdam(stacked, torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2))
+    adam = StackedAdam(stacked, torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2), fused=fused)
     singles = [[t.clone().requires_grad_(True) for t in _split(start[k])] for k in range(K)]
     torch_adams = [torch.optim.Adam(singles[k], lr=LRS[k], betas=(BETA1[k], BETA2[k])) for k in range(K)]
     for step in range(20):
@@ -39,10 +40,11 @@ def test_each_member_follows_torch_adam_with_its_own_rate_and_betas():
             torch.testing.assert_close(mine, single.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_a_step_for_some_members_leaves_the_others_weights_moments_and_step_count():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-per-member", "one-expression"])
+def test_a_step_for_some_members_leaves_the_others_weights_moments_and_step_count(fused):
     start = torch.randn(K, 25)
-    adam, twin = (StackedAdam(start.clone(), torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2))
-                  for _ in range(2))
+    adam, twin = (StackedAdam(start.clone(), torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2),
+                              fused=fused) for _ in range(2))
     for opt in (adam, twin):
         opt.param.grad = torch.ones(K, 25)
         opt.step()

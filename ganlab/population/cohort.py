@@ -225,7 +225,7 @@ class Cohort(nn.Module):
     def _update(optimizer: StackedAdam, nets: StackedNets, losses: torch.Tensor, index: torch.Tensor | None) -> None:
         """The gradient of the (taking) members' summed losses for their weights, then their Adam step."""
         (grad,) = torch.autograd.grad(losses.sum(), [nets.weights()])
-        optimizer.step(grad=grad, index=index)
+        optimizer.update(grad, index)
 
     def _full(self, losses: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """[taking members] losses as [K] (0 for members that sat the step out)."""
