@@ -34,6 +34,19 @@ def test_stacked_g_and_d_equal_each_members_own_module(overrides):
         torch.testing.assert_close(logits[k], m.discriminator(x[k]))
 
 
+def test_tanh_between_layers_runs_as_a_folded_sigmoid_with_each_members_own_gradient():
+    cfg, members = _members([])  # the default G: Linear, tanh, Linear, tanh, Linear
+    g = StackedNets([m.generator for m in members])
+    assert not any(isinstance(m, torch.nn.Tanh) for m in g.net.modules())
+    z = torch.randn(3, 64, cfg.noise.dim)
+    (g(z) ** 2).sum().backward()
+    for k, m in enumerate(members):
+        (m.generator(z[k]) ** 2).sum().backward()
+        own = torch.cat([torch.cat([layer.weight.grad.t().reshape(-1), layer.bias.grad])
+                         for layer in m.generator.modules() if isinstance(layer, torch.nn.Linear)])
+        torch.testing.assert_close(g.flat.grad[k], own, rtol=1e-4, atol=1e-5)
+
+
 def test_a_member_comes_back_as_a_plain_module_with_its_weights():
     cfg, members = _members(["data=image_density"])  # D with a Fourier lift: a stacked buffer
     d = StackedNets([m.discriminator for m in members])
