@@ -49,6 +49,18 @@ def defer_to_boundaries(on: bool = True) -> None:
     _deferred = on
 
 
+@contextlib.contextmanager
+def deferred_to_boundaries() -> Iterator[None]:
+    """:func:`defer_to_boundaries` within the block; a stop still pending at its end is dropped (the
+    loop it was for has ended)."""
+    defer_to_boundaries(True)
+    try:
+        yield
+    finally:
+        defer_to_boundaries(False)
+        check_stop()
+
+
 def check_stop() -> Stopped | None:
     """The stop a signal asked for since the last check (the caller raises it once it has saved), or None."""
     global _pending

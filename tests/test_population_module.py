@@ -2,6 +2,8 @@
 failures), reproducibly, and each reaches a usable distribution."""
 
 import math
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from ganlab.errors import ConfigError
 from ganlab.population.batched_metrics import metrics_1d_batched
 from ganlab.population.cohort import Cohort
 from ganlab.population.population_module import PopulationModule
+from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.training.runner import build_module
 
 
@@ -156,6 +159,33 @@ def test_cohorts_are_split_to_fit_the_cache_and_share_the_threads_and_train_in_t
     on_gpu = PopulationModule([], threads=2)  # cpu_pieces off: cohorts as given
     on_gpu.set_cohorts([Cohort(configs), small])
     assert len(on_gpu.cohorts) == 2
+
+
+def test_a_step_of_several_iterations_in_two_threads_ends_whole_when_a_stop_signal_comes(monkeypatch):
+    # the signal arrives in the middle of a step (raised from a cohort thread, handled in the main one):
+    # the step still ends with every cohort at the same whole iteration, then the stop is raised
+    module = PopulationModule([], threads=2)
+    module.set_cohorts([Cohort(_configs([{"train.seed": s}], iterations=50), keys=[s]) for s in range(3)])
+    module.steps_per_call = 6
+    taken = []
+    real = Cohort.train_iteration
+
+    def iteration(cohort):
+        real(cohort)
+        taken.append(cohort.keys[0])
+        if len(taken) == 2:
+            signal.raise_signal(signal.SIGTERM)
+            time.sleep(0.2)  # the main thread handles it while the cohort threads go on
+
+    monkeypatch.setattr(Cohort, "train_iteration", iteration)
+    with stop_on_signals(), deferred_to_boundaries(), pytest.raises(Stopped):
+        module.training_step(None, 0)
+    assert module.iteration == 6 and module.last_steps == 6
+    assert [c.iterations_done() for c in module.cohorts] == [[6], [6], [6]]
+    module.steps_per_call = 2
+    with stop_on_signals(), deferred_to_boundaries():  # no signal: the step runs on
+        module.training_step(None, 1)
+    assert [c.iterations_done() for c in module.cohorts] == [[8], [8], [8]] and module.iteration == 8
 
 
 def test_an_iteration_writes_every_tensor_that_outlives_it_in_place():

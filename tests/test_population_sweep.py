@@ -25,7 +25,7 @@ from ganlab.population.cohort import Cohort
 from ganlab.population.population_module import PopulationModule
 from ganlab.sweeping.definition import load
 from ganlab.sweeping.population_driver import population_unsupported, run_population_sweep
-from ganlab.sweeping.population_slots import PopulationSlots
+from ganlab.sweeping.population_slots import LiveTrial, PopulationSlots
 
 TINY = ["train.iterations=60", "train.eval_every=20", "train.plot_every=60", "train.eval_samples=2000"]
 
@@ -151,6 +151,25 @@ def test_a_warm_up_sweep_asks_the_next_trials_once_the_first_have_completed(tmp_
     assert [t.state.name for t in study.trials[:2]] == ["COMPLETE", "COMPLETE"]
     assert joins[:2] == [(0, 0, 0), (1, 0, 1)]  # the warm-up: two slots
     assert joins[2:5] == [(2, 2, 0), (3, 2, 1), (4, 2, 2)]  # then all three, once both have completed
+
+
+def test_a_step_runs_up_to_the_next_members_evaluation_and_about_a_second():
+    sweep = load("default")
+    study = optuna.create_study()
+    slots = PopulationSlots(study, sweep, None, 4, "parent", 0)
+    module = PopulationModule([])
+    module.iteration, module.seconds_per_iteration = 1000, 0.001
+    for joined, eval_every, iterations in ((1000, 200, 4000), (930, 50, 4000), (0, 200, 1010)):
+        cfg = compose_config([f"train.eval_every={eval_every}", f"train.iterations={iterations}"])
+        slots.live[len(slots.live)] = LiveTrial(None, cfg, joined, None)
+        ahead = slots.steps_ahead(module)
+    assert ahead == 10  # the third member ends at its iteration 1,010, before the others are due (200 and 30 ahead)
+    del slots.live[2]
+    assert slots.steps_ahead(module) == 30  # the second is due at its iteration 100
+    module.seconds_per_iteration = 0.05
+    assert slots.steps_ahead(module) == 20  # about a second of training at 50 ms an iteration
+    module.seconds_per_iteration = 5.0
+    assert slots.steps_ahead(module) == 1
 
 
 def test_a_member_with_nan_weights_leaves_the_others_bit_identical():

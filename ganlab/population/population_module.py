@@ -1,15 +1,24 @@
 """The population loop: cohorts of stacked GANs trained together, a LightningModule with manual
 optimization (the same alternation as ``GANModule``: d_steps D updates, then g_steps G updates).
 
-One Lightning step is one iteration of every cohort (members of different batch sizes or shapes
-live in different cohorts; see ``cohort.py``). A ``train.seeds`` run has one cohort for its whole
-life; a population sweep replaces its cohorts between steps as trials finish, are pruned or join
-(:meth:`PopulationModule.set_cohorts`). Losses are per member and summed for backward, so one
-member's gradients never depend on another's.
+One Lightning step is ``steps_per_call`` iterations (1 unless the caller says) of every cohort
+(members of different batch sizes or shapes live in different cohorts; see ``cohort.py``). A
+``train.seeds`` run has one cohort for its whole life and takes one iteration a step; a population
+sweep replaces its cohorts between steps as trials finish, are pruned or join
+(:meth:`PopulationModule.set_cohorts`), and runs as many iterations a step as it can before a member
+is next due for evaluation: on CPU every step ends with the cohort threads waiting for each other and
+for the main thread's bookkeeping. Losses are per member and summed for backward, so one member's
+gradients never depend on another's.
+
+A stop signal (SIGINT, SIGTERM) that arrives during a step is raised at its end, when every cohort
+has taken the same whole iterations (:func:`ganlab.signals.defer_to_boundaries`, which the sweep
+turns on): cohort threads keep running while the main thread handles a signal, so a checkpoint
+written before they finish would hold cohorts at different iterations.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytorch_lightning as pl
@@ -18,6 +27,7 @@ from torch import nn
 
 from ganlab.population.cohort import Cohort
 from ganlab.population.cuda_graphs import CohortGraphs
+from ganlab.signals import check_stop
 
 # On CPU a cohort's step slows per member once its activations outgrow the core's cache: measured on
 # the 2-core development machine (512 KB L2 per core), the default recipe's cost per member-iteration
@@ -48,6 +58,12 @@ def balance(cohorts: list[Cohort], threads: int, samples: int = CPU_SAMPLES_PER_
     return out
 
 
+def _train(cohorts: list[Cohort], steps: int) -> None:
+    for _ in range(steps):
+        for cohort in cohorts:
+            cohort.train_iteration()
+
+
 class PopulationModule(pl.LightningModule):
     """``threads`` > 1 on CPU: cohorts train in that many threads at once, one torch thread each (torch's
     own threading gains little on these small tensors: 1.2-1.4x for two threads, against 1.5-1.7x for
@@ -64,7 +80,10 @@ class PopulationModule(pl.LightningModule):
         self.graphs = CohortGraphs() if cuda_graphs else None  # used on a CUDA device only
         self._pool: ThreadPoolExecutor | None = None
         self.cohorts = nn.ModuleList(cohorts)
-        self.iteration = 0  # Lightning steps taken (each member also counts its own: Cohort.member_iteration)
+        self.iteration = 0  # iterations taken (each member also counts its own: Cohort.member_iteration)
+        self.steps_per_call = 1  # iterations the next training_step takes (a sweep sets it before each)
+        self.last_steps = 0  # iterations the last training_step took
+        self.seconds_per_iteration = 0.0  # ... and their wall time each
 
     def configure_optimizers(self):
         # each cohort owns its optimizers (their state is restacked with the members); Lightning's
@@ -91,20 +110,37 @@ class PopulationModule(pl.LightningModule):
         return self.threads > 1 and len(self.cohorts) > 1 and self.device.type == "cpu"
 
     def training_step(self, batch, batch_idx: int) -> None:
+        steps = max(1, int(self.steps_per_call))
+        start = time.perf_counter()
         if self._parallel():
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ganlab-cohort",
                                                 initializer=torch.set_num_threads, initargs=(1,))
-            # the costliest first: a thread that frees up takes the next, so the step ends about together
-            list(self._pool.map(Cohort.train_iteration, sorted(self.cohorts, key=lambda c: -c.cost)))
+            list(self._pool.map(lambda share: _train(share, steps), self._thread_shares()))
         elif self.graphs is not None and self.device.type == "cuda":
-            for cohort in self.cohorts:
-                self.graphs.step(cohort)
+            for _ in range(steps):
+                for cohort in self.cohorts:
+                    self.graphs.step(cohort)
         else:
             torch.set_num_threads(self.threads)
-            for cohort in self.cohorts:
-                cohort.train_iteration()
-        self.iteration += 1
+            _train(list(self.cohorts), steps)
+        self.iteration += steps
+        self.last_steps = steps
+        self.seconds_per_iteration = (time.perf_counter() - start) / steps
+        stop = check_stop()
+        if stop is not None:
+            raise stop
+
+    def _thread_shares(self) -> list[list[Cohort]]:
+        """The cohorts dealt to the threads for a step, the costliest first to the least loaded thread,
+        so that the threads end the step about together."""
+        shares: list[list[Cohort]] = [[] for _ in range(self.threads)]
+        loads = [0] * self.threads
+        for cohort in sorted(self.cohorts, key=lambda c: -c.cost):
+            least = loads.index(min(loads))
+            shares[least].append(cohort)
+            loads[least] += cohort.cost
+        return [share for share in shares if share]
 
     def on_fit_end(self) -> None:
         if self._pool is not None:

@@ -31,7 +31,7 @@ from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import MAX_SEEDS, cohort_signature, unsupported_reason
 from ganlab.population.population_module import PopulationModule
 from ganlab.runtime import configure_runtime
-from ganlab.signals import Stopped, stop_on_signals
+from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
 from ganlab.sweeping.population_slots import BestMember, PopulationSlots
@@ -207,7 +207,9 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     system = start_system_metrics(parent_run_id, tracking_uri, resumed=True) if base.tracking.system_metrics else None
     try:
         if slots.live or budget > 0:
-            with stop_on_signals():  # SIGTERM as Ctrl-C: checkpoint, child runs KILLED, exit 143
+            # SIGTERM as Ctrl-C: checkpoint, child runs KILLED, exit 143; a first signal waits for the
+            # end of the population step (every cohort at the same whole iteration; see population_module)
+            with stop_on_signals(), deferred_to_boundaries():
                 make_trainer(base, [slots]).fit(module, loader)
         slots.log_best_artifacts()
         runs.close()
