@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ganlab.sweeping.definition import SweepDefinition
@@ -30,21 +31,36 @@ def storage_url(sweep: SweepDefinition) -> str:
 
 def make_storage(url: str, stale_after: int = STALE_AFTER_S) -> RDBStorage:
     """An RDB storage with heartbeats, safe for several processes: SQLite in WAL mode with a long lock
-    timeout on one machine, or PostgreSQL/MySQL for workers on many machines."""
+    timeout and serialised transactions on one machine, or PostgreSQL/MySQL for workers on many machines."""
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
+    sqlite = url.startswith("sqlite:///")
+    if sqlite:
         path = Path(url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as db:  # WAL: readers never block the writer
             db.execute("PRAGMA journal_mode=WAL")
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+        # isolation_level=None: Python's sqlite3 no longer opens transactions itself (it did so only
+        # before writes, so a read-then-write ran its read outside any transaction); see below
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S, "isolation_level": None}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     with warnings.catch_warnings():  # heartbeats are marked experimental, and are what we need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=min(HEARTBEAT_S, stale_after),
-                          grace_period=stale_after,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=min(HEARTBEAT_S, stale_after),
+                             grace_period=stale_after,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    if sqlite:
+        _serialise_transactions(storage.engine)
+    return storage
+
+
+def _serialise_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Every transaction on this engine starts with ``BEGIN IMMEDIATE``: it holds SQLite's write lock
+    from its first read, so a read-check-write is atomic across processes. Without it two workers took
+    the same waiting trial: Optuna reads a trial's state, checks it is WAITING, then marks it RUNNING,
+    and under Python's default sqlite3 mode the read saw a state another worker was about to change
+    (a grid multirun then ran a combination twice and failed with "Cannot tell a COMPLETE trial")."""
+    sqlalchemy.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def grid_space(sweep: SweepDefinition) -> dict[str, list[Any]]:
