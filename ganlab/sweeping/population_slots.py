@@ -222,7 +222,7 @@ class PopulationSlots(pl.Callback):
 
     def steps_ahead(self, module: PopulationModule) -> int:
         """Iterations until a member is next due for evaluation: the population takes them in one step,
-        with no stop between (a stop costs the CPU's cohort threads a wait for each other; measured, 14 %
+        with no stop between (a stop costs the CPU's cohort threads a wait for each other; measured, 13 %
         of a step of eight mixed members on two threads). At most ``MAX_STEPS_AHEAD`` and about
         ``STEP_SECONDS`` of training, so that a stop signal, which waits for the step's end, is obeyed soon."""
         ahead = min(MAX_STEPS_AHEAD, max(1, int(STEP_SECONDS / max(module.seconds_per_iteration, 1e-9))))
