@@ -9,6 +9,7 @@
     python -m benchmarks.run --only images    # digits: S2, S5 and ganlab's recipe, Frechet distance
     python -m benchmarks.run --only matrix    # every data family x model as typed, 3 seeds (hours)
     python -m benchmarks.run --only population  # K members trained together vs one run (minutes)
+    python -m benchmarks.run --only threads   # two cohorts in two threads vs two processes (2 minutes)
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import images, matrix, minibatch_layer, modes_2d, overhead, population, quality, startup, sweep_speed
+from benchmarks import (
+    cohort_threads,
+    images,
+    matrix,
+    minibatch_layer,
+    modes_2d,
+    overhead,
+    population,
+    quality,
+    startup,
+    sweep_speed,
+)
 from ganlab.runtime import configure_runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,7 +52,7 @@ def _save(name: str, payload: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["overhead", "startup", "minibatch", "quality", "sweep", "modes", "images",
-                                           "matrix", "population"])
+                                           "matrix", "population", "threads"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
@@ -143,6 +155,11 @@ def main() -> None:
             print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if k.startswith("ratio_"))
                   + f" (target >= {res['target_ratio']}x)\n-> {path}")
 
+    if args.only in (None, "threads"):
+        print("cohort threads: two cohorts in two threads of one process vs two processes", flush=True)
+        res = cohort_threads.run()
+        path = _save("cohort_threads", res)
+        print("\n" + cohort_threads.table(res) + f"\n-> {path}")
     if args.only in (None, "images"):
         print("images: digits, S2 / S5 / ganlab recipe, Frechet distance in classifier features", flush=True)
         res = images.run(seeds=args.image_seeds, workers=args.workers)
