@@ -20,11 +20,12 @@ CASES = ((256, 8, 60), (1024, 4, 30), (2048, 2, 30))  # (batch size, members, it
 
 
 def _cohort(batch: int, members: int):
+    """``members`` seeds of the default recipe at ``batch``, as one cohort."""
+    from benchmarks.population import population_of_seeds
     from ganlab.config.compose import compose_config
-    from ganlab.population.cohort import Cohort
 
-    return Cohort([compose_config([f"train.batch_size={batch}", f"train.seed={s}", "train.d_steps=2",
-                                   "train.g_steps=2"]) for s in range(members)])
+    cfg = compose_config([f"train.batch_size={batch}", "train.d_steps=2", "train.g_steps=2"])
+    return population_of_seeds(cfg, members).cohorts[0]
 
 
 def _train(cohort, iterations: int) -> None:

@@ -44,7 +44,7 @@ def _single(cfg, iterations: int, device: str) -> float:
     return iterations / _fit_seconds(build_module(cfg), iterations, device)
 
 
-def _population_module(cfg, k: int, cuda_graphs: bool = False) -> PopulationModule:
+def population_of_seeds(cfg, k: int, cuda_graphs: bool = False) -> PopulationModule:
     """K seeds of one config (built once per size: 1,024 members take ~15 s to build on CPU)."""
     configs = []
     for s in range(k):
@@ -71,7 +71,7 @@ def run(iterations: int = 40, repeats: int = 3, sizes: tuple[int, ...] = SIZES, 
                               f"train.accelerator={'gpu' if device == 'cuda' else 'cpu'}"])
         for k in sizes:
             singles, pops = [], []
-            module = _population_module(cfg, k, cuda_graphs)
+            module = population_of_seeds(cfg, k, cuda_graphs)
             for _ in range(repeats):
                 singles.append(_single(cfg, iterations, device))
                 pops.append(_population(module, iterations, device))
