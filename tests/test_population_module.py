@@ -2,7 +2,12 @@
 failures), reproducibly, and each reaches a usable distribution."""
 
 import math
+import os
 import signal
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 
 import numpy as np
@@ -16,6 +21,7 @@ from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
 from ganlab.population.batched_metrics import metrics_1d_batched
 from ganlab.population.cohort import Cohort
+from ganlab.population.cohort_processes import CohortProcessError
 from ganlab.population.population_module import PopulationModule
 from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.training.runner import build_module
@@ -139,7 +145,7 @@ def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
     assert mannwhitneyu(alone, together).pvalue > 0.05, (alone, together)
 
 
-def test_cohorts_are_split_to_fit_the_cache_and_share_the_threads_and_train_in_two_threads():
+def test_cohorts_are_split_to_fit_the_cache_and_share_the_workers_and_train_in_two_processes():
     configs = _configs([{"train.seed": s} for s in range(6)], iterations=10)
     small = Cohort(_configs([{"train.seed": 9}], iterations=10), keys=[9])
     module = PopulationModule([], threads=2, cpu_pieces=True)
@@ -161,31 +167,118 @@ def test_cohorts_are_split_to_fit_the_cache_and_share_the_threads_and_train_in_t
     assert len(on_gpu.cohorts) == 2
 
 
-def test_a_step_of_several_iterations_in_two_threads_ends_whole_when_a_stop_signal_comes(monkeypatch):
-    # the signal arrives in the middle of a step (raised from a cohort thread, handled in the main one):
-    # the step still ends with every cohort at the same whole iteration, then the stop is raised
-    module = PopulationModule([], threads=2)
-    module.set_cohorts([Cohort(_configs([{"train.seed": s}], iterations=50), keys=[s]) for s in range(3)])
-    module.steps_per_call = 6
-    taken = []
-    real = Cohort.train_iteration
+def _three_cohorts(iterations=400):
+    return [Cohort(_configs([{"train.seed": s}], iterations=iterations), keys=[s]) for s in range(3)]
 
-    def iteration(cohort):
-        real(cohort)
-        taken.append(cohort.keys[0])
-        if len(taken) == 2:
-            signal.raise_signal(signal.SIGTERM)
-            time.sleep(0.2)  # the main thread handles it while the cohort threads go on
 
-    monkeypatch.setattr(Cohort, "train_iteration", iteration)
-    with stop_on_signals(), deferred_to_boundaries(), pytest.raises(Stopped):
-        module.training_step(None, 0)
-    assert module.iteration == 6 and module.last_steps == 6
-    assert [c.iterations_done() for c in module.cohorts] == [[6], [6], [6]]
+def test_cohorts_trained_in_worker_processes_match_the_main_process_bit_for_bit():
+    # the workers train shared-memory tensors in place and send back their random streams: the main
+    # process's cohorts end exactly as if it had trained them itself, a member stopped midway included
+    def train(parallel):
+        module = PopulationModule([], threads=2, cpu_pieces=True)
+        module.set_cohorts([Cohort(_configs([{"train.seed": s, "train.d_steps": 1 + s % 2} for s in range(4)],
+                                            iterations=40), keys=list(range(4))),
+                            Cohort(_configs([{"train.seed": 7}], iterations=40, extra=["train.batch_size=256"]),
+                                   keys=[7])])
+        if not parallel:
+            module.close()
+            module._parallel = lambda: False
+            module.threads = 1
+        for step in range(4):
+            module.steps_per_call = 5
+            module.training_step(None, step)
+            if step == 1:
+                holder = next(c for c in module.cohorts if 1 in c.keys)
+                holder.stop(holder.keys.index(1))
+        module.close()
+        return module
+
+    apart, together = train(parallel=True), train(parallel=False)
+    assert [c.keys for c in apart.cohorts] == [c.keys for c in together.cohorts]
+    for a, b in zip(apart.cohorts, together.cohorts, strict=True):
+        assert a.iterations_done() == b.iterations_done()
+        assert torch.equal(a.ema.flat, b.ema.flat) and torch.equal(a.discriminator.flat, b.discriminator.flat)
+        assert torch.equal(a.rng.get_state(), b.rng.get_state())
+    holder = next(c for c in apart.cohorts if 1 in c.keys)
+    assert holder.iterations_done()[holder.keys.index(1)] == 10  # stopped after two steps of 5
+    assert len(apart.cohorts) > 1  # there was something to share between the workers
+
+
+def test_a_step_in_worker_processes_ends_whole_when_stop_signals_come(monkeypatch):
+    # SIGTERM reaches the main process mid-step, and the workers too (as Ctrl-C reaches a terminal's whole
+    # process group): the workers ignore it, the step ends with every cohort at the same whole iteration,
+    # then the stop is raised
+    module = PopulationModule([], threads=2, cpu_pieces=True)
+    module.set_cohorts(_three_cohorts())
     module.steps_per_call = 2
-    with stop_on_signals(), deferred_to_boundaries():  # no signal: the step runs on
+    module.training_step(None, 0)  # the workers are up and hold the cohorts
+    pids = [p.pid for p in module._processes._processes]
+    module.steps_per_call = 300
+
+    def signals():
+        time.sleep(0.3)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)  # handled by the main thread, blocked on the workers' replies
+
+    threading.Thread(target=signals).start()
+    with stop_on_signals(), deferred_to_boundaries(), pytest.raises(Stopped):
         module.training_step(None, 1)
-    assert [c.iterations_done() for c in module.cohorts] == [[8], [8], [8]] and module.iteration == 8
+    assert not module.mid_step and module.iteration == 302
+    assert [c.iterations_done() for c in module.cohorts] == [[302], [302], [302]]
+    module.steps_per_call = 2
+    with stop_on_signals(), deferred_to_boundaries():  # no signal: the step runs on, in the same workers
+        module.training_step(None, 2)
+    assert [c.iterations_done() for c in module.cohorts] == [[304], [304], [304]]
+    module.close()
+
+
+def test_a_worker_process_that_dies_mid_step_is_one_clear_error_and_the_step_is_marked_torn():
+    module = PopulationModule([], threads=2, cpu_pieces=True)
+    module.set_cohorts(_three_cohorts(iterations=5000))
+    module.steps_per_call = 1
+    module.training_step(None, 0)
+    victim = module._processes._processes[0]
+    threading.Timer(0.3, os.kill, (victim.pid, signal.SIGKILL)).start()
+    module.steps_per_call = 3000
+    with pytest.raises(CohortProcessError, match=f"cohort worker process {victim.pid} died \\(exit code -9\\)"):
+        module.training_step(None, 1)
+    assert module.mid_step  # the sweep does not checkpoint a step that did not end whole
+    module.close()
+
+
+def test_worker_processes_exit_when_the_main_process_is_killed(tmp_path):
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from ganlab.config.compose import compose_config
+        from ganlab.population.cohort import Cohort
+        from ganlab.population.population_module import PopulationModule
+
+        if __name__ == "__main__":
+            module = PopulationModule([], threads=2, cpu_pieces=True)
+            module.set_cohorts([Cohort([compose_config([f"train.seed={s}"])], keys=[s]) for s in range(3)])
+            module.training_step(None, 0)
+            print(*[p.pid for p in module._processes._processes], flush=True)
+            time.sleep(600)
+    """))
+    main = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    pids = [int(p) for p in main.stdout.readline().split()]
+    assert len(pids) == 2
+    main.kill()
+    main.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids), "a worker outlived its killed main process"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited (reaped by init later)
 
 
 def test_an_iteration_writes_every_tensor_that_outlives_it_in_place():

@@ -240,7 +240,7 @@ def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
     path = _write(tmp_path, "killed", fixed=["train.iterations=400", "train.eval_every=20", "train.plot_every=400",
                                              "train.eval_samples=2000"], trials=8)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--threads", "1",
+    args = [sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--threads", "2",  # cohort workers
             "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoint = tmp_path / "mlruns" / "populations"

@@ -37,6 +37,7 @@ from ganlab.training.optimizers import SCHEDULES
 
 SETTINGS = ("d_lr", "g_lr", "beta1", "beta2", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
             "d_steps", "g_steps")
+_DERIVED = ("_schedule", "_d_loss", "_g_loss", "_optimizers", "_d_masks", "_g_masks")  # rebuilt by _derive
 
 
 def build_member(cfg: DictConfig):
@@ -110,6 +111,18 @@ class Cohort(nn.Module):
         self._use_r1 = bool((self.member_r1_gamma > 0).any())
         self._optimizers: tuple[StackedAdam, StackedAdam] | None = None
         self._masks()
+
+    def __getstate__(self) -> dict:
+        """Without what :meth:`_derive` rebuilds (loss and schedule functions, optimizers, masks), so that a
+        cohort can be pickled to a worker process (``cohort_processes.py``) or deep-copied."""
+        state = self.__dict__.copy()
+        for name in _DERIVED:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._derive()
 
     def _apply(self, fn, recurse: bool = True):
         out = super()._apply(fn, recurse)

@@ -6,26 +6,27 @@ One Lightning step is ``steps_per_call`` iterations (1 unless the caller says) o
 ``train.seeds`` run has one cohort for its whole life and takes one iteration a step; a population
 sweep replaces its cohorts between steps as trials finish, are pruned or join
 (:meth:`PopulationModule.set_cohorts`), and runs as many iterations a step as it can before a member
-is next due for evaluation: on CPU every step ends with the cohort threads waiting for each other and
-for the main thread's bookkeeping. Losses are per member and summed for backward, so one member's
+is next due for evaluation: on CPU every step ends with the cohort processes waiting for each other
+and for the main process's bookkeeping. Losses are per member and summed for backward, so one member's
 gradients never depend on another's.
 
 A stop signal (SIGINT, SIGTERM) that arrives during a step is raised at its end, when every cohort
 has taken the same whole iterations (:func:`ganlab.signals.defer_to_boundaries`, which the sweep
-turns on): cohort threads keep running while the main thread handles a signal, so a checkpoint
-written before they finish would hold cohorts at different iterations.
+turns on): cohort processes keep running while the main process handles a signal, so a checkpoint
+written before they finish would hold cohorts at different iterations. A step that ends in an error
+or a second signal leaves :attr:`PopulationModule.mid_step` set: its cohorts are not checkpointed.
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from ganlab.population.cohort import Cohort
+from ganlab.population.cohort_processes import CohortProcesses
 from ganlab.population.cuda_graphs import CohortGraphs
 from ganlab.signals import check_stop
 
@@ -65,10 +66,11 @@ def _train(cohorts: list[Cohort], steps: int) -> None:
 
 
 class PopulationModule(pl.LightningModule):
-    """``threads`` > 1 on CPU: cohorts train in that many threads at once, one torch thread each (torch's
-    own threading gains little on these small tensors: 1.2-1.4x for two threads, against 1.5-1.7x for
-    two cohorts side by side); a single cohort uses the torch threads itself. ``cpu_pieces``: a sweep
-    on CPU, whose cohorts are split to fit the cache and the threads (:func:`balance`). ``cuda_graphs``:
+    """``threads`` > 1 on CPU: cohorts train in that many worker processes at once, one torch thread each
+    (``cohort_processes.py``; torch's own threading gains little on these small tensors: 1.2-1.4x for two
+    threads, and cohorts in threads of one process contend for the GIL); a single cohort uses the torch
+    threads itself. ``cpu_pieces``: a sweep on CPU, whose cohorts are split to fit the cache and the
+    workers (:func:`balance`). ``cuda_graphs``:
     on a CUDA device, each cohort's iteration is captured once and replayed (``cuda_graphs.py``)."""
 
     def __init__(self, cohorts: list[Cohort], threads: int = 1, cpu_pieces: bool = False,
@@ -78,7 +80,9 @@ class PopulationModule(pl.LightningModule):
         self.threads = threads
         self.cpu_pieces = cpu_pieces  # training on CPU: cohorts given to set_cohorts are split by balance()
         self.graphs = CohortGraphs() if cuda_graphs else None  # used on a CUDA device only
-        self._pool: ThreadPoolExecutor | None = None
+        # a CPU sweep's workers start now (a few seconds of imports each, overlapping the sweep's set-up)
+        self._processes = CohortProcesses(threads) if cpu_pieces and threads > 1 else None
+        self.mid_step = False  # True while a step runs, and after one that did not end whole
         self.cohorts = nn.ModuleList(cohorts)
         self.iteration = 0  # iterations taken (each member also counts its own: Cohort.member_iteration)
         self.steps_per_call = 1  # iterations the next training_step takes (a sweep sets it before each)
@@ -112,11 +116,11 @@ class PopulationModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         steps = max(1, int(self.steps_per_call))
         start = time.perf_counter()
+        self.mid_step = True
         if self._parallel():
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ganlab-cohort",
-                                                initializer=torch.set_num_threads, initargs=(1,))
-            list(self._pool.map(lambda share: _train(share, steps), self._thread_shares()))
+            if self._processes is None:
+                self._processes = CohortProcesses(self.threads)
+            self._processes.train(self._worker_shares(), steps)
         elif self.graphs is not None and self.device.type == "cuda":
             for _ in range(steps):
                 for cohort in self.cohorts:
@@ -125,25 +129,30 @@ class PopulationModule(pl.LightningModule):
             torch.set_num_threads(self.threads)
             _train(list(self.cohorts), steps)
         self.iteration += steps
+        self.mid_step = False
         self.last_steps = steps
         self.seconds_per_iteration = (time.perf_counter() - start) / steps
         stop = check_stop()
         if stop is not None:
             raise stop
 
-    def _thread_shares(self) -> list[list[Cohort]]:
-        """The cohorts dealt to the threads for a step, the costliest first to the least loaded thread,
-        so that the threads end the step about together."""
+    def _worker_shares(self) -> list[list[Cohort]]:
+        """The cohorts dealt to the workers for a step, the costliest first to the least loaded worker,
+        so that the workers end the step about together."""
         shares: list[list[Cohort]] = [[] for _ in range(self.threads)]
         loads = [0] * self.threads
         for cohort in sorted(self.cohorts, key=lambda c: -c.cost):
             least = loads.index(min(loads))
             shares[least].append(cohort)
             loads[least] += cohort.cost
-        return [share for share in shares if share]
+        return shares
 
     def on_fit_end(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self.close()
         torch.set_num_threads(self.threads)
+
+    def close(self) -> None:
+        """Stop the worker processes (also when the fit ends in an error: the sweep calls this)."""
+        if self._processes is not None:
+            self._processes.close()
+            self._processes = None

@@ -215,6 +215,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
         runs.close()
         storage.close()
     except BaseException as exc:
+        module.close()
         stop_system_metrics(system)
         return _stopped(exc, study, sweep, tracking_uri, parent_run_id, slots, module, runs, storage, path)
     stop_system_metrics(system)
@@ -229,14 +230,18 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
 def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slots: PopulationSlots,
              module: PopulationModule, runs: TrialRuns, storage: SoleWriterStorage, path: Path) -> int:
     """Interrupted or crashed: checkpoint the members, close their child runs KILLED (the trials stay
-    RUNNING in the study: the same command continues them), close the parent run."""
+    RUNNING in the study: the same command continues them), close the parent run. A step that did not
+    end whole (a worker process died, a second signal) is not checkpointed: its cohorts may be part-way
+    through an iteration; the trials continue from the last checkpoint instead."""
     interrupted = isinstance(exc, KeyboardInterrupt | SystemExit | Stopped)
     reason = (f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted" if interrupted
               else f"{type(exc).__name__}: {exc}")
     saved = True
     try:
         storage.flush()  # the reports and results so far are in the study before the checkpoint says so
-        if slots.live and module.cohorts:
+        if module.mid_step:
+            saved = False
+        elif slots.live and module.cohorts:
             save_checkpoint(path, module, slots)
     except Exception:  # noqa: BLE001 -- a full disk must not hide the first error
         saved = False
@@ -251,6 +256,8 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
             pass
     finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
     where = f"; checkpoint {path}" if saved and slots.live else ""
+    if module.mid_step and slots.live:
+        where = "; the step in progress did not end whole, so they continue from the last checkpoint"
     print(f"ganlab sweep: {reason}; {len(slots.live)} trials stay running in the study{where}; "
           "run the same command again to continue them", file=sys.stderr)
     return exc.exit_code if isinstance(exc, Stopped) else 130 if interrupted else 1
