@@ -1,5 +1,5 @@
-"""Why a population on 2 CPU cores uses about 1.5 of them: two cohorts trained in two threads of one
-process (as ``PopulationModule`` trains them) against the same two in two processes.
+"""Why a population sweep's cohorts train in worker processes: two cohorts trained in two threads of one
+process (as ``PopulationModule`` trained them until 2026-12-02) against the same two in two processes.
 
 A cohort iteration is ~1,200 small torch operations whose Python side holds the GIL, so two cohort
 threads of one process contend; two processes do not. Each case trains identical cohorts of the

@@ -28,8 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--population", type=int, metavar="K",
                         help="train K trials at a time in one process (vectorised); sweeps it cannot train fall "
                              "back to --workers with a one-line notice")
-    parser.add_argument("--threads", type=int, help="torch threads per worker (default 1; with --population, "
-                        "every core this process may use)")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default 1); with --population, "
+                        "cohort worker processes on CPU (default: every core this process may use)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 from `make server` "
                         "(default: $MLFLOW_TRACKING_URI, else the local store mlruns/mlflow.db)")
     parser.add_argument("--stale-after", type=int, default=30, metavar="SECONDS",
