@@ -202,6 +202,7 @@ def test_cohorts_trained_in_worker_processes_match_the_main_process_bit_for_bit(
     holder = next(c for c in apart.cohorts if 1 in c.keys)
     assert holder.iterations_done()[holder.keys.index(1)] == 10  # stopped after two steps of 5
     assert len(apart.cohorts) > 1  # there was something to share between the workers
+    assert 0.0 < apart.workers_busy <= 1.0 and together.workers_busy is None  # what the sweep reports
 
 
 def test_a_step_in_worker_processes_ends_whole_when_stop_signals_come(monkeypatch):

@@ -21,6 +21,7 @@ that starts a population sweep needs the usual ``if __name__ == "__main__":`` gu
 from __future__ import annotations
 
 import signal
+import time
 import traceback
 from multiprocessing.connection import Connection
 
@@ -69,10 +70,11 @@ def _serve(conn: Connection) -> None:
                     cohort.alive = list(alive)
                     cohort._masks()
                 cohorts.append(cohort)
+            start = time.perf_counter()
             for _ in range(steps):
                 for cohort in cohorts:
                     cohort.train_iteration()
-            reply = ("done", {key: _rng_bytes(held[key]) for key, _, _ in work})
+            reply = ("done", {key: _rng_bytes(held[key]) for key, _, _ in work}, time.perf_counter() - start)
         except Exception:  # noqa: BLE001 -- reported to the main process, which raises it
             reply = ("error", traceback.format_exc())
         try:
@@ -89,6 +91,9 @@ class CohortProcesses:
         self._pipes: list[Connection] = []
         self._processes = []
         self._held: list[dict[int, Cohort]] = []  # per worker: the cohorts it holds (kept alive here)
+        self.busy_s = 0.0  # the workers' training time, summed over workers ...
+        self.wall_s = 0.0  # ... and the steps' wall time: busy_s / (count * wall_s) is their use of the cores
+        self.count = count
         for _ in range(count):
             mine, theirs = context.Pipe()
             process = context.Process(target=_serve, args=(theirs,), daemon=True, name="ganlab-cohorts")
@@ -100,6 +105,7 @@ class CohortProcesses:
 
     def train(self, shares: list[list[Cohort]], steps: int) -> None:
         """``steps`` iterations of every cohort, share i in worker i, all in place; returns when all are done."""
+        start = time.perf_counter()
         for worker, share in enumerate(shares):
             held = self._held[worker]
             wanted = {id(c): c for c in share}
@@ -112,11 +118,18 @@ class CohortProcesses:
             self._held[worker] = wanted
             self._send(worker, (new, forget, [(id(c), list(c.alive), _rng_bytes(c)) for c in share], steps))
         for worker, share in enumerate(shares):
-            kind, payload = self._receive(worker)
+            kind, payload, *seconds = self._receive(worker)
             if kind == "error":
                 raise CohortProcessError(f"a cohort worker process failed:\n{payload}")
             for cohort in share:
                 cohort.rng.set_state(_rng_state(payload[id(cohort)]))
+            self.busy_s += seconds[0]
+        self.wall_s += time.perf_counter() - start
+
+    def busy_share(self) -> float | None:
+        """How much of the steps' wall time the workers spent training, averaged over workers (1.0: no
+        worker ever waited for another or for the main process's messages); None before any step."""
+        return self.busy_s / (self.count * self.wall_s) if self.wall_s > 0 else None
 
     def _send(self, worker: int, message) -> None:
         try:

@@ -83,6 +83,7 @@ class PopulationModule(pl.LightningModule):
         # a CPU sweep's workers start now (a few seconds of imports each, overlapping the sweep's set-up)
         self._processes = CohortProcesses(threads) if cpu_pieces and threads > 1 else None
         self.mid_step = False  # True while a step runs, and after one that did not end whole
+        self.workers_busy: float | None = None  # the workers' share of the steps' wall spent training
         self.cohorts = nn.ModuleList(cohorts)
         self.iteration = 0  # iterations taken (each member also counts its own: Cohort.member_iteration)
         self.steps_per_call = 1  # iterations the next training_step takes (a sweep sets it before each)
@@ -154,5 +155,6 @@ class PopulationModule(pl.LightningModule):
     def close(self) -> None:
         """Stop the worker processes (also when the fit ends in an error: the sweep calls this)."""
         if self._processes is not None:
+            self.workers_busy = self._processes.busy_share()
             self._processes.close()
             self._processes = None

@@ -183,7 +183,9 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     continued, again = _restore(path, study, slots, module, client)
     existing = budget_used(study)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
-          f"as a population of {size} on {accelerator} ({threads} thread(s))"
+          f"as a population of {size} on {accelerator} "
+          + (f"({threads} cohort worker processes)" if accelerator == "cpu" and threads > 1
+             else f"({threads} torch thread(s))")
           + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
           + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
           + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
@@ -222,8 +224,10 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     path.unlink(missing_ok=True)
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
     fit_s = time.perf_counter() - start
+    busy = "" if module.workers_busy is None else (
+        f"; the {threads} cohort worker processes trained {module.workers_busy:.0%} of the steps' wall time")
     print(f"ganlab: evaluation took {slots.eval_seconds:.1f} s of the {fit_s:.1f} s "
-          f"({slots.eval_seconds / max(fit_s, 1e-9):.0%})", flush=True)
+          f"({slots.eval_seconds / max(fit_s, 1e-9):.0%}){busy}", flush=True)
     return print_results(study, sweep, fit_s)
 
 
