@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--population-sweep-trials", type=int, default=64,
                         help="trials of the population-vs-workers sweep comparison (0: skip it)")
     parser.add_argument("--population-sweep-sizes", type=int, nargs="*", default=[16])
+    parser.add_argument("--population-sweep-repeats", type=int, default=1,
+                        help="pairs (workers, then each population size) to run; ratios are their median")
     parser.add_argument("--matrix-out", default="matrix", help="results file name (benchmarks/results/<name>.json)")
     args = parser.parse_args()
     configure_runtime()
@@ -145,7 +147,8 @@ def main() -> None:
         if args.population_device == "cpu" and args.population_sweep_trials:
             print(f"population sweep: the default sweep, {args.population_sweep_trials} trials, population vs "
                   f"{args.workers} process workers", flush=True)
-            res = sweep_speed.run_population(args.population_sweep_trials, tuple(args.population_sweep_sizes))
+            res = sweep_speed.run_population(args.population_sweep_trials, tuple(args.population_sweep_sizes),
+                                             repeats=args.population_sweep_repeats)
             path = _save("population_sweep", res)
             print("\n| run | trials | complete | pruned | wall s | trials/h | best KS |\n|---|---|---|---|---|---|---|")
             for r in res["runs"]:

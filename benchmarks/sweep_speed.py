@@ -79,6 +79,9 @@ def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = 
     share = re.search(r"evaluation took ([\d.]+) s of the ([\d.]+) s", proc.stdout)
     if share:  # a population sweep says how much of its training loop went to evaluating its members
         row["evaluation_share"] = float(share[1]) / float(share[2])
+    busy = re.search(r"cohort worker processes trained (\d+)%", proc.stdout)
+    if busy:  # ... and how much of its steps' wall its cohort workers spent training (the rest: waiting)
+        row["workers_busy_share"] = int(busy[1]) / 100
     how = f"population {population}" if population else f"workers {workers}"
     print(f"  {row['sampler']:<9}, {how}, pruning {'on ' if pruning else 'off'}: {row['trials']} trials "
           f"({row['pruned']} pruned) in {wall:.0f} s = {row['trials_per_hour']:.0f} trials/h, best KS {best:.4f}",
