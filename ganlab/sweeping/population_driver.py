@@ -213,6 +213,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
             # end of the population step (every cohort at the same whole iteration; see population_module)
             with stop_on_signals(), deferred_to_boundaries():
                 make_trainer(base, [slots]).fit(module, loader)
+        module.close()  # the workers (fit's end closed them already unless there was nothing to train)
         slots.log_best_artifacts()
         runs.close()
         storage.close()
