@@ -237,8 +237,10 @@ def test_cli_falls_back_to_process_workers_with_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
-    path = _write(tmp_path, "killed", fixed=["train.iterations=400", "train.eval_every=20", "train.plot_every=400",
-                                             "train.eval_samples=2000"], trials=8)
+    # trials long enough to outlive the second after a checkpoint (at 400 iterations, two cohort workers
+    # could finish every member of the checkpoint before the kill, and nothing would continue from it)
+    path = _write(tmp_path, "killed", fixed=["train.iterations=2000", "train.eval_every=100",
+                                             "train.plot_every=2000", "train.eval_samples=2000"], trials=8)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--threads", "2",  # cohort workers
             "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
@@ -247,7 +249,7 @@ def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
     deadline = time.monotonic() + 300
     while not list(checkpoint.glob("*.pt")) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.5)
-    time.sleep(2.0)  # a little training past the checkpoint: some of it is done twice, nothing is lost
+    time.sleep(1.0)  # a little training past the checkpoint: some of it is done twice, nothing is lost
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert list(checkpoint.glob("*.pt")), "no checkpoint was written before the kill"
@@ -263,4 +265,4 @@ def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
     for child in children:
         if child.data.tags["trial_state"] == "complete":
             steps = [m.step for m in client.get_metric_history(child.info.run_id, "ks")]
-            assert steps == list(range(0, 401, 20))  # every evaluation once, across the kill
+            assert steps == list(range(0, 2001, 100))  # every evaluation once, across the kill
