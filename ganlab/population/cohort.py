@@ -64,6 +64,13 @@ def _set_tensor(module: nn.Module, dotted: str, value: torch.Tensor) -> None:
         owner._buffers[leaf] = value
 
 
+def train_cohorts(cohorts: list[Cohort], steps: int) -> None:
+    """``steps`` iterations of each cohort, in turn (in the main process or in a cohort worker)."""
+    for _ in range(steps):
+        for cohort in cohorts:
+            cohort.train_iteration()
+
+
 class Cohort(nn.Module):
     """K members of one shape and batch size; ``keys`` name them (seeds, or sweep trial numbers)."""
 

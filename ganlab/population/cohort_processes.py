@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 import torch
 import torch.multiprocessing as tmp
 
-from ganlab.population.cohort import Cohort
+from ganlab.population.cohort import Cohort, train_cohorts
 
 
 class CohortProcessError(RuntimeError):
@@ -71,9 +71,7 @@ def _serve(conn: Connection) -> None:
                     cohort._masks()
                 cohorts.append(cohort)
             start = time.perf_counter()
-            for _ in range(steps):
-                for cohort in cohorts:
-                    cohort.train_iteration()
+            train_cohorts(cohorts, steps)
             reply = ("done", {key: _rng_bytes(held[key]) for key, _, _ in work}, time.perf_counter() - start)
         except Exception:  # noqa: BLE001 -- reported to the main process, which raises it
             reply = ("error", traceback.format_exc())

@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ganlab.population.cohort import Cohort
+from ganlab.population.cohort import Cohort, train_cohorts
 from ganlab.population.cohort_processes import CohortProcesses
 from ganlab.population.cuda_graphs import CohortGraphs
 from ganlab.signals import check_stop
@@ -57,12 +57,6 @@ def balance(cohorts: list[Cohort], threads: int, samples: int = CPU_SAMPLES_PER_
         out.remove(costliest)
         out.extend(costliest.split())
     return out
-
-
-def _train(cohorts: list[Cohort], steps: int) -> None:
-    for _ in range(steps):
-        for cohort in cohorts:
-            cohort.train_iteration()
 
 
 class PopulationModule(pl.LightningModule):
@@ -128,7 +122,7 @@ class PopulationModule(pl.LightningModule):
                     self.graphs.step(cohort)
         else:
             torch.set_num_threads(self.threads)
-            _train(list(self.cohorts), steps)
+            train_cohorts(list(self.cohorts), steps)
         self.iteration += steps
         self.mid_step = False
         self.last_steps = steps
