@@ -100,8 +100,9 @@ class Cohort(nn.Module):
         self.batch_size, self.iterations = first.train.batch_size, first.train.iterations
         self.alive = [True] * k  # host-side copy of member_alive: masks are built without reading the device
         self.failures: dict[int, str] = {}
-        # the cohort's own random stream on CPU (cohorts may train in parallel threads; the global stream
-        # would make the draws depend on thread timing); CUDA draws from the device's default stream
+        # the cohort's own random stream on CPU (cohorts train in parallel worker processes, and its state
+        # travels with it; a global stream would make the draws depend on where and in what order cohorts
+        # train); CUDA draws from the device's default stream
         self.rng: torch.Generator | None = torch.Generator().manual_seed(
             int(first.train.seed) * 1_000_003 + int(self.keys[0]) % 1_000_003)
         self._derive()
@@ -175,7 +176,7 @@ class Cohort(nn.Module):
         return out
 
     def split(self) -> tuple[Cohort, Cohort]:
-        """Two cohorts of this one's first and second half of members (so that threads can share a cohort
+        """Two cohorts of this one's first and second half of members (so that workers can share a cohort
         that is most of a step's work). The second half draws from a stream forked off the first's."""
         half = self.members // 2
         first = Cohort.assemble([(self, list(range(half)))])

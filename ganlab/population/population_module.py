@@ -39,10 +39,10 @@ CPU_SAMPLES_PER_COHORT = 4096
 
 def balance(cohorts: list[Cohort], threads: int, samples: int = CPU_SAMPLES_PER_COHORT,
             most_parts: int = 4) -> list[Cohort]:
-    """CPU pieces: halve each cohort until members x batch size fits ``samples``; then, for threads,
-    halve the costliest piece while it is over a thread's share of the step's work (at most
-    ``most_parts`` pieces per thread): one cohort of most members, e.g. the batch size a sweep converged
-    on, would otherwise keep one thread busy while the others wait for it."""
+    """CPU pieces: halve each cohort until members x batch size fits ``samples``; then, for ``threads``
+    cohort workers, halve the costliest piece while it is over a worker's share of the step's work (at
+    most ``most_parts`` pieces per worker): one cohort of most members, e.g. the batch size a sweep
+    converged on, would otherwise keep one worker busy while the others wait for it."""
     pieces, out = list(cohorts), []
     while pieces:
         cohort = pieces.pop()
@@ -64,8 +64,8 @@ class PopulationModule(pl.LightningModule):
     (``cohort_processes.py``; torch's own threading gains little on these small tensors: 1.2-1.4x for two
     threads, and cohorts in threads of one process contend for the GIL); a single cohort uses the torch
     threads itself. ``cpu_pieces``: a sweep on CPU, whose cohorts are split to fit the cache and the
-    workers (:func:`balance`). ``cuda_graphs``:
-    on a CUDA device, each cohort's iteration is captured once and replayed (``cuda_graphs.py``)."""
+    workers (:func:`balance`). ``cuda_graphs``: on a CUDA device, each cohort's iteration is captured
+    once and replayed (``cuda_graphs.py``)."""
 
     def __init__(self, cohorts: list[Cohort], threads: int = 1, cpu_pieces: bool = False,
                  cuda_graphs: bool = False) -> None:
@@ -91,7 +91,7 @@ class PopulationModule(pl.LightningModule):
 
     def set_cohorts(self, cohorts: list[Cohort]) -> None:
         """Replace the cohorts (between steps), moving new ones to this module's device; on CPU, cohorts
-        too large for the cache or for a thread's share of the step are split (see :func:`balance`)."""
+        too large for the cache or for a worker's share of the step are split (see :func:`balance`)."""
         cohorts = [c.to(self.device) for c in cohorts]
         if self.cpu_pieces:
             cohorts = balance(cohorts, self.threads)

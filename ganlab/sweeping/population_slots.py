@@ -222,8 +222,8 @@ class PopulationSlots(pl.Callback):
 
     def steps_ahead(self, module: PopulationModule) -> int:
         """Iterations until a member is next due for evaluation: the population takes them in one step,
-        with no stop between (a stop costs the CPU's cohort threads a wait for each other; measured, 13 %
-        of a step of eight mixed members on two threads). At most ``MAX_STEPS_AHEAD`` and about
+        with no stop between (a stop costs the CPU's cohort workers a wait for each other; measured with
+        threads, 13 % of a step of eight mixed members on two). At most ``MAX_STEPS_AHEAD`` and about
         ``STEP_SECONDS`` of training, so that a stop signal, which waits for the step's end, is obeyed soon."""
         ahead = min(MAX_STEPS_AHEAD, max(1, int(STEP_SECONDS / max(module.seconds_per_iteration, 1e-9))))
         for live in self.live.values():
