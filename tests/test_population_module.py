@@ -21,7 +21,7 @@ from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
 from ganlab.population.batched_metrics import metrics_1d_batched
 from ganlab.population.cohort import Cohort
-from ganlab.population.cohort_processes import CohortProcessError
+from ganlab.population.cohort_processes import CohortProcessError, CohortProcesses
 from ganlab.population.population_module import PopulationModule
 from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.training.runner import build_module
@@ -203,6 +203,61 @@ def test_cohorts_trained_in_worker_processes_match_the_main_process_bit_for_bit(
     assert holder.iterations_done()[holder.keys.index(1)] == 10  # stopped after two steps of 5
     assert len(apart.cohorts) > 1  # there was something to share between the workers
     assert 0.0 < apart.workers_busy <= 1.0 and together.workers_busy is None  # what the sweep reports
+
+
+def test_a_cohort_that_moves_to_the_other_worker_between_steps_trains_on_where_it_left_off():
+    # cohorts are handed to whichever worker is free, so a cohort trained by one worker in one step can be
+    # trained by the other in the next (equal costs: the first cohort given goes to worker 0); the rates of
+    # a decaying schedule follow the cohort, not the worker's last view of it
+    def cohorts():
+        return [Cohort(_configs([{"train.seed": s}], iterations=40, extra=["optim.schedule=linear"]), keys=[s])
+                for s in range(2)]
+
+    processes = CohortProcesses(2)
+    try:
+        moved = cohorts()
+        for order in (moved, moved[::-1], moved):
+            processes.train(order, 5)
+        assert all(set(held) == {id(c) for c in moved} for held in processes._held)  # each worker had both
+    finally:
+        processes.close()
+    kept = cohorts()
+    for _ in range(3):
+        for cohort in kept:
+            for _ in range(5):
+                cohort.train_iteration()
+    for a, b in zip(moved, kept, strict=True):
+        assert a.iterations_done() == b.iterations_done() == [15]
+        assert torch.equal(a.generator.flat, b.generator.flat) and torch.equal(a.rng.get_state(), b.rng.get_state())
+
+
+def test_cohort_worker_processes_keep_freed_memory_for_the_next_iteration():
+    # glibc hands large freed blocks back to the system, so each iteration's tensors would be fresh pages
+    # again; after keep_freed_memory() the process keeps them (its resident size stays at the peak)
+    script = textwrap.dedent("""
+        import gc, sys, torch
+        from ganlab.population.heap_reuse import keep_freed_memory
+
+        def resident_mb():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+        kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+        before = resident_mb()
+        blocks = [torch.ones(256 * 1024) for _ in range(200)]  # 200 blocks of 1 MB
+        del blocks
+        gc.collect()
+        print(kept, resident_mb() - before)
+    """)
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        kept, grown = out.stdout.split()
+        return kept == "True", float(grown)
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's allocator only")
+    (_, plain), (kept, held) = run("plain"), run("keep")
+    assert kept
+    assert plain < 50 and held > 150, (plain, held)
 
 
 def test_a_step_in_worker_processes_ends_whole_when_stop_signals_come(monkeypatch):

@@ -20,15 +20,20 @@ that starts a population sweep needs the usual ``if __name__ == "__main__":`` gu
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 import traceback
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 
 import torch
 import torch.multiprocessing as tmp
 
 from ganlab.population.cohort import Cohort, train_cohorts
+from ganlab.population.heap_reuse import keep_freed_memory
+
+CHUNKS = 8  # a step's iterations of a cohort are handed out in about this many runs ...
+MIN_RUN = 4  # ... of at least this many iterations (a hand-out costs a message each way)
 
 
 class CohortProcessError(RuntimeError):
@@ -49,6 +54,7 @@ def _serve(conn: Connection) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     torch.set_num_threads(1)
+    keep_freed_memory()
     held: dict[int, Cohort] = {}
     while True:
         try:
@@ -69,6 +75,7 @@ def _serve(conn: Connection) -> None:
                 if cohort.alive != alive:  # members the main process stopped since the last step
                     cohort.alive = list(alive)
                     cohort._masks()
+                cohort._set_rates()  # this worker's optimizers may be from before another worker's steps
                 cohorts.append(cohort)
             start = time.perf_counter()
             train_cohorts(cohorts, steps)
@@ -82,13 +89,14 @@ def _serve(conn: Connection) -> None:
 
 
 class CohortProcesses:
-    """``count`` spawned worker processes; :meth:`train` gives each its share of a step's cohorts."""
+    """``count`` spawned worker processes; :meth:`train` hands a step's cohorts out to them."""
 
     def __init__(self, count: int) -> None:
         context = tmp.get_context("spawn")  # the main process runs threads (MLflow, the study): no fork
         self._pipes: list[Connection] = []
         self._processes = []
-        self._held: list[dict[int, Cohort]] = []  # per worker: the cohorts it holds (kept alive here)
+        self._held: list[dict[int, Cohort]] = []  # per worker: the cohorts it holds (kept alive here, so no
+        # new cohort can take a held one's id)
         self.busy_s = 0.0  # the workers' training time, summed over workers ...
         self.wall_s = 0.0  # ... and the steps' wall time: busy_s / (count * wall_s) is their use of the cores
         self.count = count
@@ -101,28 +109,56 @@ class CohortProcesses:
             self._processes.append(process)
             self._held.append({})
 
-    def train(self, shares: list[list[Cohort]], steps: int) -> None:
-        """``steps`` iterations of every cohort, share i in worker i, all in place; returns when all are done."""
+    def train(self, cohorts: list[Cohort], steps: int) -> None:
+        """``steps`` iterations of every cohort, all in place; returns when all are done.
+
+        Work is handed out in runs of about ``steps / CHUNKS`` iterations of one cohort, each to the next
+        free worker, the cohort with the most work left first (a cohort's runs are trained one after
+        another, each where the last one ended): the workers then end the step within about one run of
+        each other, whatever the cohorts' real costs and however many there are. Handing out whole
+        cohorts, three equal ones left one of two workers idle a third of the step."""
         start = time.perf_counter()
-        for worker, share in enumerate(shares):
-            held = self._held[worker]
-            wanted = {id(c): c for c in share}
-            new = {}
-            for key, cohort in wanted.items():
-                if key not in held:
-                    cohort.share_memory()
-                    new[key] = cohort
-            forget = [key for key in held if key not in wanted]
-            self._held[worker] = wanted
-            self._send(worker, (new, forget, [(id(c), list(c.alive), _rng_bytes(c)) for c in share], steps))
-        for worker, share in enumerate(shares):
-            kind, payload, *seconds = self._receive(worker)
-            if kind == "error":
-                raise CohortProcessError(f"a cohort worker process failed:\n{payload}")
-            for cohort in share:
+        wanted = {id(c): c for c in cohorts}
+        left = {id(c): steps for c in cohorts}  # iterations not yet handed out
+        run = max(MIN_RUN, math.ceil(steps / CHUNKS))
+        running: dict[int, Cohort] = {}  # worker -> the cohort it trains now
+
+        def hand_out() -> None:
+            for worker in range(self.count):
+                waiting = [c for c in cohorts if left[id(c)] and all(c is not r for r in running.values())]
+                if worker in running or not waiting:
+                    continue
+                cohort = max(waiting, key=lambda c: c.cost * left[id(c)])
+                n = min(run, left[id(cohort)])
+                left[id(cohort)] -= n
+                running[worker] = self._hand(worker, cohort, wanted, n)
+
+        hand_out()
+        while running:
+            for conn in wait([self._pipes[worker] for worker in running]):
+                worker = self._pipes.index(conn)
+                kind, payload, *seconds = self._receive(worker)
+                if kind == "error":
+                    raise CohortProcessError(f"a cohort worker process failed:\n{payload}")
+                cohort = running.pop(worker)
                 cohort.rng.set_state(_rng_state(payload[id(cohort)]))
-            self.busy_s += seconds[0]
+                self.busy_s += seconds[0]
+            hand_out()
         self.wall_s += time.perf_counter() - start
+
+    def _hand(self, worker: int, cohort: Cohort, wanted: dict[int, Cohort], steps: int) -> Cohort:
+        """Send ``cohort`` to ``worker`` for ``steps`` iterations (moving it to shared memory and sending it
+        whole the first time that worker trains it; the worker drops cohorts no longer ``wanted``)."""
+        held = self._held[worker]
+        forget = [key for key in held if key not in wanted]
+        for key in forget:
+            del held[key]
+        new = {}
+        if id(cohort) not in held:
+            cohort.share_memory()
+            held[id(cohort)] = new[id(cohort)] = cohort
+        self._send(worker, (new, forget, [(id(cohort), list(cohort.alive), _rng_bytes(cohort))], steps))
+        return cohort
 
     def busy_share(self) -> float | None:
         """How much of the steps' wall time the workers spent training, averaged over workers (1.0: no

@@ -115,7 +115,7 @@ class PopulationModule(pl.LightningModule):
         if self._parallel():
             if self._processes is None:
                 self._processes = CohortProcesses(self.threads)
-            self._processes.train(self._worker_shares(), steps)
+            self._processes.train(list(self.cohorts), steps)
         elif self.graphs is not None and self.device.type == "cuda":
             for _ in range(steps):
                 for cohort in self.cohorts:
@@ -130,17 +130,6 @@ class PopulationModule(pl.LightningModule):
         stop = check_stop()
         if stop is not None:
             raise stop
-
-    def _worker_shares(self) -> list[list[Cohort]]:
-        """The cohorts dealt to the workers for a step, the costliest first to the least loaded worker,
-        so that the workers end the step about together."""
-        shares: list[list[Cohort]] = [[] for _ in range(self.threads)]
-        loads = [0] * self.threads
-        for cohort in sorted(self.cohorts, key=lambda c: -c.cost):
-            least = loads.index(min(loads))
-            shares[least].append(cohort)
-            loads[least] += cohort.cost
-        return shares
 
     def on_fit_end(self) -> None:
         self.close()
