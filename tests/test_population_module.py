@@ -19,10 +19,11 @@ from torch.utils.data import DataLoader
 
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
+from ganlab.population import population_module
 from ganlab.population.batched_metrics import metrics_1d_batched
 from ganlab.population.cohort import Cohort
 from ganlab.population.cohort_processes import CohortProcessError, CohortProcesses
-from ganlab.population.population_module import PopulationModule
+from ganlab.population.population_module import PopulationModule, cpu_samples_per_cohort
 from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.training.runner import build_module
 
@@ -145,7 +146,8 @@ def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
     assert mannwhitneyu(alone, together).pvalue > 0.05, (alone, together)
 
 
-def test_cohorts_are_split_to_fit_the_cache_and_share_the_workers_and_train_in_two_processes():
+def test_cohorts_are_split_to_fit_the_cache_and_share_the_workers_and_train_in_two_processes(monkeypatch):
+    monkeypatch.setattr(population_module, "core_l2_bytes", lambda: 512 * 1024)  # 4,096 samples a piece
     configs = _configs([{"train.seed": s} for s in range(6)], iterations=10)
     small = Cohort(_configs([{"train.seed": 9}], iterations=10), keys=[9])
     module = PopulationModule([], threads=2, cpu_pieces=True)
@@ -165,6 +167,14 @@ def test_cohorts_are_split_to_fit_the_cache_and_share_the_workers_and_train_in_t
     on_gpu = PopulationModule([], threads=2)  # cpu_pieces off: cohorts as given
     on_gpu.set_cohorts([Cohort(configs), small])
     assert len(on_gpu.cohorts) == 2
+
+
+def test_cpu_pieces_grow_with_the_cores_l2_cache(monkeypatch):
+    sizes = {}
+    for l2 in (512 * 1024, 2 * 1024**2):
+        monkeypatch.setattr(population_module, "core_l2_bytes", lambda size=l2: size)
+        sizes[l2] = cpu_samples_per_cohort()
+    assert sizes == {512 * 1024: 4096, 2 * 1024**2: 16384}
 
 
 def _three_cohorts(iterations=400):

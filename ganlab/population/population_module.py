@@ -20,6 +20,7 @@ or a second signal leaves :attr:`PopulationModule.mid_step` set: its cohorts are
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -30,19 +31,36 @@ from ganlab.population.cohort_processes import CohortProcesses
 from ganlab.population.cuda_graphs import CohortGraphs
 from ganlab.signals import check_stop
 
-# On CPU a cohort's step slows per member once its activations outgrow the core's cache: measured on
-# the 2-core development machine (512 KB L2 per core), the default recipe's cost per member-iteration
-# falls from 1 to 4-16 members and rises again past about 4,096 samples (members x batch size) per
-# cohort (docs/population.md#cohorts-on-cpu). Larger cohorts are split into pieces of about this size.
-CPU_SAMPLES_PER_COHORT = 4096
+# On CPU a cohort's step slows per member once its activations outgrow the core's L2 cache: the default
+# recipe's cost per member-iteration falls from 1 to 4-16 members and rises again past about 4,096
+# samples (members x batch size) per cohort on a core with 512 KB of L2, and past 8,192-16,384 on one
+# with 2 MB (docs/population.md#cohorts-on-cpu). Larger cohorts are split into pieces of about this size.
+BYTES_OF_L2_PER_SAMPLE = 128
+L2_WHEN_UNKNOWN = 512 * 1024
 
 
-def balance(cohorts: list[Cohort], threads: int, samples: int = CPU_SAMPLES_PER_COHORT,
+def core_l2_bytes() -> int:
+    """The L2 cache of CPU 0 as Linux reports it (512 KB where it does not say)."""
+    try:
+        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip().upper()
+        scale = {"K": 1024, "M": 1024**2}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        return L2_WHEN_UNKNOWN
+
+
+def cpu_samples_per_cohort() -> int:
+    """Samples (members x batch size) a CPU cohort piece may hold on this machine."""
+    return max(1024, core_l2_bytes() // BYTES_OF_L2_PER_SAMPLE)
+
+
+def balance(cohorts: list[Cohort], threads: int, samples: int | None = None,
             most_parts: int = 4) -> list[Cohort]:
     """CPU pieces: halve each cohort until members x batch size fits ``samples``; then, for ``threads``
     cohort workers, halve the costliest piece while it is over a worker's share of the step's work (at
     most ``most_parts`` pieces per worker): one cohort of most members, e.g. the batch size a sweep
     converged on, would otherwise keep one worker busy while the others wait for it."""
+    samples = cpu_samples_per_cohort() if samples is None else samples
     pieces, out = list(cohorts), []
     while pieces:
         cohort = pieces.pop()
