@@ -6,7 +6,8 @@ threshold), which happens every iteration, so the next iteration's tensors are f
 and are zeroed on first touch. Telling glibc to keep up to ``TRIM_THRESHOLD`` free (and to serve
 allocations up to ``MMAP_THRESHOLD`` from the heap) made a cohort iteration of the default recipe
 15-20 % faster on the development machine (batch 1,024-2,048; docs/population.md#heap-reuse), and the
-single-run loop no faster (its tensors are half the size), so only cohort-training processes set it.
+single-run loop no faster (its tensors are half the size), so only processes that train cohorts on CPU
+set it (the cohort workers, and a population fit's own process).
 
 The cost is memory: a process keeps its peak heap instead of returning it. Elsewhere than glibc (macOS,
 musl) this does nothing.

@@ -29,6 +29,7 @@ from torch import nn
 from ganlab.population.cohort import Cohort, train_cohorts
 from ganlab.population.cohort_processes import CohortProcesses
 from ganlab.population.cuda_graphs import CohortGraphs
+from ganlab.population.heap_reuse import keep_freed_memory
 from ganlab.signals import check_stop
 
 # On CPU a cohort's step slows per member once its activations outgrow the core's L2 cache: the default
@@ -148,6 +149,10 @@ class PopulationModule(pl.LightningModule):
         stop = check_stop()
         if stop is not None:
             raise stop
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cpu":  # this process may train cohorts itself (one core, or a lone cohort)
+            keep_freed_memory()
 
     def on_fit_end(self) -> None:
         self.close()
