@@ -23,6 +23,7 @@ from ganlab.population import population_module
 from ganlab.population.batched_metrics import metrics_1d_batched
 from ganlab.population.cohort import Cohort
 from ganlab.population.cohort_processes import CohortProcessError, CohortProcesses
+from ganlab.population.cpu_cache import core_l2_bytes, parse_size
 from ganlab.population.population_module import PopulationModule, cpu_samples_per_cohort
 from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.training.runner import build_module
@@ -241,15 +242,20 @@ def test_a_cohort_that_moves_to_the_other_worker_between_steps_trains_on_where_i
         assert torch.equal(a.generator.flat, b.generator.flat) and torch.equal(a.rng.get_state(), b.rng.get_state())
 
 
-def test_cohort_worker_processes_keep_freed_memory_for_the_next_iteration():
+GLIBC_AS_DEFAULT = sys.platform.startswith("linux") and not any(
+    k == "LD_PRELOAD" or k.startswith("MALLOC_") for k in os.environ)
+
+
+@pytest.mark.skipif(not GLIBC_AS_DEFAULT, reason="glibc's allocator, as configured by default")
+def test_processes_that_train_cohorts_keep_freed_memory_for_the_next_iteration(monkeypatch):
     # glibc hands large freed blocks back to the system, so each iteration's tensors would be fresh pages
     # again; after keep_freed_memory() the process keeps them (its resident size stays at the peak)
     script = textwrap.dedent("""
-        import gc, sys, torch
+        import gc, os, sys, torch
         from ganlab.population.heap_reuse import keep_freed_memory
 
         def resident_mb():
-            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+            return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
         kept = keep_freed_memory() if sys.argv[1] == "keep" else False
         before = resident_mb()
@@ -258,16 +264,38 @@ def test_cohort_worker_processes_keep_freed_memory_for_the_next_iteration():
         gc.collect()
         print(kept, resident_mb() - before)
     """)
+
     def run(mode):
         out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
         kept, grown = out.stdout.split()
         return kept == "True", float(grown)
 
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc's allocator only")
     (_, plain), (kept, held) = run("plain"), run("keep")
     assert kept
     assert plain < 50 and held > 150, (plain, held)
+    # ... and it is set where cohorts train: in each cohort worker, and in a population fit's process
+    processes = CohortProcesses(2)
+    try:
+        processes.train(_three_cohorts(iterations=4), 2)
+        assert processes.heap_kept == [True, True]
+    finally:
+        processes.close()
+    calls = []
+    monkeypatch.setattr(population_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    _fit(Cohort(_configs([{}], iterations=2)), 2)
+    assert calls == [1]
+
+
+def test_the_l2_cache_is_read_from_sysfs_whatever_its_index(tmp_path):
+    for index, (level, kind, size) in enumerate([("1", "Data", "48K"), ("1", "Instruction", "32K"),
+                                                 ("2", "Unified", "2048K"), ("3", "Unified", "105M")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size + "\n")):
+            (folder / name).write_text(text)
+    assert core_l2_bytes(tmp_path) == 2 * 1024**2
+    assert [parse_size(t) for t in ("1M", "512K", "524288")] == [1024**2, 512 * 1024, 524288]
+    assert core_l2_bytes(tmp_path / "missing") == 512 * 1024  # where Linux does not say
 
 
 def test_a_step_in_worker_processes_ends_whole_when_stop_signals_come(monkeypatch):
@@ -310,6 +338,8 @@ def test_a_worker_process_that_dies_mid_step_is_one_clear_error_and_the_step_is_
     with pytest.raises(CohortProcessError, match=f"cohort worker process {victim.pid} died \\(exit code -9\\)"):
         module.training_step(None, 1)
     assert module.mid_step  # the sweep does not checkpoint a step that did not end whole
+    with pytest.raises(CohortProcessError, match="failed in an earlier step"):  # its replies are unread
+        module._processes.train(list(module.cohorts), 1)
     module.close()
 
 

@@ -257,6 +257,7 @@ class Cohort(nn.Module):
     def train_iteration(self) -> None:
         """One iteration of every live member: d_steps D updates, then g_steps G updates, EMA, schedule."""
         opt_d, opt_g = self.optimizers()
+        self._set_rates()  # from the members' iteration counts: right whichever process trained them last
         d_loss = g_loss = torch.zeros(self.members, device=self.device)
         for step, index in enumerate(self._d_masks):
             with self._only(index):
@@ -281,7 +282,6 @@ class Cohort(nn.Module):
                 g_loss = self._full(losses, index)
         self._update_ema()
         self.member_iteration += self.member_alive
-        self._set_rates()
         self._note_nonfinite(d_loss, g_loss)
 
     def _set_rates(self) -> None:

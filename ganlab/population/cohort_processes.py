@@ -54,7 +54,7 @@ def _serve(conn: Connection) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     torch.set_num_threads(1)
-    keep_freed_memory()
+    heap_kept = keep_freed_memory()
     held: dict[int, Cohort] = {}
     while True:
         try:
@@ -75,11 +75,11 @@ def _serve(conn: Connection) -> None:
                 if cohort.alive != alive:  # members the main process stopped since the last step
                     cohort.alive = list(alive)
                     cohort._masks()
-                cohort._set_rates()  # this worker's optimizers may be from before another worker's steps
                 cohorts.append(cohort)
             start = time.perf_counter()
             train_cohorts(cohorts, steps)
-            reply = ("done", {key: _rng_bytes(held[key]) for key, _, _ in work}, time.perf_counter() - start)
+            reply = ("done", {key: _rng_bytes(held[key]) for key, _, _ in work}, time.perf_counter() - start,
+                     heap_kept)
         except Exception:  # noqa: BLE001 -- reported to the main process, which raises it
             reply = ("error", traceback.format_exc())
         try:
@@ -100,6 +100,8 @@ class CohortProcesses:
         self.busy_s = 0.0  # the workers' training time, summed over workers ...
         self.wall_s = 0.0  # ... and the steps' wall time: busy_s / (count * wall_s) is their use of the cores
         self.count = count
+        self.heap_kept: list[bool | None] = [None] * count  # per worker, from its replies (heap_reuse.py)
+        self._failed = False
         for _ in range(count):
             mine, theirs = context.Pipe()
             process = context.Process(target=_serve, args=(theirs,), daemon=True, name="ganlab-cohorts")
@@ -117,6 +119,15 @@ class CohortProcesses:
         another, each where the last one ended): the workers then end the step within about one run of
         each other, whatever the cohorts' real costs and however many there are. Handing out whole
         cohorts, three equal ones left one of two workers idle a third of the step."""
+        if self._failed:
+            raise CohortProcessError("the cohort worker processes failed in an earlier step")
+        try:
+            self._train(cohorts, steps)
+        except BaseException:
+            self._failed = True  # replies of that step may still be unread: no later step may read them
+            raise
+
+    def _train(self, cohorts: list[Cohort], steps: int) -> None:
         start = time.perf_counter()
         wanted = {id(c): c for c in cohorts}
         left = {id(c): steps for c in cohorts}  # iterations not yet handed out
@@ -137,12 +148,13 @@ class CohortProcesses:
         while running:
             for conn in wait([self._pipes[worker] for worker in running]):
                 worker = self._pipes.index(conn)
-                kind, payload, *seconds = self._receive(worker)
+                kind, payload, *rest = self._receive(worker)
                 if kind == "error":
                     raise CohortProcessError(f"a cohort worker process failed:\n{payload}")
                 cohort = running.pop(worker)
                 cohort.rng.set_state(_rng_state(payload[id(cohort)]))
-                self.busy_s += seconds[0]
+                self.busy_s += rest[0]
+                self.heap_kept[worker] = rest[1]
             hand_out()
         self.wall_s += time.perf_counter() - start
 

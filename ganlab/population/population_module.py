@@ -20,7 +20,6 @@ or a second signal leaves :attr:`PopulationModule.mid_step` set: its cohorts are
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 
 from ganlab.population.cohort import Cohort, train_cohorts
 from ganlab.population.cohort_processes import CohortProcesses
+from ganlab.population.cpu_cache import core_l2_bytes
 from ganlab.population.cuda_graphs import CohortGraphs
 from ganlab.population.heap_reuse import keep_freed_memory
 from ganlab.signals import check_stop
@@ -37,17 +37,6 @@ from ganlab.signals import check_stop
 # samples (members x batch size) per cohort on a core with 512 KB of L2, and past 8,192-16,384 on one
 # with 2 MB (docs/population.md#cohorts-on-cpu). Larger cohorts are split into pieces of about this size.
 BYTES_OF_L2_PER_SAMPLE = 128
-L2_WHEN_UNKNOWN = 512 * 1024
-
-
-def core_l2_bytes() -> int:
-    """The L2 cache of CPU 0 as Linux reports it (512 KB where it does not say)."""
-    try:
-        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip().upper()
-        scale = {"K": 1024, "M": 1024**2}.get(text[-1:], 1)
-        return int(text.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        return L2_WHEN_UNKNOWN
 
 
 def cpu_samples_per_cohort() -> int:
