@@ -8,6 +8,7 @@ allowed, so users never see a stack trace from inside Hydra.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def _resolve_noise(cfg: DictConfig, family: str) -> None:
         return
     picked = noise_registry.noise_for_family(family)
     typed = {k: v for k, v in cfg.noise.items() if k != "name" and v is not None}
-    schema = OmegaConf.structured(SCHEMAS["noise"][picked])
+    schema = _picked_noise(picked)
     stray = sorted(set(typed) - set(schema.keys()))
     if stray:
         key = stray[0]
@@ -195,7 +196,14 @@ def _resolve_noise(cfg: DictConfig, family: str) -> None:
         raise ConfigError(f"noise.{key}={typed[key]} does not apply: noise=auto picked '{picked}' for {family} "
                           f"data, whose keys are {', '.join(k for k in schema if k != 'name')}; choose a sampler "
                           f"that has it: {' or '.join(f'noise={o}' for o in owners)}")
-    cfg.noise = OmegaConf.merge(schema, _option("noise", picked), typed)
+    cfg.noise = OmegaConf.merge(schema, typed)
+
+
+@functools.cache
+def _picked_noise(name: str) -> DictConfig:
+    """A sampler's schema with its YAML values, read once per process (a sweep composes it per trial).
+    Only ever the first argument of ``OmegaConf.merge``, which merges into a copy of it."""
+    return OmegaConf.merge(OmegaConf.structured(SCHEMAS["noise"][name]), _option("noise", name))
 
 
 def _option(group: str, name: str) -> DictConfig:
