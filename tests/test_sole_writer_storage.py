@@ -116,6 +116,54 @@ def test_trial_reads_never_go_to_the_database(tmp_path):
     storage.close()
 
 
+def test_a_trial_is_written_whole_in_one_transaction_when_its_births_are_written(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    inner = make_storage(url)
+    storage = SoleWriterStorage(inner)
+    study = _study(storage)
+    calls: list[str] = []
+    for name in ("create_new_trial", "set_trial_param", "set_trial_user_attr"):
+        method = getattr(inner, name)
+        setattr(inner, name, lambda *a, _m=method, _n=name, **k: (calls.append(_n), _m(*a, **k))[1])
+    handles = []
+    for _ in range(3):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_int("y", 0, 3)
+        trial.set_user_attr("overrides", [f"x={trial.params['x']}"])
+        handles.append(trial)
+    plain = optuna.load_study(study_name="s", storage=make_storage(url))
+    assert plain.get_trials() == [] and calls == []  # asked, in memory only
+    assert [t.number for t in study.get_trials()] == [0, 1, 2]
+
+    storage.write_births()
+    assert calls == ["create_new_trial"] * 3
+    written = plain.get_trials()
+    assert [(t.number, t.state, t.params, t.user_attrs) for t in written] == [
+        (h.number, optuna.trial.TrialState.RUNNING, h.params, {"overrides": [f"x={h.params['x']}"]}) for h in handles]
+    handles[1].report(0.5, 1)  # handles taken before the birth still address their trial
+    study.tell(handles[1], 0.5)
+    storage.flush()
+    again = plain.get_trials()[1]
+    assert again.state == optuna.trial.TrialState.COMPLETE and again.intermediate_values == {1: 0.5}
+    assert study.get_trials()[1]._trial_id == again._trial_id
+    storage.close()
+
+
+def test_a_birth_that_cannot_be_written_is_one_clear_error(tmp_path):
+    inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    storage = SoleWriterStorage(inner)
+    study = _study(storage)
+    study.ask().suggest_float("x", 0.0, 1.0)
+
+    def read_only(*args, **kwargs):
+        raise OSError("attempt to write a readonly database")
+
+    inner.create_new_trial = read_only  # type: ignore[method-assign]
+    with pytest.raises(StudyWriteError, match="writing trial 0 to the study failed: OSError: attempt to write"):
+        storage.write_births()
+
+
 def test_a_failed_write_is_raised_on_the_next_call(tmp_path):
     inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
     storage = SoleWriterStorage(inner)
