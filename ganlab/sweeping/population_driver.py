@@ -177,7 +177,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     runs = TrialRuns()
     budget = max(sweep.trials - budget_used(study), 0)
     slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
-                            best_artifacts=sweep.population["best_artifacts"])
+                            best_artifacts=sweep.population["best_artifacts"], write_births=storage.write_births)
     module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu",
                               cuda_graphs=sweep.population["cuda_graphs"])
     continued, again = _restore(path, study, slots, module, client)
@@ -228,7 +228,8 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     busy = "" if module.workers_busy is None else (
         f"; the {threads} cohort worker processes trained {module.workers_busy:.0%} of the steps' wall time")
     print(f"ganlab: evaluation took {slots.eval_seconds:.1f} s of the {fit_s:.1f} s "
-          f"({slots.eval_seconds / max(fit_s, 1e-9):.0%}){busy}", flush=True)
+          f"({slots.eval_seconds / max(fit_s, 1e-9):.0%}), starting trials (ask, compose, build) "
+          f"{slots.refill_seconds:.1f} s{busy}", flush=True)
     return print_results(study, sweep, fit_s)
 
 

@@ -116,8 +116,10 @@ class _AskTellSampler(optuna.samplers.BaseSampler):
 class PopulationSlots(pl.Callback):
     def __init__(self, study: optuna.Study, sweep: SweepDefinition, runs: TrialRuns, size: int, parent_run_id: str,
                  budget: int, best_artifacts: int = 3,
-                 on_boundary: Callable[[PopulationModule], None] | None = None, verbose: bool = True) -> None:
+                 on_boundary: Callable[[PopulationModule], None] | None = None, verbose: bool = True,
+                 write_births: Callable[[], None] = lambda: None) -> None:
         self.study, self.sweep, self.runs, self.size = study, sweep, runs, size
+        self.write_births = write_births  # the study storage's (sole_writer_storage.py): asked trials, written at once
         study.sampler = _AskTellSampler(study.sampler)
         self.parent_run_id, self.budget = parent_run_id, budget
         self.best_artifacts, self.on_boundary, self.verbose = best_artifacts, on_boundary, verbose
@@ -127,6 +129,7 @@ class PopulationSlots(pl.Callback):
         self.ended: Counter[str] = Counter()
         self.evaluators: dict[str, tuple[PopulationEvaluator, Any]] = {}
         self.eval_seconds = 0.0
+        self.refill_seconds = 0.0  # asking, writing, composing and building new members
         self._start = time.perf_counter()
         self._last_status = 0.0
         self._member_iterations = 0
@@ -160,11 +163,16 @@ class PopulationSlots(pl.Callback):
         self.live[trial.number] = LiveTrial(trial, cfg, step, run)
 
     def refill(self, module: PopulationModule) -> None:
-        """Ask new trials for the free slots and reassemble the cohorts (members that go on + new ones)."""
-        new: dict[str, list[tuple[int, DictConfig]]] = {}
-        while len(self.live) < self.open_slots() and self.budget > 0:
-            trial, overrides = self._ask()
+        """Ask new trials for the free slots and reassemble the cohorts (members that go on + new ones).
+        The trials are all asked first, then written to the study together (``write_births``), then built."""
+        start = time.perf_counter()
+        asked = []
+        while len(self.live) + len(asked) < self.open_slots() and self.budget > 0:
+            asked.append(self._ask())
             self.budget -= 1
+        self.write_births()
+        new: dict[str, list[tuple[int, DictConfig]]] = {}
+        for trial, overrides in asked:
             try:
                 cfg = self.configs.compose(overrides)
             except ConfigError as exc:  # a combination the trainer refuses: that trial fails, the sweep goes on
@@ -179,6 +187,7 @@ class PopulationSlots(pl.Callback):
             self.join(trial, cfg, module.iteration)
             new.setdefault(cohort_signature(cfg), []).append((trial.number, cfg))
         self.assemble(module, new)
+        self.refill_seconds += time.perf_counter() - start
 
     def assemble(self, module: PopulationModule, new: dict[str, list[tuple[int, DictConfig]]]) -> None:
         cohorts = []
