@@ -10,6 +10,7 @@
     python -m benchmarks.run --only matrix    # every data family x model as typed, 3 seeds (hours)
     python -m benchmarks.run --only population  # K members trained together vs one run (minutes)
     python -m benchmarks.run --only threads   # two cohorts in two threads vs two processes (2 minutes)
+    python -m benchmarks.run --only population_start  # starting 1,024 trials of a population sweep (2 minutes)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmarks import (
     modes_2d,
     overhead,
     population,
+    population_start,
     quality,
     startup,
     sweep_speed,
@@ -52,7 +54,7 @@ def _save(name: str, payload: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["overhead", "startup", "minibatch", "quality", "sweep", "modes", "images",
-                                           "matrix", "population", "threads"])
+                                           "matrix", "population", "population_start", "threads"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--population-sweep-sizes", type=int, nargs="*", default=[16])
     parser.add_argument("--population-sweep-repeats", type=int, default=1,
                         help="pairs (workers, then each population size) to run; ratios are their median")
+    parser.add_argument("--population-start-trials", type=int, default=1024,
+                        help="population_start: how many slots one refill fills")
     parser.add_argument("--matrix-out", default="matrix", help="results file name (benchmarks/results/<name>.json)")
     args = parser.parse_args()
     configure_runtime()
@@ -157,6 +161,13 @@ def main() -> None:
                       f"{r['trials_per_hour']:.0f} | {r['best_ks']:.4f} |")
             print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if k.startswith("ratio_"))
                   + f" (target >= {res['target_ratio']}x)\n-> {path}")
+
+    if args.only in (None, "population_start"):
+        print(f"population start: {args.population_start_trials} trials of the default sweep asked, written, "
+              "composed and built (no training)", flush=True)
+        res = population_start.run(trials=args.population_start_trials)
+        path = _save("population_start", res)
+        print("\n" + population_start.table(res) + f"\n-> {path}\n")
 
     if args.only in (None, "threads"):
         print("cohort threads: two cohorts in two threads of one process vs two processes", flush=True)
