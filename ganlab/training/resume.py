@@ -53,13 +53,16 @@ def prepare_resume(run_id: str, overrides: list[str]) -> tuple[DictConfig, Resum
                 raise ConfigError(f"resume={run_id}: the run trained {seeds} seeds together (train.seeds), and such "
                                   "runs write no checkpoints yet; start it again, or sample its median seed with "
                                   f"`python -m ganlab.sample run_id={run_id}`")
-            state, skipped = run.newest_checkpoint()
             status = run.status
-            if status == "RUNNING":  # a live process would log every step twice; a dead one is closed first
+            # a live process would log every step twice. Asked before reading its checkpoints: a live run
+            # deletes old ones as it writes new ones, so a listed checkpoint may be gone when read
+            if status == "RUNNING":
                 alive, how = liveness(run.run)
                 if alive:
                     raise ConfigError(f"resume={run_id}: the run is still running ({how}); stop that process "
                                       "first (Ctrl-C ends it KILLED, with a checkpoint)")
+            state, skipped = run.newest_checkpoint()
+            if status == "RUNNING":  # dead, and resumable: closed before it continues
                 close_if_dead(run.client, run.run)
     except RunReadError as exc:
         raise ConfigError(f"resume={run_id}: {exc}; nothing to resume from") from None
