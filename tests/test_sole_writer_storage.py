@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -150,18 +151,33 @@ def test_a_trial_is_written_whole_in_one_transaction_when_its_births_are_written
     storage.close()
 
 
-def test_a_birth_that_cannot_be_written_is_one_clear_error(tmp_path):
-    inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
+def test_a_birth_that_cannot_be_written_is_one_clear_error_and_the_results_told_before_it_are_kept(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    inner = make_storage(url)
     storage = SoleWriterStorage(inner)
     study = _study(storage)
-    study.ask().suggest_float("x", 0.0, 1.0)
+    done = study.ask()
+    storage.write_births()
+    slow_write = inner.set_trial_state_values
+
+    def slowly(*args, **kwargs):  # still queued when the next birth fails
+        time.sleep(0.3)
+        return slow_write(*args, **kwargs)
 
     def read_only(*args, **kwargs):
         raise OSError("attempt to write a readonly database")
 
+    inner.set_trial_state_values = slowly  # type: ignore[method-assign]
+    study.tell(done, 0.25)
+    study.ask().suggest_float("x", 0.0, 1.0)
     inner.create_new_trial = read_only  # type: ignore[method-assign]
-    with pytest.raises(StudyWriteError, match="writing trial 0 to the study failed: OSError: attempt to write"):
-        storage.write_births()
+    with pytest.raises(StudyWriteError, match="writing trial 1 to the study failed: OSError: attempt to write"):
+        storage.flush()
+    (written,) = optuna.load_study(study_name="s", storage=make_storage(url)).get_trials()
+    assert written.state == optuna.trial.TrialState.COMPLETE and written.value == 0.25  # not lost with the birth
+    with pytest.raises(StudyWriteError):
+        storage.close()
+    assert not storage._writer.is_alive()
 
 
 def test_a_failed_write_is_raised_on_the_next_call(tmp_path):

@@ -105,16 +105,21 @@ class SoleWriterStorage(BaseStorage):
         self._writes.put(write)
 
     def flush(self) -> None:
-        """Write the births, wait until every queued write is in the database; raise the first that failed."""
-        self.write_births()
-        self._writes.join()
+        """Write the births, wait until every queued write is in the database; raise the first that failed.
+        The queue is waited for even when a birth fails: the results already told must not be lost with it."""
+        try:
+            self.write_births()
+        finally:
+            self._writes.join()
         self._check()
 
     def close(self) -> None:
-        """Flush and end the writer thread."""
-        self.flush()
-        self._writes.put(None)
-        self._writer.join()
+        """Flush and end the writer thread (ended even if the flush fails)."""
+        try:
+            self.flush()
+        finally:
+            self._writes.put(None)
+            self._writer.join()
 
     # -- the study: straight through -------------------------------------------------------------------
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
