@@ -86,6 +86,39 @@ def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_tria
 
 
 @pytest.mark.slow
+def test_a_study_that_stops_taking_trials_ends_the_sweep_truthfully_and_the_same_command_finishes_it(
+        tmp_path, monkeypatch, capsys):
+    path = _write(tmp_path, "births", trials=4)
+    write_trial = optuna.storages.RDBStorage.create_new_trial
+    written = []
+
+    def disk_fails_after_two(self, study_id, template_trial=None):  # the refill after the first two end
+        if len(written) == 2:
+            raise OSError("disk I/O error")
+        written.append(template_trial.number)
+        return write_trial(self, study_id, template_trial)
+
+    with monkeypatch.context() as faults:
+        faults.setattr(optuna.storages.RDBStorage, "create_new_trial", disk_fails_after_two)
+        code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "StudyWriteError: writing trial 2 to the study failed: OSError: disk I/O error" in err, err
+    assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]  # told, kept
+    _, (parent,), children = _children(tracking, "births")
+    assert parent.info.status == "KILLED"
+    assert sorted((c.data.tags["trial_number"], c.info.status) for c in children) == [("0", "FINISHED"),
+                                                                                        ("1", "FINISHED")]
+
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)  # the disk is back
+    assert code == 0
+    assert [(t.number, t.state.name) for t in study.trials] == [(n, "COMPLETE") for n in range(4)]
+    _, (parent,), children = _children(tracking, "births")
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]  # each trial once
+
+
+@pytest.mark.slow
 def test_pruned_and_failed_members_are_told_and_their_slots_refilled(tmp_path, monkeypatch):
     # queued in this order into 2 slots (no warm-up: both from the start): two good trials complete
     # first; then a G rate of 1e-7 stays at KS ~1 and is pruned against their median at its first
