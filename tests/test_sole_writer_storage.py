@@ -180,6 +180,31 @@ def test_a_birth_that_cannot_be_written_is_one_clear_error_and_the_results_told_
     assert not storage._writer.is_alive()
 
 
+def test_what_the_database_would_refuse_fails_at_the_call_not_at_the_birth(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    storage = SoleWriterStorage(make_storage(url))
+    study = _study(storage)
+    study.enqueue_trial({"x": 0.5})
+    study.ask().suggest_float("x", 0.0, 1.0)  # the enqueued trial, taken: its x is a float
+    unborn = study.ask()
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+        unborn.suggest_int("x", 0, 3)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        unborn.set_user_attr("when", object())
+    storage.write_births()  # the refused calls left nothing that blocks the births
+    assert [t.number for t in optuna.load_study(study_name="s", storage=make_storage(url)).trials] == [0, 1]
+
+
+def test_a_trial_another_process_added_meanwhile_stops_the_births_with_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    storage = SoleWriterStorage(make_storage(url))
+    study = _study(storage)
+    study.ask()
+    optuna.load_study(study_name="s", storage=make_storage(url)).ask()  # a writer claim_study could not see
+    with pytest.raises(StudyBusyError, match="another process added trials to study 's'"):
+        storage.write_births()
+
+
 def test_a_failed_write_is_raised_on_the_next_call(tmp_path):
     inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
     storage = SoleWriterStorage(inner)

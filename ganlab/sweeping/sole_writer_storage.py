@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import queue
 import threading
 from collections.abc import Callable, Container, Sequence
@@ -73,6 +74,7 @@ class SoleWriterStorage(BaseStorage):
         self._trials: dict[int, FrozenTrial] = {}  # trial id -> its latest state, as this process wrote it
         self._study_trials: dict[int, list[int]] = {}  # study id -> trial ids in number order
         self._distributions: dict[int, dict[str, BaseDistribution]] = {}  # study id -> each param's first
+        self._study_of: dict[int, int] = {}  # trial id (provisional ones too) -> its study id
         self._unborn: dict[int, int] = {}  # provisional trial id (negative) -> its study id, in the order asked
         self._born: dict[int, int] = {}  # provisional trial id -> the database's, once written
         self._next_provisional = -1
@@ -130,6 +132,8 @@ class SoleWriterStorage(BaseStorage):
         self.inner.delete_study(study_id)
         for trial_id in self._study_trials.pop(study_id, []):
             self._trials.pop(trial_id, None)
+            self._study_of.pop(trial_id, None)
+            self._unborn.pop(trial_id, None)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
         self.inner.set_study_user_attr(study_id, key, value)
@@ -164,12 +168,18 @@ class SoleWriterStorage(BaseStorage):
             with self._lock:
                 for trial in trials:
                     self._trials[trial._trial_id] = trial
+                    self._study_of[trial._trial_id] = study_id
                 self._study_trials[study_id] = [t._trial_id for t in sorted(trials, key=lambda t: t.number)]
-                first = self._distributions.setdefault(study_id, {})
                 for trial in trials:
-                    for name, distribution in trial.distributions.items():
-                        first.setdefault(name, distribution)
+                    self._note_distributions(study_id, trial.distributions)
         return self._study_trials[study_id]
+
+    def _note_distributions(self, study_id: int, distributions: dict[str, BaseDistribution]) -> None:
+        """Each param's first distribution in the study: what an unborn trial's params are checked
+        against, as the database checks them (so an incompatible one fails at the call, not at its birth)."""
+        first = self._distributions.setdefault(study_id, {})
+        for name, distribution in distributions.items():
+            first.setdefault(name, distribution)
 
     def _id(self, trial_id: int) -> int:
         """The database's id of a trial (handles given out before its birth was written hold another)."""
@@ -191,6 +201,7 @@ class SoleWriterStorage(BaseStorage):
             self.write_births()
             trial_id = self.inner.create_new_trial(study_id, template_trial)
             trial = self.inner.get_trial(trial_id)
+            self._note_distributions(study_id, trial.distributions)
         else:  # asked: in memory until write_births (its number is the study's next: no other process writes it)
             trial_id, self._next_provisional = self._next_provisional, self._next_provisional - 1
             trial = FrozenTrial(number=len(ids), state=TrialState.RUNNING, value=None,
@@ -200,12 +211,14 @@ class SoleWriterStorage(BaseStorage):
             self._unborn[trial_id] = study_id
         with self._lock:
             self._trials[trial_id] = trial
+            self._study_of[trial_id] = study_id
             ids.append(trial_id)
         return trial_id
 
     def write_births(self) -> None:
         """Write every trial asked but not yet written, in the order asked, one transaction each."""
         self._check()
+        last: tuple[int, FrozenTrial] | None = None
         while self._unborn:
             provisional, study_id = next(iter(self._unborn.items()))
             trial = self._trials[provisional]
@@ -220,21 +233,37 @@ class SoleWriterStorage(BaseStorage):
                 del self._unborn[provisional]
                 self._born[provisional] = real
                 self._trials[real] = born
+                self._study_of[real] = study_id
                 del self._trials[provisional]
                 self._study_trials[study_id][trial.number] = real
+            last = study_id, born
+        if last is not None:
+            self._check_numbering(*last)
+
+    def _check_numbering(self, study_id: int, trial: FrozenTrial) -> None:
+        """The database numbers a trial by the trials before it; if another process added one meanwhile
+        (``claim_study`` cannot see one on another machine), the numbers here are wrong from then on."""
+        try:
+            same = self.inner.get_trial_id_from_study_id_trial_number(study_id, trial.number) == trial._trial_id
+        except KeyError:
+            same = False
+        if not same:
+            raise StudyBusyError(f"another process added trials to study {self.get_study_name_from_id(study_id)!r} "
+                                 f"while this population was its only writer (trial {trial.number} here has another "
+                                 "number in the database); stop the other process, then run the same command again")
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
         trial_id = self._id(trial_id)
         trial = self._updatable(trial_id)
+        study_id = self._study_of[trial_id]
         if trial_id in self._unborn:
-            study = self._unborn[trial_id]
-            first = self._distributions.setdefault(study, {})
+            first = self._distributions.setdefault(study_id, {})
             if param_name in first:  # as the database checks it (raises ValueError when incompatible)
                 optuna.distributions.check_distribution_compatibility(first[param_name], distribution)
-            first.setdefault(param_name, distribution)
         else:
             self.inner.set_trial_param(trial_id, param_name, param_value_internal, distribution)  # checks compatibility
+        self._note_distributions(study_id, {param_name: distribution})
         trial.params = {**trial.params, param_name: distribution.to_external_repr(param_value_internal)}
         trial.distributions = {**trial.distributions, param_name: distribution}
         self._keep(trial)
@@ -277,6 +306,7 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         trial_id = self._id(trial_id)
         trial = self._updatable(trial_id)
+        json.dumps(value)  # as the database stores it: a value it cannot take fails here, not in a later write
         if trial_id not in self._unborn:  # an unborn trial's attributes are written with it
             self._behind(lambda: self.inner.set_trial_user_attr(trial_id, key, value))
         trial.user_attrs = {**trial.user_attrs, key: value}
@@ -285,6 +315,7 @@ class SoleWriterStorage(BaseStorage):
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         trial_id = self._id(trial_id)
         trial = self._updatable(trial_id)
+        json.dumps(value)
         if trial_id not in self._unborn:
             self._behind(lambda: self.inner.set_trial_system_attr(trial_id, key, value))
         trial.system_attrs = {**trial.system_attrs, key: value}
