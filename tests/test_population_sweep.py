@@ -119,6 +119,41 @@ def test_a_study_that_stops_taking_trials_ends_the_sweep_truthfully_and_the_same
 
 
 @pytest.mark.slow
+def test_trials_whose_config_is_refused_fail_and_their_slots_are_asked_again(tmp_path, monkeypatch):
+    # a group of 256 cannot divide a batch of 128 (each alone is fine, so the sweep file passes its
+    # check): the first two trials fail at once, and the same refill asks two more for the two slots
+    path = _write(tmp_path, "refused", trials=4,
+                  space={"train.batch_size": {"type": "categorical", "choices": [128, 256]},
+                         "preprocess.group_size": {"type": "categorical", "choices": [128, 256]}})
+    study = optuna.create_study(study_name="refused", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    for batch, group in ((128, 256), (128, 256), (128, 128), (256, 128)):
+        study.enqueue_trial({"train.batch_size": batch, "preprocess.group_size": group})
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 0
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert all("must divide train.batch_size=128" in t.user_attrs["failure_reason"] for t in study.trials[:2])
+
+
+@pytest.mark.slow
+def test_a_trial_that_cannot_be_asked_whole_is_failed_not_left_running(tmp_path, monkeypatch, capsys):
+    from ganlab.sweeping.definition import SweepDefinition
+
+    suggest, asked = SweepDefinition.suggest, []
+
+    def third_fails(self, trial):
+        asked.append(trial.number)
+        if len(asked) == 3:
+            raise ValueError("the sampler broke")
+        return suggest(self, trial)
+
+    monkeypatch.setattr(SweepDefinition, "suggest", third_fails)
+    code, _, study = _sweep_in_process(tmp_path, monkeypatch, _write(tmp_path, "half", trials=4), size=2)
+    assert code == 1 and "ValueError: the sampler broke" in capsys.readouterr().err
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]  # none stays RUNNING
+    assert study.trials[2].user_attrs["failure_reason"] == "asking it failed: ValueError: the sampler broke"
+
+
+@pytest.mark.slow
 def test_pruned_and_failed_members_are_told_and_their_slots_refilled(tmp_path, monkeypatch):
     # queued in this order into 2 slots (no warm-up: both from the start): two good trials complete
     # first; then a G rate of 1e-7 stays at KS ~1 and is pruned against their median at its first

@@ -149,10 +149,15 @@ class PopulationSlots(pl.Callback):
         with warnings.catch_warnings():  # the storage's heartbeats serve process workers; members have none
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = self.study.ask()
-        values = self.sweep.suggest(trial)
-        overrides = self.sweep.trial_overrides(values)
-        trial.set_user_attr("overrides", overrides)
-        trial.set_user_attr("population", True)
+        try:
+            values = self.sweep.suggest(trial)
+            overrides = self.sweep.trial_overrides(values)
+            trial.set_user_attr("overrides", overrides)
+            trial.set_user_attr("population", True)
+        except Exception as exc:  # half asked: a trial without its overrides could never be continued
+            trial.set_user_attr("failure_reason", f"asking it failed: {type(exc).__name__}: {exc}")
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         return trial, overrides
 
     def join(self, trial: optuna.Trial, cfg: DictConfig, step: int, resume_run_id: str | None = None) -> None:
@@ -164,26 +169,29 @@ class PopulationSlots(pl.Callback):
 
     def refill(self, module: PopulationModule) -> None:
         """Ask new trials for the free slots and reassemble the cohorts (members that go on + new ones).
-        The trials are all asked first, then written to the study together (``write_births``), then built."""
+        The trials are all asked and composed first, then written to the study together
+        (``write_births``), then built. A trial whose config is refused fails, and its slot is asked again."""
         start = time.perf_counter()
-        asked = []
-        while len(self.live) + len(asked) < self.open_slots() and self.budget > 0:
-            asked.append(self._ask())
+        composed: list[tuple[optuna.Trial, DictConfig]] = []
+        refused: list[tuple[optuna.Trial, ConfigError]] = []
+        while len(self.live) + len(composed) < self.open_slots() and self.budget > 0:
+            trial, overrides = self._ask()
             self.budget -= 1
-        self.write_births()
-        new: dict[str, list[tuple[int, DictConfig]]] = {}
-        for trial, overrides in asked:
             try:
-                cfg = self.configs.compose(overrides)
+                composed.append((trial, self.configs.compose(overrides)))
             except ConfigError as exc:  # a combination the trainer refuses: that trial fails, the sweep goes on
-                trial.set_user_attr("failure_reason", str(exc))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                self.ended["fail"] += 1
-                if self.verbose:
-                    print(f"[sweep {self.sweep.name}] trial {trial.number:>3} FAIL     {exc}", flush=True)
-                continue
+                refused.append((trial, exc))
+        self.write_births()
+        for trial, exc in refused:
+            trial.set_user_attr("failure_reason", str(exc))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.ended["fail"] += 1
+            if self.verbose:
+                print(f"[sweep {self.sweep.name}] trial {trial.number:>3} FAIL     {exc}", flush=True)
+        new: dict[str, list[tuple[int, DictConfig]]] = {}
+        for trial, cfg in composed:
             self.join(trial, cfg, module.iteration)
             new.setdefault(cohort_signature(cfg), []).append((trial.number, cfg))
         self.assemble(module, new)
