@@ -15,6 +15,7 @@ import time
 import optuna
 import pytest
 from conftest import mlflow_store
+from optuna.storages import BaseStorage
 
 from ganlab.run_heartbeat import process_tag
 from ganlab.sweeping.sole_writer_storage import (
@@ -72,6 +73,14 @@ def _study(storage, name: str = "s") -> optuna.Study:
                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
 
 
+def _sole_writer(tmp_path) -> tuple[str, BaseStorage, SoleWriterStorage, optuna.Study]:
+    """A fresh SQLite study behind the wrapper: its URL, the database storage, the wrapper, the study."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    inner = make_storage(url)
+    storage = SoleWriterStorage(inner)
+    return url, inner, storage, _study(storage)
+
+
 def _snapshot(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
     return [(t.number, t.state, t.values, t.params, t.intermediate_values, t.user_attrs) for t in trials]
 
@@ -94,9 +103,7 @@ def test_decisions_and_database_match_a_plain_storage(tmp_path):
 
 
 def test_trial_reads_never_go_to_the_database(tmp_path):
-    inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
-    storage = SoleWriterStorage(inner)
-    study = _study(storage)
+    _, inner, storage, study = _sole_writer(tmp_path)
     for _ in range(3):
         study.ask().suggest_float("x", 0, 1)
 
@@ -118,10 +125,7 @@ def test_trial_reads_never_go_to_the_database(tmp_path):
 
 
 def test_a_trial_is_written_whole_in_one_transaction_when_its_births_are_written(tmp_path):
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    inner = make_storage(url)
-    storage = SoleWriterStorage(inner)
-    study = _study(storage)
+    url, inner, storage, study = _sole_writer(tmp_path)
     calls: list[str] = []
     for name in ("create_new_trial", "set_trial_param", "set_trial_user_attr"):
         method = getattr(inner, name)
@@ -152,10 +156,7 @@ def test_a_trial_is_written_whole_in_one_transaction_when_its_births_are_written
 
 
 def test_a_birth_that_cannot_be_written_is_one_clear_error_and_the_results_told_before_it_are_kept(tmp_path):
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    inner = make_storage(url)
-    storage = SoleWriterStorage(inner)
-    study = _study(storage)
+    url, inner, storage, study = _sole_writer(tmp_path)
     done = study.ask()
     storage.write_births()
     slow_write = inner.set_trial_state_values
@@ -181,9 +182,7 @@ def test_a_birth_that_cannot_be_written_is_one_clear_error_and_the_results_told_
 
 
 def test_what_the_database_would_refuse_fails_at_the_call_not_at_the_birth(tmp_path):
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    storage = SoleWriterStorage(make_storage(url))
-    study = _study(storage)
+    url, _, storage, study = _sole_writer(tmp_path)
     study.enqueue_trial({"x": 0.5})
     study.ask().suggest_float("x", 0.0, 1.0)  # the enqueued trial, taken: its x is a float
     unborn = study.ask()
@@ -196,9 +195,7 @@ def test_what_the_database_would_refuse_fails_at_the_call_not_at_the_birth(tmp_p
 
 
 def test_a_trial_another_process_added_meanwhile_stops_the_births_with_one_line(tmp_path):
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    storage = SoleWriterStorage(make_storage(url))
-    study = _study(storage)
+    url, _, storage, study = _sole_writer(tmp_path)
     study.ask()
     optuna.load_study(study_name="s", storage=make_storage(url)).ask()  # a writer claim_study could not see
     with pytest.raises(StudyBusyError, match="another process added trials to study 's'"):
@@ -206,9 +203,7 @@ def test_a_trial_another_process_added_meanwhile_stops_the_births_with_one_line(
 
 
 def test_a_failed_write_is_raised_on_the_next_call(tmp_path):
-    inner = make_storage(f"sqlite:///{tmp_path / 'x.db'}")
-    storage = SoleWriterStorage(inner)
-    study = _study(storage)
+    _, inner, storage, study = _sole_writer(tmp_path)
     trial = study.ask()
 
     def disk_full(*args, **kwargs):
