@@ -185,6 +185,12 @@ class SoleWriterStorage(BaseStorage):
         """The database's id of a trial (handles given out before its birth was written hold another)."""
         return self._born.get(trial_id, trial_id)
 
+    def _written_id(self, trial_id: int) -> int:
+        """The database's id of a trial that a queued write is about to address: births written first."""
+        if self._id(trial_id) in self._unborn:
+            self.write_births()
+        return self._id(trial_id)
+
     def _updatable(self, trial_id: int) -> FrozenTrial:
         self._check()
         trial = self.get_trial(trial_id)
@@ -275,10 +281,7 @@ class SoleWriterStorage(BaseStorage):
         raise KeyError(f"no trial number {trial_number} in study {study_id}")
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        trial_id = self._id(trial_id)
-        if trial_id in self._unborn:
-            self.write_births()
-            trial_id = self._id(trial_id)
+        trial_id = self._written_id(trial_id)
         trial = self._updatable(trial_id)
         if state == TrialState.RUNNING:  # taking a waiting trial: written through, as births are
             if trial.state != TrialState.WAITING or not self.inner.set_trial_state_values(trial_id, state, values):
@@ -295,9 +298,7 @@ class SoleWriterStorage(BaseStorage):
         return True
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        if self._id(trial_id) in self._unborn:
-            self.write_births()
-        trial_id = self._id(trial_id)
+        trial_id = self._written_id(trial_id)
         trial = self._updatable(trial_id)
         self._behind(lambda: self.inner.set_trial_intermediate_value(trial_id, step, intermediate_value))
         trial.intermediate_values = {**trial.intermediate_values, step: intermediate_value}
