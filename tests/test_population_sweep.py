@@ -58,10 +58,12 @@ def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int) -> tuple[int,
 
 
 @pytest.mark.slow
-def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_trial(tmp_path, monkeypatch):
+def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_trial(tmp_path, monkeypatch, capsys):
     path = _write(tmp_path, "refill", fixed=[*TINY, "tracking.register=refill-best"])
     code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
     assert code == 0
+    trial_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[sweep refill] trial")]
+    assert len(trial_lines) == 6 and trial_lines[-1].endswith(f"(6/6 done, best {study.best_value:.4g})")
     assert len(study.trials) == 6 and all(t.state.is_finished() for t in study.trials)  # 2 slots, 6 trials: refilled
     assert {t.params["train.batch_size"] for t in study.trials} == {128, 256}  # two cohorts side by side
     client, parents, children = _children(tracking, "refill")

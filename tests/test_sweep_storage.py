@@ -7,7 +7,9 @@ import warnings
 
 import optuna
 
-from ganlab.sweeping.study import make_storage
+from ganlab.sweeping.definition import load
+from ganlab.sweeping.study import make_storage, open_study
+from ganlab.sweeping.worker_faults import budget_used, fail_and_retry, finished
 
 
 def test_concurrent_workers_never_take_the_same_waiting_trial(tmp_path):
@@ -37,3 +39,42 @@ def test_concurrent_workers_never_take_the_same_waiting_trial(tmp_path):
         t.join()
     numbers = sorted(n for got in taken for n in got)
     assert numbers == list(range(workers * each))
+
+
+def _asked_params(sweep, url: str, n: int) -> list[dict]:
+    """Open the study as a new invocation would, ask and complete ``n`` trials, return their params."""
+    study = open_study(sweep, url)
+    params = []
+    for _ in range(n):
+        trial = study.ask()
+        for p in sweep.space:
+            trial.suggest_float(p.key, p.low, p.high, log=p.log)
+        study.tell(trial, 1.0)
+        params.append(trial.params)
+    return params
+
+
+def test_a_continued_seeded_study_does_not_repeat_its_first_trials(tmp_path):
+    """Extending or resuming a seeded sweep opens the study with the definition's seed again; the
+    random start-up points then repeated the first invocation's (trials 2-3 were trials 0-1 again).
+    A fresh study keeps the definition's seed, so a new sweep is still reproducible."""
+    sweep = load("default")
+    sweep.space = [p for p in sweep.space if p.type == "float"]
+    first = _asked_params(sweep, f"sqlite:///{tmp_path / 'a.db'}", 2)
+    assert _asked_params(sweep, f"sqlite:///{tmp_path / 'b.db'}", 2) == first  # fresh: reproducible
+    continued = _asked_params(sweep, f"sqlite:///{tmp_path / 'a.db'}", 2)
+    assert not any(p in first for p in continued)
+
+
+def test_a_retried_failure_is_not_counted_as_a_finished_trial(tmp_path):
+    """A trial stopped by Ctrl-C or a dead worker is failed and retried; the progress line counted it
+    and its retry, so a 3-trial sweep re-run after Ctrl-C ended at "4/3 done"."""
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats warn outside study.optimize
+        stopped = study.ask()
+        fail_and_retry(study, study._storage.get_trial(stopped._trial_id), "stopped by SIGINT; retried")
+        retry = study.ask()  # takes the WAITING copy
+        study.tell(retry, 1.0)
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a real failure counts
+    assert retry.number != stopped.number and finished(study) == 2 == budget_used(study)

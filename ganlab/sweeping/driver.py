@@ -32,9 +32,9 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     from ganlab.errors import ConfigError
     from ganlab.runtime import configure_runtime
     from ganlab.sweeping.study import open_study
-    from ganlab.sweeping.summary import best_trials, counts
+    from ganlab.sweeping.summary import best_trials
     from ganlab.sweeping.trial import TrialObjective
-    from ganlab.sweeping.worker_faults import StopWhenDone, retry_interrupted, to_run
+    from ganlab.sweeping.worker_faults import StopWhenDone, finished, retry_interrupted, to_run
     from ganlab.training.runner import TrainingFailed
 
     configure_runtime()
@@ -49,8 +49,7 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     objective = TrialObjective(sweep, parent_run_id)
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        n = counts(study)
-        done = sum(n.get(k, 0) for k in ("complete", "pruned", "fail"))
+        done = finished(study)
         best = best_trials(study)
         best_text = f"best {best[0].values[0]:.4g}" if best and len(study.directions) == 1 else ""
         value = (" ".join(f"{v:.4g}" for v in trial.values) if trial.values else

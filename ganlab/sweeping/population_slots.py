@@ -45,6 +45,7 @@ from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import finished_trials_to_compare
 from ganlab.sweeping.summary import best_trials
 from ganlab.sweeping.trial_runs import TrialRuns
+from ganlab.sweeping.worker_faults import finished
 from ganlab.training.history import History
 from ganlab.training.runner import final_sample_count, log_history_figures, log_weights
 
@@ -347,7 +348,10 @@ class PopulationSlots(pl.Callback):
             shown = " ".join(f"{v:.4g}" for v in values) if values else (reason or "")[:60]
             params = " ".join(f"{key}={v:.3g}" if isinstance(v, float) else f"{key}={v}"
                               for key, v in trial.params.items())
-            print(f"[sweep {self.sweep.name}] trial {number:>3} {frozen.state.name:<8} {shown}  | {params}", flush=True)
+            best = best_trials(self.study)
+            best_text = f", best {best[0].values[0]:.4g}" if best and len(self.study.directions) == 1 else ""
+            print(f"[sweep {self.sweep.name}] trial {number:>3} {frozen.state.name:<8} {shown}  | {params}  "
+                  f"({finished(self.study)}/{self.sweep.trials} done{best_text})", flush=True)
 
     def _keep_if_best(self, frozen: optuna.trial.FrozenTrial, live: LiveTrial, cohort: Cohort, k: int) -> None:
         """Hold a completed trial's networks while it is among the best ``best_artifacts`` (its artifacts
@@ -399,6 +403,7 @@ class PopulationSlots(pl.Callback):
         best = best_trials(self.study)
         best_text = f"best {self.sweep.objective.metric} {best[0].values[0]:.4g}" if best else "no trial complete"
         rate = self._member_iterations / max(now - self._start, 1e-9)
+        ended = f" ({', '.join(f'{v} {k}' for k, v in self.ended.items())})" if self.ended else ""
         print(f"[population] step {module.iteration}: {len(self.live)} trials training in {len(module.cohorts)} "
-              f"cohort(s), {sum(self.ended.values())} ended ({', '.join(f'{v} {k}' for k, v in self.ended.items())}), "
+              f"cohort(s), {sum(self.ended.values())} ended{ended}, "
               f"{best_text}; {rate:.0f} member-iterations/s", flush=True)

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -90,9 +91,24 @@ def open_study(sweep: SweepDefinition, url: str, stale_after: int = STALE_AFTER_
     if spec["name"] == "grid":
         spec["search_space"] = grid_space(sweep)
     directions = [o.direction for o in sweep.objectives]
-    return optuna.create_study(storage=storage or make_storage(url, stale_after), sampler=make_sampler(spec),
-                               pruner=make_pruner(sweep.pruner), study_name=sweep.name,
-                               directions=directions, load_if_exists=True)
+    study = optuna.create_study(storage=storage or make_storage(url, stale_after),
+                                sampler=optuna.samplers.RandomSampler(),  # replaced below, once the study is read
+                                pruner=make_pruner(sweep.pruner), study_name=sweep.name,
+                                directions=directions, load_if_exists=True)
+    study.sampler = make_sampler(continuing_seed(spec, len(study.get_trials(deepcopy=False))))
+    return study
+
+
+def continuing_seed(spec: dict[str, Any], trials_so_far: int) -> dict[str, Any]:
+    """The sampler's seed for a study that already holds ``trials_so_far`` trials. A fresh study keeps
+    the definition's seed (reproducible); a continued one mixes in the count, or the same seed would
+    draw the same random start-up points again: extending or resuming a seeded sweep repeated its
+    first trials' parameters."""
+    seed = spec.get("seed", 0)  # the registry's samplers default to seed 0; an explicit null is unseeded
+    if trials_so_far == 0 or seed is None:
+        return spec
+    mixed = np.random.SeedSequence([int(seed), trials_so_far]).generate_state(1)[0]
+    return {**spec, "seed": int(mixed)}
 
 
 def open_sole_writer_study(sweep: SweepDefinition, url: str) -> tuple[optuna.Study, SoleWriterStorage]:

@@ -76,6 +76,14 @@ def budget_used(study: optuna.Study) -> int:
                and not (t.state == TrialState.FAIL and t.number in retried))
 
 
+def finished(study: optuna.Study) -> int:
+    """Trials that have ended and count against the budget: a failed trial that was retried is not
+    one (its retry is), or a sweep re-run after Ctrl-C counted "4/3 done"."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {_retried_number(t) for t in trials} - {None}
+    return sum(1 for t in trials if t.state.is_finished() and not (t.state == TrialState.FAIL and t.number in retried))
+
+
 def waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
