@@ -43,8 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         threads_given = args.threads is not None
         if not threads_given:
             args.threads = len(os.sched_getaffinity(0)) if args.population else 1
-        if args.workers < 1 or args.threads < 1:
-            raise ConfigError(f"--workers={args.workers} and --threads={args.threads} must be >= 1")
+        if args.workers < 1:
+            raise ConfigError(f"--workers={args.workers} must be >= 1")
+        if args.threads < 1:
+            raise ConfigError(f"--threads={args.threads} must be >= 1")
+        cores = len(os.sched_getaffinity(0))
+        if args.population and args.threads > cores:  # one cohort worker process per thread: more only contend
+            raise ConfigError(f"--threads={args.threads} with --population must be at most {cores}, "
+                              "the cores this process may use")
         from ganlab.config.uris import check_tracking_uri, resolve_tracking_uri
         from ganlab.sweeping.definition import load
         from ganlab.sweeping.driver import run_sweep

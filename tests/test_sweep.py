@@ -290,3 +290,18 @@ def test_a_killed_worker_s_trial_is_failed_retried_and_completed_in_the_same_inv
     assert not [c for c in children if c.info.status == "RUNNING"]
     killed = [c for c in children if c.data.tags["trial_number"] == str(victim.number)]
     assert [c.info.status for c in killed] == ["KILLED"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--workers", "0"], "--workers=0 must be >= 1"),
+    (["--threads", "0"], "--threads=0 must be >= 1"),
+    (["--population", "2", "--threads", "1000"], "--threads=1000 with --population must be at most"),
+])
+def test_bad_worker_and_thread_counts_are_one_line_naming_the_value(args, expected, capsys):
+    """--threads with --population is one cohort worker process each: 1,000 of them on 2 cores spawned
+    for minutes before anything trained."""
+    from ganlab.sweep import main
+
+    assert main(["default", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganlab sweep: error: ") and expected in err and "\n" not in err
