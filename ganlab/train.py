@@ -15,7 +15,7 @@ from ganlab.runtime import configure_runtime
 from ganlab.signals import Stopped, stop_on_signals
 
 USAGE = """usage: python -m ganlab.train [--cfg] [group=option ...] [key=value ...]
-       python -m ganlab.train -m [--workers N] [--cfg] key=a,b other=range(0,3) ...   (every combination)
+       python -m ganlab.train -m [--workers N] [--cfg] key=a,b 'other=range(0,3)' ...   (every combination)
        python -m ganlab.train resume=<run_id> [train.iterations=N ...]
 
 Examples:
@@ -28,7 +28,7 @@ Examples:
   python -m ganlab.train resume=<run_id>                   # continue a killed run from its checkpoint
   python -m ganlab.train resume=<run_id> train.iterations=20000   # extend a finished run
   python -m ganlab.train --cfg data=ring8                  # show the composed config (recipe included)
-  python -m ganlab.train -m optim.d_lr=1e-4,3e-4,1e-3 train.seed=range(0,3)   # 9 runs, one MLflow parent run
+  python -m ganlab.train -m optim.d_lr=1e-4,3e-4,1e-3 'train.seed=range(0,3)'   # 9 runs, one MLflow parent run
 
 Config groups and options:
 """
@@ -190,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Stopped as exc:  # the run has been marked KILLED (and checkpointed, if it has checkpoints)
         run = exc.run_id or "<run_id>"
-        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow "
-              f"(python -m ganlab.train resume={run} continues it from its last checkpoint)", file=sys.stderr)
+        how = ("train.seeds runs keep no checkpoints yet: run the command again to start over"
+               if cfg.train.seeds > 1 and resume is None else
+               f"python -m ganlab.train resume={run} continues it from its last checkpoint")
+        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow ({how})", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # before any run was created
         print("ganlab: interrupted before the run started", file=sys.stderr)

@@ -16,9 +16,9 @@ LONG = ["train.iterations=200000", "train.eval_every=100", "train.plot_every=100
         "train.ckpt_every=100000"]
 
 
-def _start(tmp_path, uri: str) -> subprocess.Popen:
+def _start(tmp_path, uri: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ganlab.train", *LONG], cwd=tmp_path, env=env,
+    return subprocess.Popen([sys.executable, "-m", "ganlab.train", *LONG, *extra], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -54,3 +54,17 @@ def test_a_signal_ends_the_run_killed_with_a_checkpoint_and_its_exit_code(sig, c
     (checkpoint,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
     stopped_at = int(checkpoint.split("_")[-1].split(".")[0])  # the iteration it stopped in, though none was due
     assert 0 < stopped_at < 100000
+
+
+@pytest.mark.slow
+def test_a_stopped_seeds_run_does_not_suggest_a_resume_it_would_refuse(tmp_path):
+    """train.seeds runs keep no checkpoints, and resume= refuses them: the stop line must not offer it."""
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    proc = _start(tmp_path, uri, "train.seeds=2")
+    run_id = _wait_for_training(proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == (f"ganlab: stopped by SIGINT; run {run_id} is marked KILLED in MLflow (train.seeds runs "
+                           "keep no checkpoints yet: run the command again to start over)")
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
