@@ -81,7 +81,7 @@ def _check(fixed: list[str], swept: dict[str, list[str]]) -> list[str]:
                 raise (exc if f"{key}=" in str(exc) else ConfigError(f"{key}={value}: {exc}")) from None
             if cfg.train.seeds > 1:
                 raise ConfigError(f"train.seeds={cfg.train.seeds} cannot be combined with -m (each combination is "
-                                  "one run); sweep the seed instead, e.g. train.seed=range(0,8)")
+                                  "one run); sweep the seed instead, e.g. 'train.seed=range(0,8)'")
             families.append(TARGETS[cfg.data.name].family)
     return families
 
@@ -91,7 +91,7 @@ def multirun_definition(overrides: list[str]) -> tuple[SweepDefinition, DictConf
     fixed overrides alone (where the runs are tracked)."""
     fixed, swept = split_overrides(overrides)
     if not swept:
-        raise ConfigError("-m needs at least one swept key, e.g. optim.d_lr=1e-4,1e-3 or train.seed=range(0,3)")
+        raise ConfigError("-m needs at least one swept key, e.g. optim.d_lr=1e-4,1e-3 or 'train.seed=range(0,3)'")
     base = compose_config(fixed)  # a bad fixed override is reported as itself, before the swept ones
     families = _check(fixed, swept)
     digest = hashlib.sha1("\n".join([*fixed, *(f"{k}={v}" for k, v in swept.items())]).encode()).hexdigest()[:8]
