@@ -55,6 +55,8 @@ BAD = [
     ({"space": {}}, "at least one config key"),
     ({"sampler": {"name": "bayes"}}, "sampler.name='bayes'"),
     ({"pruner": {"name": "aggressive"}}, "pruner.name='aggressive'"),
+    ({"sampler": {"name": "tpe", "n_startup_trial": 5}}, "unexpected keyword argument 'n_startup_trial'"),
+    ({"pruner": {"name": "median", "n_warmup_steps": -5}}, "warmup steps cannot be negative"),
     ({"objective": {"metric": "fid"}}, "objective metric 'fid' is not logged"),
     ({"objective": {"metric": "ks", "direction": "down"}}, "direction='down'"),
     ({"trials": 0}, "trials=0"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from ganlab.config.compose import compose_config
 from ganlab.config.flatten import flatten_config
 from ganlab.errors import ConfigError
 from ganlab.metrics import LOGGED_METRICS
-from ganlab.sweeping.samplers import PRUNERS, SAMPLERS
+from ganlab.sweeping.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 DIRECTIONS = ("minimize", "maximize")
@@ -205,6 +206,20 @@ def _check_against_schema(path: Path, sweep: SweepDefinition) -> DictConfig:
     return cfg
 
 
+def _check_arguments(path: Path, sampler: dict[str, Any], pruner: dict[str, Any]) -> None:
+    """Build the sampler and pruner once, so a misspelt or out-of-range argument is one line now, not
+    Optuna's traceback from every worker later."""
+    trial_space = {"search_space": {"x": [0]}} if sampler["name"] == "grid" else {}  # the real one: at open
+    for kind, spec, build in (("sampler", {**sampler, **trial_space}, make_sampler), ("pruner", pruner, make_pruner)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                build(spec)
+        except (TypeError, ValueError) as exc:
+            shown = {k: v for k, v in spec.items() if k != "search_space"}
+            _fail(path, f"{kind} {shown}: {str(exc).splitlines()[0]}")
+
+
 def load(name_or_path: str, trials: int | None = None, storage: str | None = None) -> SweepDefinition:
     """Parse and check a sweep definition; ``trials`` / ``storage`` override the file's values."""
     path = resolve_path(name_or_path)
@@ -245,6 +260,7 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
         _fail(path, "Optuna cannot prune multi-objective studies: set pruner: {name: none}")
     if sampler["name"] == "grid" and any(p.type == "float" and p.step is None for p in sweep.space):
         _fail(path, "the grid sampler needs a step for every float parameter (or categorical choices)")
+    _check_arguments(path, sampler, pruner)
     sweep.register = _check_against_schema(path, sweep).tracking.register
     for obj in sweep.objectives:
         per_class = re.fullmatch(r"(\w+)_class\d+", obj.metric)
