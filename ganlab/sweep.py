@@ -51,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.population and args.threads > cores:  # one cohort worker process per thread: more only contend
             raise ConfigError(f"--threads={args.threads} with --population must be at most {cores}, "
                               "the cores this process may use")
-        from ganlab.config.uris import check_tracking_uri, resolve_tracking_uri
+        from ganlab.config.uris import check_storage_uri, check_tracking_uri, resolve_tracking_uri
         from ganlab.sweeping.definition import load
         from ganlab.sweeping.driver import run_sweep
         from ganlab.sweeping.study import storage_url
 
         sweep = load(args.sweep, trials=args.trials, storage=args.storage)
         url = storage_url(sweep)
-        check_tracking_uri(url, key="storage")
+        check_storage_uri(url)
         if args.stale_after < 1:
             raise ConfigError(f"--stale-after={args.stale_after} must be >= 1 second")
         if args.tracking_uri:

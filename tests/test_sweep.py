@@ -307,3 +307,20 @@ def test_bad_worker_and_thread_counts_are_one_line_naming_the_value(args, expect
     assert main(["default", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganlab sweep: error: ") and expected in err and "\n" not in err
+
+
+@pytest.mark.parametrize(("storage", "expected"), [
+    ("http://127.0.0.1:5000", "storage='http://127.0.0.1:5000' is not allowed; use a database URL"),
+    ("postgresql://u@127.0.0.1:1/db", "cannot be opened: OperationalError: connection failed"),
+    ("sqlite:////proc/no/such/optuna.db", "cannot be opened: FileNotFoundError"),
+])
+@pytest.mark.parametrize("population", [[], ["--population", "2"]])
+def test_a_storage_that_cannot_be_opened_is_one_line(storage, expected, population, tmp_path, monkeypatch, capsys):
+    """SQLAlchemy's 130-line traceback before; an MLflow server URL was even suggested as an example."""
+    from ganlab.sweep import main
+
+    monkeypatch.chdir(tmp_path)
+    tracking = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main(["default", "--trials", "1", "--storage", storage, *tracking, *population]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganlab sweep: error: ") and expected in err and "\n" not in err

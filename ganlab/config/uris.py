@@ -29,6 +29,17 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri") -> None:
         require(bool(urlparse(uri).netloc), key, uri, "an http URI needs a host, e.g. http://127.0.0.1:5000")
 
 
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # Optuna's RDB storage: a database, never a server
+
+
+def check_storage_uri(uri: str) -> None:
+    """A sweep's Optuna storage is a database URL (SQLAlchemy's); an MLflow server is not one."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    require(scheme in STORAGE_SCHEMES, "storage", uri,
+            "use a database URL such as sqlite:///mlruns/optuna.db or postgresql://user@host/db")
+    if scheme == "sqlite":
+        require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), "storage", uri,
+                "a SQLite URL looks like sqlite:///relative/path.db or sqlite:////absolute/path.db")
 
 REACH_TIMEOUT_S = 20  # an unreachable server is reported within this, not after MLflow's minutes of retries
 _reached: set[str] = set()

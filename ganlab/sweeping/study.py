@@ -12,6 +12,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from ganlab.errors import GanlabError
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import make_pruner, make_sampler
 from ganlab.sweeping.sole_writer_storage import SoleWriterStorage, claim_study
@@ -30,9 +31,22 @@ def storage_url(sweep: SweepDefinition) -> str:
     return f"sqlite:///{(DEFAULT_STORAGE_DIR / 'optuna.db').resolve()}"
 
 
+class StorageError(GanlabError):
+    """The sweep's storage cannot be opened (a server that does not answer, a missing driver, a
+    read-only folder): one line naming it, not SQLAlchemy's traceback."""
+
+
 def make_storage(url: str, stale_after: int = STALE_AFTER_S) -> RDBStorage:
     """An RDB storage with heartbeats, safe for several processes: SQLite in WAL mode with a long lock
     timeout and serialised transactions on one machine, or PostgreSQL/MySQL for workers on many machines."""
+    try:
+        return _open_storage(url, stale_after)
+    except (OSError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(f"storage {url} cannot be opened: {type(exc).__name__}: {reason}") from exc
+
+
+def _open_storage(url: str, stale_after: int) -> RDBStorage:
     engine_kwargs: dict[str, Any] = {}
     sqlite = url.startswith("sqlite:///")
     if sqlite:
