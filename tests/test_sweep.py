@@ -55,6 +55,8 @@ BAD = [
     ({"space": {}}, "at least one config key"),
     ({"sampler": {"name": "bayes"}}, "sampler.name='bayes'"),
     ({"pruner": {"name": "aggressive"}}, "pruner.name='aggressive'"),
+    ({"fixed": ["train.seeds=4"]}, "train.seeds=4 cannot be used in a sweep"),
+    ({"space": {"train.seeds": {"type": "int", "low": 1, "high": 4}}}, "cannot be used in a sweep"),
     ({"sampler": {"name": "tpe", "n_startup_trial": 5}}, "unexpected keyword argument 'n_startup_trial'"),
     ({"pruner": {"name": "median", "n_warmup_steps": -5}}, "warmup steps cannot be negative"),
     ({"objective": {"metric": "fid"}}, "objective metric 'fid' is not logged"),

@@ -191,6 +191,11 @@ def _check_against_schema(path: Path, sweep: SweepDefinition) -> DictConfig:
         cfg = compose_config([*sweep.base, *sweep.fixed])
     except ConfigError as exc:
         _fail(path, f"base/fixed overrides: {exc}")
+    searched = any(p.key == "train.seeds" for p in sweep.space)
+    if cfg.train.seeds > 1 or searched:  # a trial trains one seed: the setting was silently ignored
+        shown = "train.seeds in the space" if searched else f"train.seeds={cfg.train.seeds}"
+        _fail(path, f"{shown} cannot be used in a sweep (each trial is one run of one seed); search "
+                    "train.seed instead, or train trials together with --population")
     keys = set(flatten_config(cfg))
     for p in sweep.space:
         if p.key not in keys:
