@@ -20,7 +20,7 @@ DecisionFn = Callable[[np.ndarray, int | None], np.ndarray | None]
 class HistogramFrame:
     """A 1D frame: the generated histogram and D's output along x."""
 
-    iteration: int
+    iteration: int | None  # None: not from training (ganlab.sample's plot)
     edges: np.ndarray
     density: np.ndarray
     xs: np.ndarray
@@ -32,7 +32,7 @@ class HistogramFrame:
 class ScatterFrame:
     """A 2D frame: some generated points, their classes, and D's map per panel."""
 
-    iteration: int
+    iteration: int | None  # None: not from training (ganlab.sample's plot)
     points: np.ndarray
     labels: np.ndarray | None
     decision: list[np.ndarray | None]  # one GRID x GRID map per panel
@@ -43,7 +43,7 @@ class ScatterFrame:
 class ImageGridFrame:
     """An image frame: (rows * cols, H, W, C) images as uint8, and each row's class (conditional) or None."""
 
-    iteration: int
+    iteration: int | None  # None: not from training (ganlab.sample's plot)
     images: np.ndarray
     row_labels: np.ndarray | None
 

@@ -175,7 +175,7 @@ def _plot(module, samples, labels, out: Path) -> Path:
     from ganlab.plots.plotter import build_plotter
 
     plotter = build_plotter(module.target)
-    frame = plotter.frame(samples, labels, 0, lambda points, label: None)
+    frame = plotter.frame(samples, labels, None, lambda points, label: None)  # no iteration: not a training frame
     fig = plotter.figure(frame, {})
     fig.suptitle(f"{len(samples):,} samples from the generator" + (" (the first of the file's)"
                                                                    if len(samples) == CHUNK else ""))

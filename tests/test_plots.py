@@ -32,3 +32,22 @@ def test_the_animation_has_a_frame_per_plotted_iteration_and_each_differs(kind, 
     assert all(image.size == images[0].size for image in images)
     assert ImageChops.difference(images[0], images[1]).getbbox() is not None  # new samples, new picture
     assert ImageChops.difference(images[1], images[2]).getbbox() is not None
+
+
+@pytest.mark.parametrize("data", ["gaussian_1d", "ring8"])
+def test_a_frame_without_iteration_or_d_titles_neither(data):
+    """ganlab.sample's plot is not a training frame and has no D: it was titled "iteration 0" and
+    "samples, D(x) contours" with no contours drawn."""
+    import matplotlib.pyplot as plt
+
+    target = build_target(compose_config([f"data={data}"]).data)
+    plotter = build_plotter(target)
+    samples = np.random.default_rng(0).normal(size=(512, target.dim)).astype(np.float32)
+    fig = plotter.figure(plotter.frame(samples, None, None, lambda points, label: None), {})
+    titles = [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""]
+    plt.close(fig)
+    assert not any("iteration" in t or "D(x)" in t for t in titles), titles
+    trained = plotter.figure(plotter.frame(samples, None, 300, lambda points, label: None), {})
+    titles = [ax.get_title() for ax in trained.axes] + [trained._suptitle.get_text() if trained._suptitle else ""]
+    plt.close(trained)
+    assert any("iteration 300" in t for t in titles), titles

@@ -15,7 +15,7 @@ from ganlab.plots.curves import training_curves_figure
 BINS = 80
 
 
-def histogram_frame(samples: np.ndarray, target: Target1D, iteration: int,
+def histogram_frame(samples: np.ndarray, target: Target1D, iteration: int | None,
                     curve: Callable[[np.ndarray], np.ndarray | None]) -> HistogramFrame:
     lo, hi = target.plot_range()
     edges = np.linspace(lo, hi, BINS + 1)
@@ -35,7 +35,7 @@ def draw_histogram(ax, frame: HistogramFrame, target: Target1D, ymax: float | No
     ax.set_ylim(0, ymax or 1.3 * max(float(target.pdf(frame.xs).max()), float(frame.density.max())))
     ax.set_xlabel("x")
     ax.set_ylabel("density")
-    title = f"iteration {frame.iteration}"
+    title = f"iteration {frame.iteration}" if frame.iteration is not None else ""
     if frame.outside > 0.001:
         title += f"  ({frame.outside:.1%} of samples outside the plot)"
     ax.set_title(title)

@@ -31,7 +31,7 @@ def panel_classes(target: Target2D, conditional: bool) -> list[int | None]:
     return [None]
 
 
-def scatter_frame(samples: np.ndarray, labels: np.ndarray | None, target: Target2D, iteration: int,
+def scatter_frame(samples: np.ndarray, labels: np.ndarray | None, target: Target2D, iteration: int | None,
                   decision: DecisionFn) -> ScatterFrame:
     xmin, xmax, ymin, ymax = target.box()
     inside = (samples[:, 0] >= xmin) & (samples[:, 0] <= xmax) & (samples[:, 1] >= ymin) & (samples[:, 1] <= ymax)
@@ -80,9 +80,10 @@ def draw_panels(axes, frame: ScatterFrame, target: Target2D) -> None:
         ax.set_ylim(ymin, ymax)
         ax.set_aspect("equal")
         ax.set_title("all classes" if label is None and labels is not None else
-                     f"class {label}: D(x | {label})" if label is not None else "samples, D(x) contours",
+                     f"class {label}" + (f": D(x | {label})" if decision is not None else "") if label is not None
+                     else "samples" + (", D(x) contours" if decision is not None else ""),
                      fontsize=9)
-    title = f"iteration {frame.iteration}"
+    title = f"iteration {frame.iteration}" if frame.iteration is not None else ""
     if frame.outside > 0.001:
         title += f"  ({frame.outside:.1%} of samples outside the box)"
     axes[0].figure.suptitle(title, fontsize=10)

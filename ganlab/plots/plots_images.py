@@ -14,7 +14,8 @@ from ganlab.plots.curves import training_curves_figure
 GRID_SIDE = 8  # 8 x 8 images per frame
 
 
-def grid_frame(samples: np.ndarray, labels: np.ndarray | None, dataset: ImageDataset, iteration: int) -> ImageGridFrame:
+def grid_frame(samples: np.ndarray, labels: np.ndarray | None, dataset: ImageDataset,
+               iteration: int | None) -> ImageGridFrame:
     """The first 64 samples of the fixed evaluation batch (so frames compare), or, for a conditional
     G, the first 8 of each of up to 8 classes, one class per row."""
     if labels is None:
@@ -53,7 +54,8 @@ def draw_grid(ax, frame: ImageGridFrame) -> None:
         h = frame.images.shape[1]
         ax.set_yticks([r * (h + 1) + h / 2 for r in range(len(frame.row_labels))],
                       [f"class {k}" for k in frame.row_labels], fontsize=7)
-    ax.set_title(f"iteration {frame.iteration}", fontsize=10)
+    if frame.iteration is not None:
+        ax.set_title(f"iteration {frame.iteration}", fontsize=10)
 
 
 def grid_figure(frame: ImageGridFrame, metrics: dict[str, float] | None = None) -> Figure:

@@ -27,7 +27,7 @@ class Plotter1D:
     def __init__(self, target: Target) -> None:
         self.target = target
 
-    def frame(self, samples: np.ndarray, labels: np.ndarray | None, iteration: int, decision: DecisionFn):
+    def frame(self, samples: np.ndarray, labels: np.ndarray | None, iteration: int | None, decision: DecisionFn):
         def curve(xs: np.ndarray) -> np.ndarray | None:
             return decision(xs[:, None], None)
 
@@ -54,7 +54,7 @@ class Plotter2D:
     def __init__(self, target: Target) -> None:
         self.target = target
 
-    def frame(self, samples: np.ndarray, labels: np.ndarray | None, iteration: int, decision: DecisionFn):
+    def frame(self, samples: np.ndarray, labels: np.ndarray | None, iteration: int | None, decision: DecisionFn):
         return scatter_frame(samples, labels, self.target, iteration, decision)
 
     def figure(self, frame, metrics: dict[str, float]) -> Figure:
@@ -76,7 +76,7 @@ class PlotterImages:
     def __init__(self, target: ImageDataset) -> None:
         self.target = target
 
-    def frame(self, samples: np.ndarray, labels: np.ndarray | None, iteration: int, decision: DecisionFn):
+    def frame(self, samples: np.ndarray, labels: np.ndarray | None, iteration: int | None, decision: DecisionFn):
         return grid_frame(samples, labels, self.target, iteration)
 
     def figure(self, frame, metrics: dict[str, float]) -> Figure:
