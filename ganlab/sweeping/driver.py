@@ -32,9 +32,9 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     from ganlab.errors import ConfigError
     from ganlab.runtime import configure_runtime
     from ganlab.sweeping.study import open_study
-    from ganlab.sweeping.summary import best_trials
+    from ganlab.sweeping.summary import trial_line
     from ganlab.sweeping.trial import TrialObjective
-    from ganlab.sweeping.worker_faults import StopWhenDone, finished, retry_interrupted, to_run
+    from ganlab.sweeping.worker_faults import StopWhenDone, retry_interrupted, to_run
     from ganlab.training.runner import TrainingFailed
 
     configure_runtime()
@@ -49,14 +49,9 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     objective = TrialObjective(sweep, parent_run_id)
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = finished(study)
-        best = best_trials(study)
-        best_text = f"best {best[0].values[0]:.4g}" if best and len(study.directions) == 1 else ""
         value = (" ".join(f"{v:.4g}" for v in trial.values) if trial.values else
                  trial.user_attrs.get("failure_reason", "")[:60])
-        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-        print(f"[sweep {sweep.name}] trial {trial.number:>3} {trial.state.name:<8} {value}  | {params}  "
-              f"({done}/{sweep.trials} done, {best_text})", flush=True)
+        print(trial_line(study, sweep, trial, value), flush=True)
 
     try:
         study.optimize(objective, catch=(TrainingFailed, ConfigError), gc_after_trial=True,

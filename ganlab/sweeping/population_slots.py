@@ -43,9 +43,8 @@ from ganlab.population.population_evaluation import PopulationEvaluator
 from ganlab.population.population_module import PopulationModule
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import finished_trials_to_compare
-from ganlab.sweeping.summary import best_trials
+from ganlab.sweeping.summary import best_trials, trial_line
 from ganlab.sweeping.trial_runs import TrialRuns
-from ganlab.sweeping.worker_faults import finished
 from ganlab.training.history import History
 from ganlab.training.runner import final_sample_count, log_history_figures, log_weights
 
@@ -346,12 +345,7 @@ class PopulationSlots(pl.Callback):
                          reason if state == "fail" else None)
         if self.verbose:
             shown = " ".join(f"{v:.4g}" for v in values) if values else (reason or "")[:60]
-            params = " ".join(f"{key}={v:.3g}" if isinstance(v, float) else f"{key}={v}"
-                              for key, v in trial.params.items())
-            best = best_trials(self.study)
-            best_text = f", best {best[0].values[0]:.4g}" if best and len(self.study.directions) == 1 else ""
-            print(f"[sweep {self.sweep.name}] trial {number:>3} {frozen.state.name:<8} {shown}  | {params}  "
-                  f"({finished(self.study)}/{self.sweep.trials} done{best_text})", flush=True)
+            print(trial_line(self.study, self.sweep, frozen, shown), flush=True)
 
     def _keep_if_best(self, frozen: optuna.trial.FrozenTrial, live: LiveTrial, cohort: Cohort, k: int) -> None:
         """Hold a completed trial's networks while it is among the best ``best_artifacts`` (its artifacts

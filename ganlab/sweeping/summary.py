@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from ganlab.config.compose import compose_config, to_yaml
 from ganlab.stored_runs import RunReadError, StoredRun
 from ganlab.sweeping.definition import SweepDefinition
+from ganlab.sweeping.worker_faults import finished
 from ganlab.tracking import open_experiment
 
 ROLE_TAG, STUDY_TAG, STORAGE_TAG = "ganlab.role", "ganlab.study", "ganlab.storage"
@@ -74,6 +75,15 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     return sorted(done, key=lambda t: t.value, reverse=reverse)
+
+
+def trial_line(study: optuna.Study, sweep: SweepDefinition, trial: optuna.trial.FrozenTrial, shown: str) -> str:
+    """A finished trial's progress line, as process workers and populations print it."""
+    best = best_trials(study)
+    best_text = f", best {best[0].values[0]:.4g}" if best and len(study.directions) == 1 else ""
+    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    return (f"[sweep {sweep.name}] trial {trial.number:>3} {trial.state.name:<8} {shown}  | {params}  "
+            f"({finished(study)}/{sweep.trials} done{best_text})")
 
 
 def rerun_command(trial: optuna.trial.FrozenTrial) -> str:

@@ -67,21 +67,22 @@ def recover_dead_workers(study: optuna.Study, dead_tags: set[str] | None = None,
     return failed
 
 
-def budget_used(study: optuna.Study) -> int:
-    """Trials that count against the study's budget: every started trial, except failed ones that
-    were retried (their retry counts instead)."""
+def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The started trials that count against the study's budget: all but failed ones that were
+    retried (their retry counts instead)."""
     trials = study.get_trials(deepcopy=False)
     retried = {_retried_number(t) for t in trials} - {None}
-    return sum(1 for t in trials if t.state != TrialState.WAITING
-               and not (t.state == TrialState.FAIL and t.number in retried))
+    return [t for t in trials if t.state != TrialState.WAITING
+            and not (t.state == TrialState.FAIL and t.number in retried)]
+
+
+def budget_used(study: optuna.Study) -> int:
+    return len(_counted(study))
 
 
 def finished(study: optuna.Study) -> int:
-    """Trials that have ended and count against the budget: a failed trial that was retried is not
-    one (its retry is), or a sweep re-run after Ctrl-C counted "4/3 done"."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {_retried_number(t) for t in trials} - {None}
-    return sum(1 for t in trials if t.state.is_finished() and not (t.state == TrialState.FAIL and t.number in retried))
+    """Ended trials, as the budget counts them (a sweep re-run after Ctrl-C counted "4/3 done")."""
+    return sum(1 for t in _counted(study) if t.state.is_finished())
 
 
 def waiting(study: optuna.Study) -> int:
