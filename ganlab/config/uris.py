@@ -23,8 +23,7 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri") -> None:
     require(scheme in TRACKING_SCHEMES, key, uri,
             "use a database or server URI such as sqlite:///mlruns/mlflow.db or http://127.0.0.1:5000")
     if scheme == "sqlite":
-        require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), key, uri,
-                "a SQLite URI looks like sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        _require_sqlite_path(uri, key)
     if scheme in ("http", "https"):
         require(bool(urlparse(uri).netloc), key, uri, "an http URI needs a host, e.g. http://127.0.0.1:5000")
 
@@ -38,8 +37,13 @@ def check_storage_uri(uri: str) -> None:
     require(scheme in STORAGE_SCHEMES, "storage", uri,
             "use a database URL such as sqlite:///mlruns/optuna.db or postgresql://user@host/db")
     if scheme == "sqlite":
-        require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), "storage", uri,
-                "a SQLite URL looks like sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        _require_sqlite_path(uri, "storage")
+
+
+def _require_sqlite_path(uri: str, key: str) -> None:
+    require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), key, uri,
+            "a SQLite URI looks like sqlite:///relative/path.db or sqlite:////absolute/path.db")
+
 
 REACH_TIMEOUT_S = 20  # an unreachable server is reported within this, not after MLflow's minutes of retries
 _reached: set[str] = set()
