@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         threads_given = args.threads is not None
+        cores = len(os.sched_getaffinity(0))
         if not threads_given:
-            args.threads = len(os.sched_getaffinity(0)) if args.population else 1
+            args.threads = cores if args.population else 1
         if args.workers < 1:
             raise ConfigError(f"--workers={args.workers} must be >= 1")
         if args.threads < 1:
             raise ConfigError(f"--threads={args.threads} must be >= 1")
-        cores = len(os.sched_getaffinity(0))
         if args.population and args.threads > cores:  # one cohort worker process per thread: more only contend
             raise ConfigError(f"--threads={args.threads} with --population must be at most {cores}, "
                               "the cores this process may use")

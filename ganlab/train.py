@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_runtime()
 
+        seeds_together = cfg.train.seeds > 1 and resume is None  # a population run: no checkpoints yet
         try:
             with stop_on_signals():
-                if cfg.train.seeds > 1 and resume is None:
+                if seeds_together:
                     from ganlab.population.population_runner import run_population
 
                     result = run_population(cfg, tracking=tracking)
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as exc:  # the run has been marked KILLED (and checkpointed, if it has checkpoints)
         run = exc.run_id or "<run_id>"
         how = ("train.seeds runs keep no checkpoints yet: run the command again to start over"
-               if cfg.train.seeds > 1 and resume is None else
+               if seeds_together else
                f"python -m ganlab.train resume={run} continues it from its last checkpoint")
         print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow ({how})", file=sys.stderr)
         return exc.exit_code
