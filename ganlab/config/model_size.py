@@ -14,17 +14,36 @@ def _weights(widths: list[int]) -> int:
     return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
 
 
-def estimated_training_bytes(cfg: DictConfig) -> int:
+def estimated_training_bytes(cfg: DictConfig, batch_size: int | None = None) -> int:
     """Weights, gradients and optimiser state of G and D, plus one batch of activations; a lower bound
     good to an order of magnitude (the first layers' widths depend on the model and preprocessing)."""
     from ganlab.data.targets import TARGETS
 
     dim = TARGETS[cfg.data.name].dim
+    batch = batch_size or cfg.train.batch_size
     group = max(int(cfg.preprocess.get("group_size", 0) or cfg.preprocess.get("m", 0) or 1), 1)
     g_widths = [int(cfg.noise.dim or 1), *cfg.model.g.hidden, dim]
     d_widths = [dim * group, *cfg.model.d.hidden, 1]
-    activations = cfg.train.batch_size * (sum(cfg.model.g.hidden) + sum(cfg.model.d.hidden)) * 3
+    # forward outputs, what backward keeps of them, and their gradients; D sees one row per group
+    activations = 3 * (batch * sum(cfg.model.g.hidden) + batch // group * sum(cfg.model.d.hidden))
     return BYTES * (G_COPIES * _weights(g_widths) + D_COPIES * _weights(d_widths) + activations)
+
+
+# A population process without its members: Python, torch, Lightning and the tracker, plus the
+# evaluation's working space (members are evaluated in chunks of a fixed size, ganlab.population).
+# Measured on the development machine: about 0.9 GB (1.0 GB at K = 64, less the members).
+POPULATION_BASE_BYTES = 2**30
+EVAL_COPIES = 4  # a member's evaluation samples: on the device, on the host, and two float64 copies
+
+
+def estimated_population_bytes(cfg: DictConfig, members: int, batch_size: int | None = None) -> int:
+    """Memory ``members`` copies of ``cfg`` trained together need: each member's training state and
+    its evaluation samples, plus the process. Checked against runs of the default recipe and ring8
+    (docs/population.md#memory): it overestimates by 1.2-1.4x, so a refusal is not a near miss."""
+    from ganlab.data.targets import TARGETS
+
+    evaluation = EVAL_COPIES * BYTES * cfg.train.eval_samples * TARGETS[cfg.data.name].dim
+    return POPULATION_BASE_BYTES + members * (estimated_training_bytes(cfg, batch_size) + evaluation)
 
 
 def available_memory_bytes() -> int | None:

@@ -12,11 +12,11 @@ import os
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ganlab.config.model_size import available_memory_bytes, estimated_training_bytes
+from ganlab.config.model_size import available_memory_bytes, estimated_population_bytes, estimated_training_bytes
 from ganlab.config.uris import check_tracking_uri
 from ganlab.data.noise import NOISES
 from ganlab.data.targets import TARGETS
-from ganlab.errors import ConfigError, GanlabError, require, require_positive
+from ganlab.errors import ConfigError, GanlabError, not_allowed, require, require_positive
 from ganlab.nets.mlp import ACTIVATIONS, INITS
 from ganlab.nets.models import MODELS, batch_models, packable_models
 from ganlab.population.member_settings import MAX_SEEDS, unsupported_reason
@@ -199,12 +199,33 @@ def _validate_tracking(tracking: DictConfig) -> None:
     _validate_register(tracking.register)
 
 
+MEMORY_SHARE = 0.8  # of the memory free now, what a run may plan to use
+
+
+def check_population_fits(cfg: DictConfig, members: int, key: str, batch_size: int | None = None) -> None:
+    """``members`` copies of ``cfg`` trained together (``train.seeds``, ``--population``) must fit in
+    this machine's free memory: refused up front, naming ``key`` and how many fit, rather than killed
+    by the system minutes in."""
+    free = available_memory_bytes()
+    need = estimated_population_bytes(cfg, members, batch_size)
+    if not free or need <= MEMORY_SHARE * free:
+        return
+    per_member = estimated_population_bytes(cfg, 1, batch_size) - estimated_population_bytes(cfg, 0, batch_size)
+    fit = max(int((MEMORY_SHARE * free - estimated_population_bytes(cfg, 0, batch_size)) // per_member), 0)
+    raise not_allowed(key, members, f"{members} members would need about {need / 2**30:.1f} GB and this machine "
+                      f"has {free / 2**30:.1f} GB free; at most {fit} fit (or lower train.eval_samples or the "
+                      "batch size)")
+
+
 def _validate_size(cfg: DictConfig) -> None:
     """Networks whose weights and optimiser state cannot fit in this machine's free memory are refused
     by name, instead of failing deep inside torch (or being killed by the system) once allocated."""
+    if cfg.train.seeds > 1:
+        check_population_fits(cfg, cfg.train.seeds, "train.seeds")
+        return
     need = estimated_training_bytes(cfg)
     free = available_memory_bytes()
-    if free and need > 0.8 * free:
+    if free and need > MEMORY_SHARE * free:
         g, d = list(cfg.model.g.hidden), list(cfg.model.d.hidden)
         key, value = ("model.g.hidden", g) if sum(a * b for a, b in zip(g, g[1:], strict=False)) >= sum(
             a * b for a, b in zip(d, d[1:], strict=False)) else ("model.d.hidden", d)

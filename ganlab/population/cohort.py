@@ -36,6 +36,7 @@ from ganlab.training.optimizers import SCHEDULES
 
 SETTINGS = ("d_lr", "g_lr", "beta1", "beta2", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
             "d_steps", "g_steps")
+EVAL_CHUNK_BYTES = 256 * 2**20  # activations of one evaluation chunk (see forward_in_chunks)
 _DERIVED = ("_schedule", "_d_loss", "_g_loss", "_optimizers", "_d_masks", "_g_masks")  # rebuilt by _derive
 
 
@@ -347,9 +348,26 @@ class Cohort(nn.Module):
     @torch.no_grad()
     def generate_eval(self, z: torch.Tensor) -> torch.Tensor:
         """Every member's samples from the same noise z [n, dim], with its EMA weights: [K, n, data_dim]."""
-        return self.ema(z.to(self.device).unsqueeze(0).expand(self.members, -1, -1))
+        return forward_in_chunks(self.ema, z.to(self.device).unsqueeze(0).expand(self.members, -1, -1))
 
     @torch.no_grad()
     def d_probability(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's mean D(x) over x [K, n, dim]: [K]."""
-        return torch.sigmoid(self.discriminator(x.to(self.device))).mean(dim=(1, 2))
+        return torch.sigmoid(forward_in_chunks(self.discriminator, x.to(self.device))).mean(dim=(1, 2))
+
+
+def forward_in_chunks(net: StackedNets, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` for x [K, n, features], a few members at a time when all at once would hold more than
+    ``EVAL_CHUNK_BYTES`` of activations: evaluation runs G and D on ``eval_samples`` points per member
+    (20,000 by default, 20x a training batch), which at K = 1,024 alone took 10 GB."""
+    members, n = x.shape[0], x.shape[1]
+    per_member = n * net.widest_layer * x.element_size() * 2  # a layer's input and output live at once
+    size = max(1, EVAL_CHUNK_BYTES // per_member)
+    if size >= members:
+        return net(x)
+    parts = []
+    for start in range(0, members, size):
+        index = torch.arange(start, min(start + size, members), device=x.device)
+        with net.only(index):
+            parts.append(net(x[start:start + len(index)]))
+    return torch.cat(parts)

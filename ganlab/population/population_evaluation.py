@@ -9,6 +9,7 @@ import torch
 from ganlab.data.targets_1d import Target1D
 from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity
 from ganlab.metrics import sample_metrics
+from ganlab.metrics.metrics_2d import SLICE_DIRECTIONS
 from ganlab.population.batched_metrics import metrics_1d_batched, metrics_2d_batched
 from ganlab.population.cohort import Cohort
 from ganlab.training.evaluation import EVAL_SEED_OFFSET
@@ -18,6 +19,29 @@ HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is wha
 
 def headline_key(row: dict[str, float]) -> str:
     return next(key for key in HEADLINE if key in row)
+
+
+# What the batched metrics hold per generated sample while they run, at most: 1D sorts and CDFs in
+# float64 (about ten [K, n] temporaries); 2D projects every sample onto SLICE_DIRECTIONS axes and sorts
+# them (values and indices). Members are measured a chunk at a time so that this stays near
+# METRIC_CHUNK_BYTES: unchunked, ring8's 10,000 samples cost 15 MB a member (8 GB at K = 512).
+METRIC_BYTES_PER_SAMPLE = {1: 10 * 8, 2: 3 * 8 * SLICE_DIRECTIONS}
+METRIC_CHUNK_BYTES = 256 * 2**20
+
+
+def batched_metrics(fake: torch.Tensor, target, reference: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Every member's sample metrics from ``fake`` [K, n, dim], a chunk of members at a time; None for a
+    target with no batched form (its members are measured one scipy call each)."""
+    one_d = isinstance(target, Target1D)
+    if not one_d and not isinstance(target, (GaussianMixture2D, PictureDensity)):
+        return None
+
+    def measure(part: torch.Tensor) -> dict[str, np.ndarray]:
+        return metrics_1d_batched(part.squeeze(-1), target) if one_d else metrics_2d_batched(part, target, reference)
+
+    size = max(1, METRIC_CHUNK_BYTES // (fake.shape[1] * METRIC_BYTES_PER_SAMPLE[target.dim]))
+    parts = [measure(fake[start:start + size]) for start in range(0, fake.shape[0], size)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 class PopulationEvaluator:
@@ -37,12 +61,7 @@ class PopulationEvaluator:
         real = self.real.to(cohort.device).unsqueeze(0).expand(cohort.members, -1, -1)
         d_real, d_fake = cohort.d_probability(real).cpu(), cohort.d_probability(fake).cpu()
         samples = fake.float().cpu().numpy()
-        if isinstance(cohort.target, Target1D):
-            batched = metrics_1d_batched(fake.squeeze(-1), cohort.target)
-        elif isinstance(cohort.target, (GaussianMixture2D, PictureDensity)):
-            batched = metrics_2d_batched(fake, cohort.target, self.reference)
-        else:  # no batched form: one scipy call per member
-            batched = None
+        batched = batched_metrics(fake, cohort.target, self.reference)
         if batched is not None:
             columns = {key: values.tolist() for key, values in batched.items()}
             rows = [{key: float(values[k]) for key, values in columns.items()} for k in range(cohort.members)]

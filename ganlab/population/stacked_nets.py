@@ -126,6 +126,11 @@ class StackedNets(nn.Module):
         self.rows: torch.Tensor | None = None  # inside only(): the taking members' weights, a leaf of its own
         self._template = [copy.deepcopy(copies[0])]  # a list: not a submodule, not trained
 
+    @property
+    def widest_layer(self) -> int:
+        """The most features any layer takes or gives, per sample (what sizes its activations)."""
+        return max(max(layer.in_features, layer.out_features) for _, layer in self._layers)
+
     def weights(self) -> torch.Tensor:
         """What the forward pass reads and what a gradient is taken with respect to: ``flat``, or inside
         :meth:`only` the rows of the members it names."""

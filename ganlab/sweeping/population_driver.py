@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from ganlab.atomic_files import save_atomic
 from ganlab.config.compose import compose_config
+from ganlab.config.validate import check_population_fits
 from ganlab.errors import ConfigError
 from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import MAX_SEEDS, cohort_signature, unsupported_reason
@@ -159,6 +160,9 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     if not 1 <= size <= MAX_SEEDS:
         raise ConfigError(f"--population={size} must be between 1 and {MAX_SEEDS}")
     base = compose_config([*sweep.base, *sweep.fixed])
+    largest_batch = max([base.train.batch_size, *(int(value) for p in sweep.space if p.key == "train.batch_size"
+                                                  for value in p.extremes())])
+    check_population_fits(base, size, "--population", largest_batch)
     accelerator = resolve_accelerator(base.train.accelerator)
     configure_runtime()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
