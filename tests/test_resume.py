@@ -100,6 +100,24 @@ def test_extending_a_finished_run(tracking_uri):
         prepare_resume(first.run_id, [])
 
 
+def test_a_killed_extension_resumes_toward_its_extended_length(tracking_uri, monkeypatch):
+    """config.yaml and the params keep a run's first length; a resume without train.iterations must
+    go on toward the length the killed extension was training to (its checkpoint says which)."""
+    from ganlab.signals import Stopped
+    from ganlab.training import checkpoints
+
+    first = run_training(compose_config(["train.iterations=200", *SHORT]), verbose=False)
+    cfg, point, _ = prepare_resume(first.run_id, ["train.iterations=400"])
+    calls = iter(range(10**6))
+    with monkeypatch.context() as patch, pytest.raises(Stopped):
+        patch.setattr(checkpoints, "check_stop", lambda: Stopped(signal.SIGTERM) if next(calls) == 99 else None)
+        run_training(cfg, resume=point, verbose=False)  # stopped at iteration 300 of 400
+    assert MlflowClient(tracking_uri).get_run(first.run_id).info.status == "KILLED"
+    cfg, point, _ = prepare_resume(first.run_id, [])
+    assert point.state["iteration"] == 300 and cfg.train.iterations == 400
+    assert run_training(cfg, resume=point, verbose=False).iterations == 400
+
+
 def test_changed_config_is_refused_and_the_run_is_untouched(tracking_uri):
     result = run_training(compose_config(["train.iterations=100", *SHORT]), verbose=False)
     client = MlflowClient(tracking_uri)

@@ -1,9 +1,10 @@
 """`python -m ganlab.train resume=<run_id> [key=value ...]`: continue a run from its newest checkpoint.
 
 The run's own ``config.yaml`` is the config; the command line may change only the keys in
-``RESUMABLE_KEYS`` (its length, intervals, tracking, threads). Everything is checked before the run
-is touched: an unknown id, a run without checkpoints, only unreadable checkpoints, or a changed
-config stop with one line and leave the run as it was.
+``RESUMABLE_KEYS`` (its length, intervals, tracking, threads). Without ``train.iterations`` a run
+continues toward the length its checkpoint was training to (an extension's, if it was extended).
+Everything is checked before the run is touched: an unknown id, a run without checkpoints, only
+unreadable checkpoints, or a changed config stop with one line and leave the run as it was.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def prepare_resume(run_id: str, overrides: list[str]) -> tuple[DictConfig, Resum
     if state["config_hash"] != config_hash(cfg):
         raise ConfigError(f"resume={run_id}: the checkpoint was written under another config than the run's "
                           "config.yaml; refusing to mix them")
+    if not any(item.startswith("train.iterations=") for item in overrides):
+        # the length the run last trained toward: an extended run's config.yaml keeps its first length
+        cfg.train.iterations = int(state["iterations"])
     done = int(state["iteration"])
     if done >= cfg.train.iterations:
         raise ConfigError(f"resume={run_id}: the run ({status}) already reached iteration {done} of "
