@@ -53,3 +53,23 @@ def require_positive(node: Any, prefix: str, *keys: str) -> None:
     for key in keys:
         value = node[key]
         require(value == value and abs(value) != float("inf") and value > 0, f"{prefix}.{key}", value, "must be > 0")
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, and of its root cause when that says more: a wrapped
+    database error's own message (Optuna's says only "an exception is raised during the commit")
+    is often the part that tells a user what happened ("database or disk is full")."""
+    def first(error: BaseException) -> str:
+        text = str(error).strip()
+        if isinstance(error, GanlabError):  # ganlab's own messages are one line already, however long
+            return f"{type(error).__name__}: {text}"
+        return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
+
+    root, seen = exc, {id(exc)}
+    while root.__cause__ is not None and id(root.__cause__) not in seen:  # raise ... from: what it wraps
+        root = root.__cause__
+        seen.add(id(root))
+    described = first(exc)
+    if root is not exc and str(root).strip() and str(root).strip().splitlines()[0][:200] not in described:
+        described += f" (cause: {first(root)})"
+    return described

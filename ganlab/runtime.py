@@ -13,6 +13,9 @@ import sys
 import warnings
 
 QUIET_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "alembic", "mlflow")
+# MLflow logs every failed SQL call's whole traceback at ERROR, then raises it: ganlab reports what it
+# raises in one line (a full disk mid-sweep printed 25 tracebacks of ~90 lines)
+SILENT_LOGGERS = ("mlflow.store.db.utils",)
 IGNORED_WARNINGS = (".*does not have many workers.*", ".*GPU available but not used.*", ".*treespec.*",
                     ".*configure_optimizers` returned `None`.*")  # a population's cohorts own their optimizers
 
@@ -21,6 +24,8 @@ def configure_runtime() -> None:
     """Quiet library chatter and pick the Agg backend (no display) before any figure is drawn."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in SILENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", pattern)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading a run back is not a download

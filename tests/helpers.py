@@ -37,3 +37,43 @@ def train_finished(overrides: list[str], uri: str):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     return client, run, result
+
+
+class FullDisk:
+    """While ``full`` is set, every SQLite write (any engine: Optuna's and MLflow's) fails as SQLite
+    fails on a full disk, inside SQLAlchemy's own error handling, and so do local artifact writes."""
+
+    def __init__(self, monkeypatch) -> None:
+        import errno
+        import sqlite3
+
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+        from sqlalchemy import event
+        from sqlalchemy.engine.default import DefaultDialect
+
+        self.full = False
+        self._event, self._listeners = event, []
+
+        def refuse_writes(cursor, statement, *rest):
+            if self.full and statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE", "REPLACE")):
+                raise sqlite3.OperationalError("database or disk is full")
+            return False  # not handled: the dialect executes it
+
+        for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+            event.listen(DefaultDialect, name, refuse_writes)
+            self._listeners.append((DefaultDialect, name, refuse_writes))
+        for method in ("log_artifact", "log_artifacts"):
+            original = getattr(LocalArtifactRepository, method)
+
+            def write(repo, *args, _original=original, **kwargs):
+                if self.full:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return _original(repo, *args, **kwargs)
+
+            monkeypatch.setattr(LocalArtifactRepository, method, write)
+
+    def remove(self) -> None:
+        """Space is freed: writes succeed again."""
+        self.full = False
+        for target, name, fn in self._listeners:
+            self._event.remove(target, name, fn)

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from conftest import mlflow_store
+from helpers import FullDisk
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
@@ -118,6 +119,43 @@ def test_a_study_that_stops_taking_trials_ends_the_sweep_truthfully_and_the_same
     _, (parent,), children = _children(tracking, "births")
     assert parent.info.status == "FINISHED"
     assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]  # each trial once
+
+
+@pytest.mark.slow
+def test_a_full_disk_mid_sweep_is_one_line_and_the_same_command_finishes_the_sweep(tmp_path, monkeypatch, capfd):
+    """The study and MLflow on a disk that fills once two trials have ended: the sweep stops with one
+    line naming the cause (no library tracebacks), nothing is marked done that was not; once space is
+    freed the same command finishes every trial, each with one child run, and closes the parent."""
+    path = _write(tmp_path, "full", trials=4)
+    write_trial = optuna.storages.RDBStorage.create_new_trial
+    disk = FullDisk(monkeypatch)
+
+    def fill_at_the_refill(self, study_id, template_trial=None):
+        disk.full = disk.full or template_trial.number == 2
+        return write_trial(self, study_id, template_trial)
+
+    try:
+        with monkeypatch.context() as faults:
+            faults.setattr(optuna.storages.RDBStorage, "create_new_trial", fill_at_the_refill)
+            code, tracking, _ = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    finally:
+        disk.remove()
+    err = capfd.readouterr().err
+    assert code == 1 and "Traceback" not in err and "SQLAlchemy database error" not in err, err
+    (line,) = [line for line in err.splitlines() if line.startswith("ganlab sweep:")]
+    assert "database or disk is full" in line and "run the same command again" in line, line
+    study = optuna.load_study(study_name="full", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    # results told after the disk filled could not be written: those trials stay RUNNING, to continue
+    assert {t.state.name for t in study.trials} <= {"RUNNING", "COMPLETE"} and len(study.trials) <= 3
+
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)  # space freed
+    assert code == 0
+    assert [(t.number, t.state.name) for t in study.trials] == [(n, "COMPLETE") for n in range(4)]
+    _, (parent,), children = _children(tracking, "full")
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]  # each trial once
+    # a completed trial whose child run could not be closed while the disk was full is closed as complete
+    assert all(c.info.status == "FINISHED" and c.data.tags["trial_state"] == "complete" for c in children)
 
 
 @pytest.mark.slow

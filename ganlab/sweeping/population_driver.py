@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from ganlab.atomic_files import save_atomic
 from ganlab.config.compose import compose_config
 from ganlab.config.validate import check_population_fits
-from ganlab.errors import ConfigError
+from ganlab.errors import ConfigError, one_line
 from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import MAX_SEEDS, cohort_signature, unsupported_reason
 from ganlab.population.population_module import PopulationModule
@@ -245,7 +245,7 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
     through an iteration; the trials continue from the last checkpoint instead."""
     interrupted = isinstance(exc, KeyboardInterrupt | SystemExit | Stopped)
     reason = (f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted" if interrupted
-              else f"{type(exc).__name__}: {exc}")
+              else one_line(exc))
     saved = True
     try:
         storage.flush()  # the reports and results so far are in the study before the checkpoint says so
@@ -264,11 +264,16 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
             close()
         except Exception:  # noqa: BLE001
             pass
-    finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
+    parent = ""
+    try:
+        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
+    except Exception as error:  # noqa: BLE001 -- e.g. the disk that stopped the sweep is still full
+        parent = (f"; the MLflow parent run {parent_run_id} could not be closed ({one_line(error)}) and shows "
+                  "RUNNING until the sweep runs again")
     where = f"; checkpoint {path}" if saved and slots.live else ""
     if module.mid_step and slots.live:
         where = "; the step in progress did not end whole, so they continue from the last checkpoint"
-    print(f"ganlab sweep: {reason}; {len(slots.live)} trials stay running in the study{where}; "
+    print(f"ganlab sweep: {reason}; {len(slots.live)} trials stay running in the study{where}{parent}; "
           "run the same command again to continue them", file=sys.stderr)
     return exc.exit_code if isinstance(exc, Stopped) else 130 if interrupted else 1
 

@@ -37,7 +37,7 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, one_line
 from ganlab.run_heartbeat import alive_here, process_tag
 
 WRITER_ATTR = "ganlab.population_writer"  # the study's writer, host:pid
@@ -100,7 +100,7 @@ class SoleWriterStorage(BaseStorage):
 
     def _check(self) -> None:
         if self._error is not None:
-            raise StudyWriteError(f"writing the study failed: {type(self._error).__name__}: {self._error}")
+            raise StudyWriteError(f"writing the study failed: {one_line(self._error)}")
 
     def _behind(self, write: Callable[[], Any]) -> None:
         self._check()
@@ -231,8 +231,7 @@ class SoleWriterStorage(BaseStorage):
             try:  # the database numbers it as we did: it gets the study's trials in order, from us alone
                 real = self.inner.create_new_trial(study_id, template_trial=trial)
             except Exception as exc:
-                raise StudyWriteError(f"writing trial {trial.number} to the study failed: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+                raise StudyWriteError(f"writing trial {trial.number} to the study failed: {one_line(exc)}") from exc
             born = copy.copy(trial)
             born._trial_id = real
             with self._lock:

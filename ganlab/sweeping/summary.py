@@ -47,18 +47,32 @@ def _describe(spec: dict[str, Any]) -> str:
     return f"{spec['name']}({args})"
 
 
+# a trial's end in the study -> its child run's trial_state tag and status
+CHILD_END = {optuna.trial.TrialState.COMPLETE: ("complete", "FINISHED"),
+             optuna.trial.TrialState.PRUNED: ("pruned", "KILLED"),
+             optuna.trial.TrialState.FAIL: ("failed", "KILLED")}
+
+
 def close_orphaned_child_runs(study: optuna.Study, tracking_uri: str, parent_run_id: str) -> None:
-    """Child runs of trials that Optuna no longer considers running (their worker was killed) are
-    marked KILLED in MLflow instead of staying RUNNING forever."""
-    live = {str(t.number) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    """Child runs still RUNNING in MLflow whose trials have ended in the study are closed as the study
+    says they ended: a killed or crashed worker's trial was failed (and retried), a trial whose end
+    could not be written to MLflow at the time (a full disk, a server down) completed or was pruned."""
+    trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
     client = MlflowClient(tracking_uri)
     run = client.get_run(parent_run_id)
     for child in client.search_runs([run.info.experiment_id], filter_string=(
             f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'")):
-        if child.data.tags.get("trial_number") not in live:
-            client.set_tag(child.info.run_id, "trial_state", "failed")
-            client.set_tag(child.info.run_id, "failure_reason", "its worker stopped (killed or crashed)")
-            client.set_terminated(child.info.run_id, status="KILLED")
+        trial = trials.get(child.data.tags.get("trial_number", ""))
+        if trial is not None and trial.state == optuna.trial.TrialState.RUNNING:
+            continue
+        state, status = CHILD_END.get(trial.state if trial else optuna.trial.TrialState.FAIL, ("failed", "KILLED"))
+        client.set_tag(child.info.run_id, "trial_state", state)
+        if state == "failed":
+            reason = trial.user_attrs.get("failure_reason") if trial else None
+            client.set_tag(child.info.run_id, "failure_reason", reason or "its worker stopped (killed or crashed)")
+        else:
+            client.set_tag(child.info.run_id, "closed_late", "its end could not be recorded when the trial ended")
+        client.set_terminated(child.info.run_id, status=status)
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -157,7 +171,22 @@ def _register_best(client: MlflowClient, name: str, top: optuna.trial.FrozenTria
 
 def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri: str, parent_run_id: str,
                       status: str = "FINISHED") -> None:
+    """The study's summary into the parent run (counts, best trial, plots), then its final status. A
+    stopped sweep's parent is closed even when its summary cannot be written (a full disk)."""
     client = MlflowClient(tracking_uri)
+    status = RunStatus.to_string(RunStatus.from_string(status))
+    stopped = status != "FINISHED"
+    try:
+        _log_summary(client, study, sweep, tracking_uri, parent_run_id, register=not stopped)
+    except Exception:
+        if stopped:  # its status matters more than its summary
+            client.set_terminated(parent_run_id, status=status)
+        raise
+    client.set_terminated(parent_run_id, status=status)
+
+
+def _log_summary(client: MlflowClient, study: optuna.Study, sweep: SweepDefinition, tracking_uri: str,
+                 parent_run_id: str, register: bool) -> None:
     n = counts(study)
     metrics = [Metric(f"trials_{k}", v, 0, 0) for k, v in n.items()]
     best = best_trials(study)
@@ -170,11 +199,10 @@ def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri:
                          + [RunTag("best.trial", str(top.number))])
         client.log_text(parent_run_id, _best_config_yaml(top, tracking_uri), "best_config.yaml")
         client.set_tag(parent_run_id, "best_rerun", rerun_command(top))
-        if status == "FINISHED" and sweep.register:
+        if register and sweep.register:
             _register_best(client, sweep.register, top, parent_run_id)
     client.log_batch(parent_run_id, metrics=metrics)
     for name, fig in _figures(study).items():
         client.log_figure(parent_run_id, fig, f"plots/{name}.png")
         plt.close(fig)
-    client.set_terminated(parent_run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from mlflow.entities import Metric
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, one_line
 from ganlab.tracking import Tracker
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -84,7 +84,7 @@ class TrialRuns:
 
     def _raise(self) -> None:
         exc, self._error = self._error, None
-        raise TrialRunsError(f"recording a trial in MLflow failed: {type(exc).__name__}: {exc}") from exc
+        raise TrialRunsError(f"recording a trial in MLflow failed: {one_line(exc)}") from exc
 
     # -- the training thread's side ----------------------------------------------------------------
     def open(self, trial: int, cfg, run_name: str, tags: dict[str, str], resume_run_id: str | None = None) -> Future:
