@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except GanlabError as exc:
         print(f"ganlab sweep: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while loading, or opening the study (the drivers handle it from then on)
+        print("ganlab sweep: interrupted before the sweep started; run the same command again to start it",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

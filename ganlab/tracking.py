@@ -33,6 +33,7 @@ from ganlab.config.uris import resolve_tracking_uri
 from ganlab.errors import GanlabError
 from ganlab.run_files import RunFiles
 from ganlab.run_heartbeat import Heartbeat
+from ganlab.signals import signals_held
 from ganlab.stored_runs import list_checkpoints
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.tracking_spool import PROBE_EVERY_S, Spool, TrackingSpooled, is_unreachable, server_answers
@@ -53,16 +54,18 @@ def _sqlite_dir(uri: str) -> Path | None:
 
 @contextlib.contextmanager
 def _store_lock(uri: str):
-    """Serialise first use of a SQLite store: concurrent schema migrations corrupt it."""
+    """Serialise first use of a SQLite store, and hold stop signals meanwhile: concurrent or
+    interrupted schema migrations corrupt it."""
     store = _sqlite_dir(uri)
     if store is None:
         yield
         return
     store.mkdir(parents=True, exist_ok=True)
     with open(store / ".ganlab-init.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # Ctrl-C still works while another process holds it
         try:
-            yield
+            with signals_held():  # ... but not once this one may be creating tables
+                yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

@@ -158,6 +158,22 @@ def test_a_full_disk_mid_sweep_is_one_line_and_the_same_command_finishes_the_swe
     assert all(c.info.status == "FINISHED" and c.data.tags["trial_state"] == "complete" for c in children)
 
 
+def test_ctrl_c_while_the_population_is_set_up_closes_the_parent_run_and_says_so(tmp_path, monkeypatch, capsys):
+    from ganlab.sweeping import population_driver
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    path = _write(tmp_path, "setup", trials=2)
+    monkeypatch.setattr(population_driver, "_restore", interrupted)  # reading the checkpoint, reopening trials
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 130 and len(study.trials) == 0
+    assert capsys.readouterr().err == ("ganlab sweep: interrupted before training started; the study's trials are "
+                                       "as they were; run the same command again to continue\n")
+    _, (parent,), children = _children(tracking, "setup")
+    assert parent.info.status == "KILLED" and not children
+
+
 @pytest.mark.slow
 def test_trials_whose_config_is_refused_fail_and_their_slots_are_asked_again(tmp_path, monkeypatch):
     # a group of 256 cannot divide a batch of 128 (each alone is fine, so the sweep file passes its

@@ -68,3 +68,55 @@ def test_a_stopped_seeds_run_does_not_suggest_a_resume_it_would_refuse(tmp_path)
     assert err.strip() == (f"ganlab: stopped by SIGINT; run {run_id} is marked KILLED in MLflow (train.seeds runs "
                            "keep no checkpoints yet: run the command again to start over)")
     assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+
+
+def test_signals_held_wait_for_the_end_of_the_block_and_then_reach_the_handler():
+    from ganlab.signals import signals_held
+
+    finished = False
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs between bytecodes: it would have raised here
+            finished = True
+    assert finished
+
+
+def test_ctrl_c_while_a_new_store_creates_its_tables_leaves_a_working_store(tmp_path):
+    """Interrupted in the middle of MLflow's migrations (here: right after one creates span_metrics),
+    a store refused every later command ("table span_metrics already exists"); the interrupt now
+    waits for the store to be whole."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from ganlab.tracking import open_experiment, warm_store
+
+    def ctrl_c_mid_migration(conn, cursor, statement, *rest):
+        if statement.lstrip().upper().startswith("CREATE TABLE SPAN_METRICS"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs between bytecodes: unheld, it raises here
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"  # a bare path: this store is created here
+    event.listen(Engine, "after_cursor_execute", ctrl_c_mid_migration)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            warm_store(uri)
+    finally:
+        event.remove(Engine, "after_cursor_execute", ctrl_c_mid_migration)
+    client, experiment_id = open_experiment(uri, "after")  # the next command finds a working store
+    run = client.create_run(experiment_id)
+    client.set_terminated(run.info.run_id)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_ctrl_c_before_a_sweep_starts_is_one_line(monkeypatch, capsys):
+    from ganlab import sweep
+    from ganlab.sweeping import definition
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(definition, "load", interrupted)
+    assert sweep.main(["default"]) == 130
+    err = capsys.readouterr().err
+    assert err == "ganlab sweep: interrupted before the sweep started; run the same command again to start it\n"

@@ -10,6 +10,7 @@ from its first iteration (a trial asked after the last checkpoint). No trial is 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -174,28 +175,32 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
         optuna.storages.fail_stale_trials(shared)  # trials of dead process workers: failed, and retried here
     study, storage = open_sole_writer_study(sweep, storage_url)  # from here on this process alone writes it
     parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
-    study.set_user_attr("mlflow_parent_run_id", parent_run_id)
-    close_orphaned_child_runs(study, tracking_uri, parent_run_id)
-    client = MlflowClient(tracking_uri)
-    path = checkpoint_path(sweep, storage_url)
-    runs = TrialRuns()
-    budget = max(sweep.trials - budget_used(study), 0)
-    slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
-                            best_artifacts=sweep.population["best_artifacts"], write_births=storage.write_births)
-    module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu",
-                              cuda_graphs=sweep.population["cuda_graphs"])
-    continued, again = _restore(path, study, slots, module, client)
-    existing = budget_used(study)
-    print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
-          f"as a population of {size} on {accelerator} "
-          + (f"({threads} cohort worker processes)" if accelerator == "cpu" and threads > 1
-             else f"({threads} torch thread(s))")
-          + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
-          + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
-          + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
-             "compares with completed trials)" if slots.open_slots() < size and budget > 0 else "")
-          + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
-          f"'{sweep.experiment_name}' ({tracking_uri})\n  checkpoint {path}", flush=True)
+    runs: TrialRuns | None = None
+    try:  # a Ctrl-C before training starts closes what is open, and says so in one line
+        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+        close_orphaned_child_runs(study, tracking_uri, parent_run_id)
+        client = MlflowClient(tracking_uri)
+        path = checkpoint_path(sweep, storage_url)
+        runs = TrialRuns()
+        budget = max(sweep.trials - budget_used(study), 0)
+        slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
+                                best_artifacts=sweep.population["best_artifacts"], write_births=storage.write_births)
+        module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu",
+                                  cuda_graphs=sweep.population["cuda_graphs"])
+        continued, again = _restore(path, study, slots, module, client)
+        existing = budget_used(study)
+        print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
+              f"as a population of {size} on {accelerator} "
+              + (f"({threads} cohort worker processes)" if accelerator == "cpu" and threads > 1
+                 else f"({threads} torch thread(s))")
+              + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
+              + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
+              + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
+                 "compares with completed trials)" if slots.open_slots() < size and budget > 0 else "")
+              + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
+              f"'{sweep.experiment_name}' ({tracking_uri})\n  checkpoint {path}", flush=True)
+    except KeyboardInterrupt:
+        return _interrupted_before_training(study, sweep, tracking_uri, parent_run_id, runs, storage)
     last_save = [time.monotonic()]
     checkpoint_every_s = sweep.population["checkpoint_every_s"]
 
@@ -235,6 +240,23 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
           f"({slots.eval_seconds / max(fit_s, 1e-9):.0%}), starting trials (ask, compose, build) "
           f"{slots.refill_seconds:.1f} s{busy}", flush=True)
     return print_results(study, sweep, fit_s)
+
+
+def _interrupted_before_training(study, sweep, tracking_uri, parent_run_id, runs: TrialRuns | None,
+                                 storage: SoleWriterStorage) -> int:
+    """Ctrl-C while the population was being set up (trials reopened, the checkpoint read): nothing has
+    trained, so nothing is checkpointed; the study keeps its trials as they were for the next run."""
+    closers = [storage.close] if runs is None else [runs.close, storage.close]
+    for close in closers:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 -- the parent run still gets closed
+            pass
+    with contextlib.suppress(Exception):
+        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
+    print("ganlab sweep: interrupted before training started; the study's trials are as they were; "
+          "run the same command again to continue", file=sys.stderr)
+    return 130
 
 
 def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slots: PopulationSlots,

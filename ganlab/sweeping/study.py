@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ganlab.errors import GanlabError
+from ganlab.signals import signals_held
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import make_pruner, make_sampler
 from ganlab.sweeping.sole_writer_storage import SoleWriterStorage, claim_study
@@ -40,7 +42,10 @@ def make_storage(url: str, stale_after: int = STALE_AFTER_S) -> RDBStorage:
     """An RDB storage with heartbeats, safe for several processes: SQLite in WAL mode with a long lock
     timeout and serialised transactions on one machine, or PostgreSQL/MySQL for workers on many machines."""
     try:
-        return _open_storage(url, stale_after)
+        # Optuna creates a SQLite file's tables on first use: not to be cut in half (a server's DDL is
+        # transactional, and an unreachable server may take minutes to fail: Ctrl-C stays live there)
+        with signals_held() if url.startswith("sqlite") else contextlib.nullcontext():
+            return _open_storage(url, stale_after)
     except (OSError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(f"storage {url} cannot be opened: {type(exc).__name__}: {reason}") from exc
