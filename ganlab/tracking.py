@@ -43,7 +43,12 @@ SPOOL_WAIT_S = 60  # a run that ends while its server is down waits this long fo
 
 
 class TrackingStoreError(GanlabError):
-    """The tracking store or server cannot be reached or written; the message names it and why."""
+    """The tracking store or server cannot be reached or written; the message names it and why.
+    ``run_id``: the run, if it was created before the failure."""
+
+    def __init__(self, message: str, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 def _sqlite_dir(uri: str) -> Path | None:
@@ -173,7 +178,7 @@ class Tracker(RunFiles):
                     where = f"run {self.run_id} (may still show RUNNING: `python -m ganlab.stale_runs` closes it) in "
         if isinstance(exc, GanlabError):
             raise exc
-        raise TrackingStoreError(f"cannot record {where}the tracking store {self.uri}: {cause}") from None
+        raise TrackingStoreError(f"cannot record {where}the tracking store {self.uri}: {cause}", self.run_id) from None
 
     def log_config(self, cfg: DictConfig) -> None:
         """The config as params (flattened) and as config.yaml; logging the same config again is harmless."""
@@ -202,7 +207,10 @@ class Tracker(RunFiles):
         if step <= self.logged_until:  # replayed after a resume: the same values are already logged
             return
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.log_metric_batch([Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_metric_batch(self, batch: list[Metric]) -> None:
+        """Metrics already stamped (a population's trial buffers its evaluations and sends them together)."""
         self._send(lambda: self.client.log_batch(self.run_id, metrics=batch),
                    lambda spool: spool.append("log_batch", metrics=[[m.key, m.value, m.timestamp, m.step]
                                                                     for m in batch]))
@@ -236,6 +244,15 @@ class Tracker(RunFiles):
                 self.uri, self.run_id, self._spool.folder)
             spool_it(self._spool)
             return None
+
+    @property
+    def spooled(self) -> bool:
+        """Whether records of this run wait in a spool for an unreachable server."""
+        return self._spool is not None
+
+    def send_spooled(self) -> bool:
+        """If the server answers now, send what waits in the spool; True once nothing waits."""
+        return self._back_online(force=True)
 
     def _wait_for_server(self) -> bool:
         """The run has ended offline: give a restarting server ``$GANLAB_SPOOL_WAIT_S`` (default 60 s)
@@ -324,7 +341,10 @@ class Tracker(RunFiles):
         self._send(lambda: self.client.set_tag(self.run_id, key, value[:5000]),
                    lambda spool: spool.append("log_batch", tags=[[key, value[:5000]]]))
 
-    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+    def finish(self, status: str = "FINISHED", reason: str | None = None, wait_for_server: bool = True) -> None:
+        """End the run. Offline, its end goes to the spool: ``wait_for_server`` waits a while for the
+        server before raising :class:`TrackingSpooled` (a population's trials do not wait: the sweep
+        sends their spools when the server answers again)."""
         stop_system_metrics(self._system_metrics)
         self._system_metrics = None
         if self._heartbeat is not None:
@@ -336,7 +356,7 @@ class Tracker(RunFiles):
         end_time = int(time.time() * 1000)
         self._send(lambda: self.client.set_terminated(self.run_id, status=status, end_time=end_time),
                    lambda spool: spool.append("set_terminated", status=status, end_time=end_time))
-        if self._spool is not None and not self._wait_for_server():
+        if self._spool is not None and not (wait_for_server and self._wait_for_server()):
             raise TrackingSpooled(
                 f"run {self.run_id} ended {status}, but the tracking server {self.uri} is unreachable: it shows "
                 f"RUNNING there until `python -m ganlab.tracking_spool` sends what is kept in {self._spool.folder} "

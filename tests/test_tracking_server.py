@@ -161,3 +161,47 @@ def test_a_run_that_ends_while_its_server_is_down_is_spooled_and_sent_later(tmp_
         run.kill()
         if server is not None:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_a_population_sweep_carries_on_through_a_server_outage(tmp_path):
+    """The server killed while a population trains and restarted ~20 s later: trials that end or
+    start meanwhile wait (in spools, and for the server), the sweep finishes with exit 0, and every
+    trial has one FINISHED child run with every evaluation, once."""
+    import signal
+    import time
+
+    store, port = tmp_path / "mlruns", free_port()
+    server = _serve(store, port)
+    uri = f"http://127.0.0.1:{port}"
+    spec = {"fixed": ["train.iterations=1500", "train.eval_every=100", "train.plot_every=1500",
+                      "train.eval_samples=2000"],
+            "space": {"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+            "objective": {"metric": "ks"}, "trials": 8, "sampler": {"name": "random", "seed": 0},
+            "pruner": {"name": "none"}}
+    (tmp_path / "outage.yaml").write_text(yaml.safe_dump(spec))
+    sweep = _ganlab("ganlab.sweep", [str(tmp_path / "outage.yaml"), "--population", "2", "--threads", "1",
+                                     "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--tracking-uri", uri],
+                    tmp_path, GANLAB_SPOOL_WAIT_S="120")
+    try:
+        while not sweep.stdout.readline().startswith("[population] step"):  # training, and logging
+            assert sweep.poll() is None, sweep.stderr.read()[-3000:]
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        time.sleep(12)  # the outage (and the ~8 s the server takes to start)
+        server = _serve(store, port)
+        out, err = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, err[-3000:]
+        assert "Traceback" not in err
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("sweep-outage").experiment_id])
+        (parent,) = [r for r in runs if r.data.tags.get("ganlab.role") == "sweep_parent"]
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert parent.info.status == "FINISHED"
+        assert sorted(int(c.data.tags["trial_number"]) for c in children) == list(range(8))
+        for child in children:
+            assert child.info.status == "FINISHED", child.data.tags
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "ks")]
+            assert sorted(steps) == list(range(0, 1501, 100)), child.data.tags["trial_number"]
+    finally:
+        sweep.kill()
+        os.killpg(server.pid, signal.SIGKILL)
