@@ -205,3 +205,14 @@ def test_resuming_from_an_earlier_checkpoint_reproduces_the_run(overrides, track
     assert point.state["iteration"] == 50
     again = run_training(again_cfg, resume=point, verbose=False)
     np.testing.assert_equal(again.metrics, whole.metrics)  # exactly equal; NaN (no mode reached yet) equals NaN
+
+
+def test_resuming_a_population_trial_points_to_its_sweep(tracking_uri):
+    result = run_training(compose_config(["train.iterations=20", *SHORT, "train.ckpt_every=0"]), verbose=False)
+    client = MlflowClient(tracking_uri)
+    for key, value in {"population": "true", "trial_number": "3", "sweep": "default"}.items():
+        client.set_tag(result.run_id, key, value)  # as a population sweep tags its trials' runs
+    with pytest.raises(ConfigError) as err:
+        prepare_resume(result.run_id, [])
+    assert str(err.value) == (f"resume={result.run_id}: the run is trial 3 of the population sweep 'default', which "
+                              "checkpoints its trials itself: run that sweep's command again to continue it")

@@ -166,6 +166,27 @@ def test_pruning_stops_a_clearly_worse_trial(tmp_path, tracking_uri):
     assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "pruned"
 
 
+def test_a_trial_stopped_by_ctrl_c_is_tagged_interrupted_not_running(tmp_path, tracking_uri, monkeypatch):
+    sweep = load(_write(tmp_path, "ctrlc"))
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
+    objective = TrialObjective(sweep, open_parent_run(sweep, tracking_uri, "test"))
+
+    def ctrl_c_at_iteration_20(trial):
+        def report(iteration, metrics):
+            if iteration == 20:
+                raise KeyboardInterrupt
+
+        return report
+
+    monkeypatch.setattr(objective, "_reporter", ctrl_c_at_iteration_20)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into SystemExit(1)
+        study.optimize(objective, n_trials=1)
+    client = MlflowClient(tracking_uri)
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name("sweep-ctrlc").experiment_id])
+              if "mlflow.parentRunId" in r.data.tags]
+    assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "interrupted"
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
     path = _write(tmp_path, "resume", trials=4, fixed=["train.iterations=300", "train.eval_every=100",

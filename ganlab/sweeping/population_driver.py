@@ -278,6 +278,7 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
     except Exception:  # noqa: BLE001 -- a full disk must not hide the first error
         saved = False
     for number in list(slots.live):
+        runs.call(number, "set_tag", "trial_state", "interrupted")  # "running" again when the sweep continues it
         runs.call(number, "set_tag", "stopped_reason",
                   f"population stopped ({reason}); run the sweep again to continue")
         runs.finish(number, "KILLED")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -12,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
 from ganlab.run_heartbeat import process_tag
+from ganlab.signals import Stopped
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.worker_faults import WORKER_ATTR
 from ganlab.training.runner import EarlyStop, RunResult, TrainingFailed, run_training
@@ -56,6 +58,11 @@ class TrialObjective:
             trial.set_user_attr("mlflow_run_id", exc.run_id)
             MlflowClient().set_tag(exc.run_id, "trial_state", "pruned")
             raise optuna.TrialPruned(str(exc)) from None
+        except (KeyboardInterrupt, Stopped, SystemExit) as exc:  # the run is KILLED; the trial is queued again
+            if getattr(exc, "run_id", None):
+                with contextlib.suppress(Exception):
+                    MlflowClient().set_tag(exc.run_id, "trial_state", "interrupted")
+            raise
         except TrainingFailed as exc:
             trial.set_user_attr("failure_reason", exc.reason)
             trial.set_user_attr("mlflow_run_id", exc.run_id)

@@ -139,6 +139,7 @@ class TrialRuns:
                     if run_id:
                         tracker = Tracker(cfg, resume_run_id=run_id, system_metrics=False, heartbeat=False)
                         tracker.log_config(cfg)  # again: the killed process may have stopped halfway through it
+                        tracker.set_tag("trial_state", "running")  # it was "interrupted"
                     else:
                         tracker = Tracker(cfg, run_name=run_name, tags=tags, system_metrics=False, heartbeat=False)
                     break

@@ -54,6 +54,11 @@ def prepare_resume(run_id: str, overrides: list[str]) -> tuple[DictConfig, Resum
                 raise ConfigError(f"resume={run_id}: the run trained {seeds} seeds together (train.seeds), and such "
                                   "runs write no checkpoints yet; start it again, or sample its median seed with "
                                   f"`python -m ganlab.sample run_id={run_id}`")
+            tags = run.run.data.tags
+            if tags.get("population") == "true":
+                raise ConfigError(f"resume={run_id}: the run is trial {tags.get('trial_number', '?')} of the "
+                                  f"population sweep '{tags.get('sweep', '?')}', which checkpoints its trials itself: "
+                                  "run that sweep's command again to continue it")
             status = run.status
             # a live process would log every step twice. Asked before reading its checkpoints: a live run
             # deletes old ones as it writes new ones, so a listed checkpoint may be gone when read

@@ -221,11 +221,10 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
 
 
 def finish_killed(tracker: Tracker | TrackerProcess, exc: BaseException) -> None:
-    """SIGINT/SIGTERM (``Stopped``) or SystemExit: the run ends KILLED with the reason, never RUNNING;
-    a ``Stopped`` learns which run it stopped (the CLI's message names it)."""
+    """SIGINT/SIGTERM (``Stopped``), Ctrl-C or SystemExit: the run ends KILLED with the reason, never
+    RUNNING; the exception learns which run it stopped (the CLI's message names it)."""
     tracker.finish("KILLED", f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted")
-    if isinstance(exc, Stopped):
-        exc.run_id = tracker.run_id
+    exc.run_id = tracker.run_id  # a sweep's worker tags its trial's run with it
 
 
 def register_if_asked(tracker: Tracker | TrackerProcess, cfg: DictConfig) -> str | None:
