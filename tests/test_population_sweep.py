@@ -51,7 +51,7 @@ def _children(tracking_uri: str, study: str):
 
 
 def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int) -> tuple[int, str, optuna.Study]:
-    monkeypatch.chdir(tmp_path)  # the population checkpoint goes under ./mlruns
+    monkeypatch.chdir(tmp_path)
     tracking, storage = mlflow_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     sweep = load(path)
     code = run_population_sweep(sweep, storage, tracking, size=size, threads=1)
@@ -85,7 +85,7 @@ def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_tria
     # its generator is an MLflow Model, registered once the sweep ended (and only it)
     (version,) = client.search_model_versions("name = 'refill-best'")
     assert version.run_id == with_artifacts[0].info.run_id and parent.data.tags["registered"] == "models:/refill-best/1"
-    assert not list((tmp_path / "mlruns" / "populations").glob("*.pt"))  # a finished study leaves no checkpoint
+    assert not list((tmp_path / "populations").glob("*.pt"))  # a finished study leaves no checkpoint
 
 
 @pytest.mark.slow
@@ -156,6 +156,21 @@ def test_a_full_disk_mid_sweep_is_one_line_and_the_same_command_finishes_the_swe
     assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]  # each trial once
     # a completed trial whose child run could not be closed while the disk was full is closed as complete
     assert all(c.info.status == "FINISHED" and c.data.tags["trial_state"] == "complete" for c in children)
+
+
+def test_the_population_checkpoint_lives_beside_its_sqlite_storage_whatever_the_directory(tmp_path, monkeypatch):
+    from ganlab.sweeping.population_driver import checkpoint_path
+
+    sweep = load(_write(tmp_path, "where"))
+    url = f"sqlite:///{tmp_path / 'studies' / 'o.db'}"
+    paths = set()
+    for cwd in (tmp_path, tmp_path / "studies"):
+        cwd.mkdir(exist_ok=True)
+        monkeypatch.chdir(cwd)
+        paths.add(checkpoint_path(sweep, url))
+    (path,) = paths  # the same command from another directory finds the same checkpoint
+    assert path.parent == tmp_path / "studies" / "populations" and path.name.startswith("where-")
+    assert checkpoint_path(sweep, "postgresql://h/db").parent == tmp_path / "studies" / "mlruns" / "populations"
 
 
 def test_ctrl_c_while_the_population_is_set_up_closes_the_parent_run_and_says_so(tmp_path, monkeypatch, capsys):
@@ -369,7 +384,7 @@ def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
     args = [sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--threads", "2",  # cohort workers
             "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    checkpoint = tmp_path / "mlruns" / "populations"
+    checkpoint = tmp_path / "populations"  # beside the storage file
     deadline = time.monotonic() + 300
     while not list(checkpoint.glob("*.pt")) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.5)

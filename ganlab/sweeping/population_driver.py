@@ -70,9 +70,12 @@ def population_unsupported(sweep: SweepDefinition) -> str | None:
 
 
 def checkpoint_path(sweep: SweepDefinition, storage_url: str) -> Path:
-    """One checkpoint per study and storage, beside the local MLflow store."""
+    """One checkpoint per study and storage: beside a SQLite storage file (so the same command finds
+    it from any directory), else under ./mlruns (a database server keeps no files for us)."""
     digest = hashlib.sha1(storage_url.encode()).hexdigest()[:8]
-    return DEFAULT_STORAGE_DIR / "populations" / f"{sweep.name}-{digest}.pt"
+    folder = (Path(storage_url[len("sqlite:///"):]).resolve().parent if storage_url.startswith("sqlite:///")
+              else DEFAULT_STORAGE_DIR.resolve())
+    return folder / "populations" / f"{sweep.name}-{digest}.pt"
 
 
 def save_checkpoint(path: Path, module: PopulationModule, slots: PopulationSlots) -> None:
