@@ -106,8 +106,13 @@ def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
     import torch
 
     from ganlab.config.uris import resolve_tracking_uri
+    from ganlab.stored_runs import RunReadError, require_store
 
     uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        require_store(uri)
+    except RunReadError as exc:
+        raise SampleError(str(exc)) from None
     if args.model_uri is not None:
         module, source = _module_from_model(uri, args.model_uri)
     else:

@@ -36,6 +36,14 @@ def list_checkpoints(client, run_id: str) -> list[str]:
     return sorted(names, reverse=True)
 
 
+def require_store(tracking_uri: str) -> None:
+    """Reading runs must not create a store: for a SQLite file that does not exist, MLflow would make
+    an empty one (in the current directory, by default) only to answer 'no such run'."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise RunReadError(f"there is no tracking store at {tracking_uri}: nothing was trained with it (run from "
+                           "the directory you trained in, or give tracking.uri=)")
+
+
 class StoredRun:
     """One MLflow run, read through a client on ``tracking_uri``. Files are downloaded into a
     temporary folder that lives as long as this object (use it as a context manager)."""
@@ -45,6 +53,7 @@ class StoredRun:
         from mlflow.tracking import MlflowClient
 
         self.uri, self.run_id = tracking_uri, run_id
+        require_store(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         try:
             self.run = self.client.get_run(run_id)

@@ -93,6 +93,15 @@ def test_bad_arguments_are_one_line(argv, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_sampling_where_nothing_was_trained_says_so_and_creates_no_store(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["run_id=0123456789abcdef0123456789abcdef"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ganlab.sample: error: there is no tracking store at sqlite:///") and err.count("\n") == 1
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 def test_unknown_run_and_pickled_weights_are_refused(tracking_uri, tmp_path, capsys):
     assert main(["run_id=0123456789abcdef0123456789abcdef", f"out={tmp_path / 'x.npy'}"]) == 2
