@@ -66,6 +66,10 @@ def one_line(exc: BaseException) -> str:
         return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
 
     root, seen = exc, {id(exc)}
+    if exc.__cause__ is None and not exc.__suppress_context__ and exc.__context__ is not None \
+            and not isinstance(exc, GanlabError):  # raised while handling another error: that one says why
+        root = exc.__context__
+        seen.add(id(root))
     while root.__cause__ is not None and id(root.__cause__) not in seen:  # raise ... from: what it wraps
         root = root.__cause__
         seen.add(id(root))

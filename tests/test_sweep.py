@@ -347,3 +347,47 @@ def test_a_storage_that_cannot_be_opened_is_one_line(storage, expected, populati
     assert main(["default", "--trials", "1", "--storage", storage, *tracking, *population]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganlab sweep: error: ") and expected in err and "\n" not in err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 MB filesystem of its own (tmpfs: needs root, as CI and the development machine run);
+    skipped where it cannot be mounted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48M", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root?)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_the_same_command_finishes_it(small_disk):
+    path = _write(small_disk, "full", trials=4, fixed=["train.iterations=1200", "train.eval_every=100",
+                                                       "train.plot_every=1200", "train.eval_samples=2000"])
+    storage, uri = f"sqlite:///{small_disk / 'optuna.db'}", f"sqlite:///{small_disk / 'mlflow.db'}"
+    args = [sys.executable, "-m", "ganlab.sweep", path, "--workers", "2", "--storage", storage,
+            "--tracking-uri", uri]
+    sweep = subprocess.Popen(args, cwd=small_disk, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    while "COMPLETE" not in sweep.stdout.readline():  # a trial has ended: fill the disk
+        assert sweep.poll() is None, sweep.stderr.read()[-3000:]
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=100"], capture_output=True)
+    _, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 1 and "Traceback" not in err, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("ganlab sweep: stopped")]
+    assert "database or disk is full" in line and "run the same command again" in line, line
+
+    filler.unlink()  # space is freed
+    again = subprocess.run(args, cwd=small_disk, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="full", storage=storage)
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 4
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep-full").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ganlab.role") == "sweep_parent"]
+    assert parent.info.status == "FINISHED"
+    assert not [r for r in runs if r.info.status == "RUNNING"]

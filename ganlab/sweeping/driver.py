@@ -59,6 +59,13 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     except KeyboardInterrupt:  # Ctrl-C reaches every worker: the driver reports it, once
         retry_interrupted(study)  # Optuna failed the trial it stopped: the next invocation runs it again
         sys.exit(130)
+    except Exception as exc:  # the study cannot be written (a full disk, a dead server): one line, not a traceback
+        if os.environ.get("GANLAB_DEBUG"):
+            raise
+        from ganlab.errors import one_line
+
+        print(f"ganlab sweep: worker {index} stopped: {one_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)  # the driver fails and queues its trial again, as for any worker that dies
 
 
 def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads: int = 1,
@@ -111,8 +118,30 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         name = exc.name if isinstance(exc, Stopped) else "SIGINT"
         print(f"ganlab sweep: stopped by {name}; run the same command again to continue the study", file=sys.stderr)
         return exc.exit_code if isinstance(exc, Stopped) else 130
+    except Exception as exc:  # the study or MLflow refuses the driver's writes (a full disk, a dead server)
+        if os.environ.get("GANLAB_DEBUG"):
+            raise
+        return _driver_failed(exc, pool, study, sweep, tracking_uri, parent_run_id)
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
     return print_results(study, sweep, time.perf_counter() - start)
+
+
+def _driver_failed(exc: Exception, pool, study, sweep, tracking_uri: str, parent_run_id: str) -> int:
+    """Stop the workers (their trials are failed and queued again by the next run, whose workers are
+    gone by then), close the parent run KILLED if the store lets us, and say what happened in one line."""
+    from ganlab.errors import one_line
+    from ganlab.sweeping.summary import finish_parent_run
+
+    pool.stop()
+    parent = ""
+    try:
+        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
+    except Exception as error:  # noqa: BLE001 -- the same fault, most likely
+        parent = (f"; the MLflow parent run {parent_run_id} could not be closed ({one_line(error)}) and shows "
+                  "RUNNING until the sweep runs again")
+    print(f"ganlab sweep: stopped: {one_line(exc)}{parent}; run the same command again to continue the study",
+          file=sys.stderr)
+    return 1
 
 
 class _Pool:
