@@ -280,11 +280,14 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
             save_checkpoint(path, module, slots)
     except Exception:  # noqa: BLE001 -- a full disk must not hide the first error
         saved = False
-    for number in list(slots.live):
-        runs.call(number, "set_tag", "trial_state", "interrupted")  # "running" again when the sweep continues it
-        runs.call(number, "set_tag", "stopped_reason",
-                  f"population stopped ({reason}); run the sweep again to continue")
-        runs.finish(number, "KILLED")
+    try:  # the runs' thread may have failed (the fault that stopped the sweep): their runs are reopened later
+        for number in list(slots.live):
+            runs.call(number, "set_tag", "trial_state", "interrupted")  # "running" again when continued
+            runs.call(number, "set_tag", "stopped_reason",
+                      f"population stopped ({reason}); run the sweep again to continue")
+            runs.finish(number, "KILLED")
+    except Exception:  # noqa: BLE001 -- the first error is the one to report
+        pass
     for close in (runs.close, storage.close):
         try:
             close()
