@@ -19,12 +19,14 @@ DATA_FAMILIES = ["gaussian_1d", "mixture_1d", "ring8", "grid25", "image_density"
 MODELS = ["quantile", "vanilla", "minibatch", "devnag"]
 
 
-@pytest.mark.parametrize("data", ["gaussian_1d", "mixture_1d"])
-def test_1d_targets_get_the_1d_recipe(data):
+@pytest.mark.parametrize(("data", "summary", "iterations"), [
+    ("gaussian_1d", "auto: family/1d", 4000),
+    ("mixture_1d", "auto: family/1d + data/mixture_1d_auto", 8000)])  # separated modes take longer
+def test_1d_targets_get_the_1d_recipe(data, summary, iterations):
     cfg = compose_config([f"data={data}"])
-    assert recipe_summary(cfg) == "auto: family/1d"
+    assert recipe_summary(cfg) == summary
     assert (cfg.model.name, cfg.preprocess.name, cfg.train.batch_size) == ("quantile", "sorted", 1024)
-    assert cfg.noise.dim == 8 and cfg.train.iterations == 4000
+    assert cfg.noise.dim == 8 and cfg.train.iterations == iterations
 
 
 @pytest.mark.parametrize("data", ["ring8", "grid25"])
