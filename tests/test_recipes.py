@@ -148,8 +148,17 @@ def test_the_recipe_line_names_the_files_or_says_none():
 @pytest.mark.parametrize(("reference", "iterations", "boost"), [(2000, 1000, 2.0), (2000, 500, 4.0),
                                                                 (2000, 2000, 1.0), (2000, 9000, 1.0), (0, 100, 1.0)])
 def test_short_runs_raise_the_learning_rates_by_the_shortfall(reference, iterations, boost):
-    optim = OmegaConf.create({"short_run_reference": reference})
+    optim = OmegaConf.create({"name": "adam", "short_run_reference": reference})
     assert short_run_boost(optim, iterations) == pytest.approx(boost)
+
+
+def test_sgd_rates_are_not_raised_in_short_runs():
+    """SGD's step is the rate times the gradient: the 1D recipe's x66 at 30 iterations diverged."""
+    optim = compose_config(["optim=sgd", "train.iterations=30"]).optim
+    assert optim.short_run_reference == 2000 and short_run_boost(optim, 30) == 1.0
+    module = build_module(compose_config(["optim=sgd", "train.iterations=30"]))
+    opt_d, opt_g = module.configure_optimizers()  # schedule none: no schedulers
+    assert opt_d.param_groups[0]["lr"] == opt_g.param_groups[0]["lr"] == 1e-2
 
 
 def test_the_optimizers_start_at_the_boosted_rate():
