@@ -41,6 +41,17 @@ def _serve(conn) -> None:
     tracker: Tracker | None = None
     plotter = None  # built at warm time, while the trainer still imports Lightning
     failure: tuple[str, str] | None = None  # the first failure of a call nobody waited for
+    orphaned = False  # the trainer is gone: log what it sent, answer nobody
+
+    def reply(message) -> None:
+        nonlocal orphaned
+        if orphaned:
+            return
+        try:
+            conn.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError: the trainer died (kill -9) meanwhile
+            orphaned = True
+
     while True:
         try:
             method, args, kwargs, wait = conn.recv()
@@ -59,19 +70,19 @@ def _serve(conn) -> None:
             else:
                 result = getattr(tracker, method)(*args, **kwargs)
             if wait:
-                conn.send(("ok", result))
+                reply(("ok", result))
             if method == "open":  # the trainer goes on; meanwhile, ready the tracing of the generator Model
                 _warm_export()
         except _Replayed:
             if wait:
-                conn.send(("error", failure))
+                reply(("error", failure))
                 failure = None
         except Exception as exc:  # noqa: BLE001 -- sent back whole: the trainer decides
             error = (type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
             if isinstance(exc, GanlabError):
                 error = ("GanlabError", str(exc))
             if wait:
-                conn.send(("error", error))
+                reply(("error", error))
             elif failure is None:
                 failure = error
 

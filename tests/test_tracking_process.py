@@ -73,3 +73,32 @@ def test_a_dead_tracking_process_fails_the_run_with_its_reason(tracking_uri):
     run = MlflowClient(tracking_uri).get_run(tracking.run_id)
     assert run.info.status == "FAILED"  # closed from the trainer, since the child could not
     assert "tracking process died" in run.data.tags["failure_reason"]
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing as mp
+from ganlab.tracking_process import _serve
+
+if __name__ == "__main__":
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child,))
+    proc.start()
+    child.close()
+    for _ in range(3):
+        parent.send(("list_checkpoints", (), {}, True))  # calls the trainer waits for: the child answers them
+    parent.close()  # ... but the trainer is killed before it reads the answers
+    proc.join(120)
+    print("exit", proc.exitcode)
+"""
+
+
+def test_a_tracking_process_whose_trainer_died_exits_quietly(tmp_path):
+    """After a kill -9 of the trainer the child's answers hit a closed pipe: it used to print a
+    BrokenPipeError traceback and exit 1."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _ORPHAN_SCRIPT], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.stdout.strip() == "exit 0" and "Traceback" not in out.stderr, out.stderr[-2000:]
