@@ -91,3 +91,11 @@ def test_a_graphed_population_trains_as_the_eager_one_does():
     assert all(math.isfinite(v) for v in ks_graphed)
     assert abs(ks_graphed[0] - ks_eager[0]) < 0.2 and abs(ks_graphed[1] - ks_eager[1]) < 0.2
     assert ks_graphed[2] == pytest.approx(ks_eager[2])  # lr 0: the same untrained member either way
+
+
+def test_evaluation_chunks_on_a_gpu_use_a_share_of_its_free_memory():
+    from ganlab.population.cohort import EVAL_CHUNK_BYTES, GPU_CHUNK_SHARE, chunk_budget
+
+    free, _ = torch.cuda.mem_get_info()
+    budget = chunk_budget(torch.device("cuda"), EVAL_CHUNK_BYTES)
+    assert budget >= EVAL_CHUNK_BYTES and budget <= max(EVAL_CHUNK_BYTES, free // GPU_CHUNK_SHARE + 2**26)

@@ -45,6 +45,12 @@ def test_evaluating_a_few_members_at_a_time_gives_the_same_metrics(monkeypatch, 
             assert row[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-6, nan_ok=True), key
 
 
+def test_evaluation_chunks_on_cpu_keep_their_fixed_budget():
+    import torch
+
+    assert cohort_module.chunk_budget(torch.device("cpu"), 123) == 123  # the GPU's share: tests/test_cuda.py
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
 def test_evaluating_a_2d_population_stays_within_a_memory_bound():
     """ring8's metrics project every sample on 64 axes and sort them: 15 MB a member at 10,000 samples,

@@ -36,7 +36,17 @@ from ganlab.training.optimizers import SCHEDULES
 
 SETTINGS = ("d_lr", "g_lr", "beta1", "beta2", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
             "d_steps", "g_steps")
-EVAL_CHUNK_BYTES = 256 * 2**20  # activations of one evaluation chunk (see forward_in_chunks)
+EVAL_CHUNK_BYTES = 256 * 2**20  # activations of one evaluation chunk on CPU (see forward_in_chunks)
+GPU_CHUNK_SHARE = 8  # on CUDA a chunk may take this fraction of the free device memory, if more
+
+
+def chunk_budget(device: torch.device, cpu_bytes: int) -> int:
+    """Bytes one evaluation chunk may use: ``cpu_bytes`` on CPU; on a GPU, an eighth of its free memory
+    when that is more (a GPU has plenty, and each chunk is another round of kernel launches)."""
+    if device.type != "cuda":
+        return cpu_bytes
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(cpu_bytes, free // GPU_CHUNK_SHARE)
 _DERIVED = ("_schedule", "_d_loss", "_g_loss", "_optimizers", "_d_masks", "_g_masks")  # rebuilt by _derive
 
 
@@ -362,7 +372,7 @@ def forward_in_chunks(net: StackedNets, x: torch.Tensor) -> torch.Tensor:
     (20,000 by default, 20x a training batch), which at K = 1,024 alone took 10 GB."""
     members, n = x.shape[0], x.shape[1]
     per_member = n * net.widest_layer * x.element_size() * 2  # a layer's input and output live at once
-    size = max(1, EVAL_CHUNK_BYTES // per_member)
+    size = max(1, chunk_budget(x.device, EVAL_CHUNK_BYTES) // per_member)
     if size >= members:
         return net(x)
     parts = []

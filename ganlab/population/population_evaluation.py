@@ -11,7 +11,7 @@ from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity
 from ganlab.metrics import sample_metrics
 from ganlab.metrics.metrics_2d import SLICE_DIRECTIONS
 from ganlab.population.batched_metrics import metrics_1d_batched, metrics_2d_batched
-from ganlab.population.cohort import Cohort
+from ganlab.population.cohort import Cohort, chunk_budget
 from ganlab.training.evaluation import EVAL_SEED_OFFSET
 
 HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is what ranks its members
@@ -39,7 +39,8 @@ def batched_metrics(fake: torch.Tensor, target, reference: np.ndarray) -> dict[s
     def measure(part: torch.Tensor) -> dict[str, np.ndarray]:
         return metrics_1d_batched(part.squeeze(-1), target) if one_d else metrics_2d_batched(part, target, reference)
 
-    size = max(1, METRIC_CHUNK_BYTES // (fake.shape[1] * METRIC_BYTES_PER_SAMPLE[target.dim]))
+    budget = chunk_budget(fake.device, METRIC_CHUNK_BYTES)
+    size = max(1, budget // (fake.shape[1] * METRIC_BYTES_PER_SAMPLE[target.dim]))
     parts = [measure(fake[start:start + size]) for start in range(0, fake.shape[0], size)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
