@@ -38,8 +38,9 @@ EVAL_COPIES = 4  # a member's evaluation samples: on the device, on the host, an
 
 def estimated_population_bytes(cfg: DictConfig, members: int, batch_size: int | None = None) -> int:
     """Memory ``members`` copies of ``cfg`` trained together need: each member's training state and
-    its evaluation samples, plus the process. Checked against runs of the default recipe and ring8
-    (docs/population.md#memory): it overestimates by 1.2-1.4x, so a refusal is not a near miss."""
+    its evaluation samples, plus the process. Checked against runs of the default recipe, ring8 and two
+    configs not tuned on (docs/population.md#memory): it overestimates by 1.2-1.5x, so a refusal is not
+    a near miss."""
     from ganlab.data.targets import TARGETS
 
     evaluation = EVAL_COPIES * BYTES * cfg.train.eval_samples * TARGETS[cfg.data.name].dim

@@ -210,8 +210,8 @@ def check_population_fits(cfg: DictConfig, members: int, key: str, batch_size: i
     need = estimated_population_bytes(cfg, members, batch_size)
     if not free or need <= MEMORY_SHARE * free:
         return
-    per_member = estimated_population_bytes(cfg, 1, batch_size) - estimated_population_bytes(cfg, 0, batch_size)
-    fit = max(int((MEMORY_SHARE * free - estimated_population_bytes(cfg, 0, batch_size)) // per_member), 0)
+    base = estimated_population_bytes(cfg, 0, batch_size)
+    fit = max(int((MEMORY_SHARE * free - base) // ((need - base) / members)), 0)
     raise not_allowed(key, members, f"{members} members would need about {need / 2**30:.1f} GB and this machine "
                       f"has {free / 2**30:.1f} GB free; at most {fit} fit (or lower train.eval_samples or the "
                       "batch size)")

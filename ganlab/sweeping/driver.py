@@ -130,15 +130,10 @@ def _driver_failed(exc: Exception, pool, study, sweep, tracking_uri: str, parent
     """Stop the workers (their trials are failed and queued again by the next run, whose workers are
     gone by then), close the parent run KILLED if the store lets us, and say what happened in one line."""
     from ganlab.errors import one_line
-    from ganlab.sweeping.summary import finish_parent_run
+    from ganlab.sweeping.summary import close_stopped_parent_run
 
     pool.stop()
-    parent = ""
-    try:
-        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
-    except Exception as error:  # noqa: BLE001 -- the same fault, most likely
-        parent = (f"; the MLflow parent run {parent_run_id} could not be closed ({one_line(error)}) and shows "
-                  "RUNNING until the sweep runs again")
+    parent = close_stopped_parent_run(study, sweep, tracking_uri, parent_run_id)
     print(f"ganlab sweep: stopped: {one_line(exc)}{parent}; run the same command again to continue the study",
           file=sys.stderr)
     return 1

@@ -10,7 +10,6 @@ from its first iteration (a trial asked after the last checkpoint). No trial is 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import itertools
@@ -41,6 +40,7 @@ from ganlab.sweeping.sole_writer_storage import SoleWriterStorage
 from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_sole_writer_study, open_study
 from ganlab.sweeping.summary import (
     close_orphaned_child_runs,
+    close_stopped_parent_run,
     finish_parent_run,
     open_parent_run,
 )
@@ -255,9 +255,8 @@ def _interrupted_before_training(study, sweep, tracking_uri, parent_run_id, runs
             close()
         except Exception:  # noqa: BLE001 -- the parent run still gets closed
             pass
-    with contextlib.suppress(Exception):
-        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
-    print("ganlab sweep: interrupted before training started; the study's trials are as they were; "
+    parent = close_stopped_parent_run(study, sweep, tracking_uri, parent_run_id)
+    print(f"ganlab sweep: interrupted before training started; the study's trials are as they were{parent}; "
           "run the same command again to continue", file=sys.stderr)
     return 130
 
@@ -293,12 +292,7 @@ def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slot
             close()
         except Exception:  # noqa: BLE001
             pass
-    parent = ""
-    try:
-        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
-    except Exception as error:  # noqa: BLE001 -- e.g. the disk that stopped the sweep is still full
-        parent = (f"; the MLflow parent run {parent_run_id} could not be closed ({one_line(error)}) and shows "
-                  "RUNNING until the sweep runs again")
+    parent = close_stopped_parent_run(study, sweep, tracking_uri, parent_run_id)
     where = f"; checkpoint {path}" if saved and slots.live else ""
     if module.mid_step and slots.live:
         where = "; the step in progress did not end whole, so they continue from the last checkpoint"

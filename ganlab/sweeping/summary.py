@@ -12,6 +12,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config, to_yaml
+from ganlab.errors import one_line
 from ganlab.stored_runs import RunReadError, StoredRun
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.worker_faults import finished
@@ -183,6 +184,18 @@ def finish_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri:
             client.set_terminated(parent_run_id, status=status)
         raise
     client.set_terminated(parent_run_id, status=status)
+
+
+def close_stopped_parent_run(study: optuna.Study, sweep: SweepDefinition, tracking_uri: str,
+                             parent_run_id: str) -> str:
+    """Close a stopped sweep's parent run KILLED, as far as the store allows: "" if it is closed, else
+    a clause for the sweep's last line (the fault that stopped the sweep, a full disk, may refuse this too)."""
+    try:
+        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
+    except Exception as error:  # noqa: BLE001 -- said in the line, not raised over the first error
+        return (f"; the MLflow parent run {parent_run_id} could not be closed ({one_line(error)}) and shows "
+                "RUNNING until the sweep runs again")
+    return ""
 
 
 def _log_summary(client: MlflowClient, study: optuna.Study, sweep: SweepDefinition, tracking_uri: str,
