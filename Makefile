@@ -46,7 +46,7 @@ bench: install
 
 sweep: install
 	$(PY) -m ganlab.sweep $(SWEEP) --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS),) \
-		$(if $(POPULATION),--population $(POPULATION),)
+		$(if $(POPULATION),--population $(POPULATION),) $(ARGS)
 
 ui: install
 	@mkdir -p mlruns

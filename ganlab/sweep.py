@@ -1,6 +1,7 @@
-"""`python -m ganlab.sweep [SWEEP] [--workers N | --population K] [--trials N]`: an Optuna study over a training config.
+"""`python -m ganlab.sweep [SWEEP] [KEY=VALUE ...] [--workers N | --population K] [--trials N]`: an Optuna study.
 
-SWEEP names a file in ``sweeps/`` (default: ``default``) or is a path to one. Several worker
+SWEEP names a file in ``sweeps/`` (default: ``default``) or is a path to one; config overrides after it
+(``data=ring8 train.iterations=2000``) are fixed for every trial and make a study of their own. Several worker
 processes share one study in an RDB storage (SQLite by default, PostgreSQL to scale out); running
 the same command again resumes the study. Every trial is an MLflow child run of one parent run.
 With --population K, one process trains K trials at a time as a population (refilled from the study
@@ -22,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ganlab.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", nargs="?", default="default", help="a name in sweeps/ or a path to a .yaml file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides for every trial, e.g. data=ring8 (a study of its own: its name "
+                             "carries them)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes sharing the study (default 2)")
     parser.add_argument("--trials", type=int, help="total trials of the study (default: the file's)")
     parser.add_argument("--storage", help="Optuna storage URL (default: the file's, else sqlite:///mlruns/optuna.db)")
@@ -38,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
+    if "=" in args.sweep:  # `ganlab.sweep data=ring8`: overrides of the default sweep
+        args.overrides, args.sweep = [args.sweep, *args.overrides], "default"
     try:
         threads_given = args.threads is not None
         cores = len(os.sched_getaffinity(0))
@@ -56,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         from ganlab.sweeping.driver import run_sweep
         from ganlab.sweeping.study import storage_url
 
-        sweep = load(args.sweep, trials=args.trials, storage=args.storage)
+        sweep = load(args.sweep, trials=args.trials, storage=args.storage, overrides=args.overrides)
+        for notice in sweep.notices:
+            print(f"ganlab sweep: {notice}", flush=True)
         url = storage_url(sweep)
         check_storage_uri(url)
         if args.stale_after < 1:

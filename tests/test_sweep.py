@@ -69,6 +69,7 @@ BAD = [
     ({"population": {"warm_up": "yes"}}, "population.warm_up='yes' must be true or false"),
     ({"population": {"cuda_graphs": 1}}, "population.cuda_graphs=1 must be true or false"),
     ({"population": {"best_artifacts": -1}}, "population.best_artifacts=-1 must be a number >= 0"),
+    ({"base": ["data=ring8"]}, "objective metric 'ks' is not logged for data=ring8 (a 2d target)"),
 ]
 
 
@@ -82,6 +83,35 @@ def test_bad_definitions_fail_before_anything_runs(tmp_path, fields, expected):
 def test_unknown_sweep_name_lists_the_available_ones():
     with pytest.raises(ConfigError, match="available: .*default"):
         load("no_such_sweep")
+
+
+def test_overrides_make_a_study_of_their_own_and_follow_the_data_s_headline_metric():
+    """`ganlab.sweep default data=ring8` used to be impossible; done with a file it optimised KS, which a
+    2D run never logs, so every trial failed on a missing metric."""
+    plain = load("default")
+    sweep = load("default", overrides=["data=ring8", "train.iterations=1000"])
+    assert sweep.name == "default[data=ring8,train.iterations=1000]" and sweep.name != plain.name
+    assert sweep.experiment_name == f"sweep-{sweep.name}"
+    assert sweep.fixed == [*plain.fixed, "data=ring8", "train.iterations=1000"]  # after the file's: they win
+    assert (sweep.objective.metric, sweep.objective.direction) == ("sliced_w1", "minimize")
+    assert len(sweep.notices) == 1 and "sliced_w1" in sweep.notices[0]
+    assert load("default", overrides=["model=vanilla"]).objective.metric == "ks"  # same data: unchanged
+    assert load("default", overrides=["tracking.experiment=mine"]).experiment_name == "mine"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["default", "optim.d_lr=0.1"], "optim.d_lr=0.1: optim.d_lr is searched by default.yaml"),
+    (["data=ring8,grid25"], "data=ring8,grid25 gives several values"),
+    (["default", "tracking.uri=http://127.0.0.1:5000"], "with --tracking-uri"),
+    (["default", "train.iterations=-3"], "train.iterations=-3"),
+    (["default", "optim.dlr=1"], "optim.dlr"),
+])
+def test_bad_overrides_are_one_line_naming_the_override(args, expected, capsys):
+    from ganlab.sweep import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganlab sweep: error: ") and expected in err and "\n" not in err
 
 
 def _sweep(args, tmp_path, **kwargs):
@@ -120,6 +150,30 @@ def test_two_worker_sweep_end_to_end(tmp_path):
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/optimization_history.png" in plots
     assert "best_value" in parent.data.metrics and parent.data.params["sampler"].startswith("tpe(")
+
+
+@pytest.mark.slow
+def test_a_sweep_with_overrides_trains_them_and_the_same_command_resumes_its_study(tmp_path):
+    path = _write(tmp_path, "base", trials=1)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [path, "data=ring8", "train.eval_samples=1024", "--workers", "1", "--storage", storage]
+    first = _sweep(args, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "minimises sliced_w1" in first.stdout
+    name = "base[data=ring8,train.eval_samples=1024]"
+    again = _sweep([*args, "--trials", "2"], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 already in the study" in again.stdout
+    (study,) = optuna.get_all_study_summaries(storage)  # the plain `base` study was never created
+    assert study.study_name == name
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    client, (parent,), children = _children(tmp_path, name)
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    for trial in trials:
+        (child,) = [c for c in children if int(c.data.tags["trial_number"]) == trial.number]
+        assert child.data.params["data.name"] == "ring8" and child.data.params["train.eval_samples"] == "1024"
+        assert trial.value == pytest.approx(child.data.metrics["sliced_w1"])
 
 
 @pytest.mark.slow

@@ -16,6 +16,10 @@ SAMPLE_METRICS_2D = ("sliced_w1", "modes", "hq_share", "reverse_kl", "modes_full
 # every metric a run can log (per-class ones, e.g. off_density_class0, follow the <metric>_class<k> pattern)
 LOGGED_METRICS = (*SAMPLE_METRICS_1D, *SAMPLE_METRICS_2D, *SAMPLE_METRICS_IMAGES, "label_accuracy",
                   *TRAINING_METRICS)
+# what a run on each target family (ganlab.data.targets.Target.family) can log, and the metric that ranks its runs
+METRICS_BY_FAMILY = {"1d": (*SAMPLE_METRICS_1D, *TRAINING_METRICS), "2d": (*SAMPLE_METRICS_2D, *TRAINING_METRICS),
+                     "images": (*SAMPLE_METRICS_IMAGES, "label_accuracy", *TRAINING_METRICS)}
+HEADLINE_BY_FAMILY = {"1d": "ks", "2d": "sliced_w1", "images": "frechet_distance"}  # all minimised
 
 
 def sample_metrics(samples: np.ndarray, target: Target, reference: np.ndarray,

@@ -8,6 +8,7 @@ parameter: a typo, an empty range or a value the trainer would refuse is a one-l
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import re
 import warnings
@@ -17,12 +18,15 @@ from typing import Any
 
 import optuna
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from ganlab.config.compose import compose_config
+from ganlab.config.compose import compose_config, hydra_error_message
 from ganlab.config.flatten import flatten_config
+from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
-from ganlab.metrics import LOGGED_METRICS
+from ganlab.metrics import HEADLINE_BY_FAMILY, LOGGED_METRICS, METRICS_BY_FAMILY
 from ganlab.sweeping.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
@@ -83,6 +87,7 @@ class SweepDefinition:
     experiment: str = ""  # the MLflow experiment of the parent and child runs ("sweep-<name>" if empty)
     register: str | None = None  # tracking.register of the base config: the best trial's generator, at the end
     grid: list[dict[str, Any]] = field(default_factory=list)  # trials enqueued in this order (a -m multirun)
+    notices: list[str] = field(default_factory=list)  # what loading changed, for the command line to print
 
     @property
     def objectives(self) -> list[Objective]:
@@ -94,7 +99,8 @@ class SweepDefinition:
 
     def trial_overrides(self, values: dict[str, Any]) -> list[str]:
         """A trial's full overrides: its runs go to the sweep's experiment, and only the sweep registers."""
-        return [*self.overrides(values), f"tracking.experiment={self.experiment_name}", "tracking.register=null"]
+        quoted = self.experiment_name.replace("\\", "\\\\").replace("'", "\\'")  # Hydra's quoting: [,= are grammar
+        return [*self.overrides(values), f"tracking.experiment='{quoted}'", "tracking.register=null"]
 
     @property
     def experiment_name(self) -> str:
@@ -225,8 +231,43 @@ def _check_arguments(path: Path, sampler: dict[str, Any], pruner: dict[str, Any]
             _fail(path, f"{kind} {shown}: {str(exc).splitlines()[0]}")
 
 
-def load(name_or_path: str, trials: int | None = None, storage: str | None = None) -> SweepDefinition:
-    """Parse and check a sweep definition; ``trials`` / ``storage`` override the file's values."""
+MAX_NAME_CHARS = 120  # a study named after its overrides; longer lists are named by their digest
+
+
+def _command_line_overrides(path: Path, sweep: SweepDefinition, overrides: list[str]) -> None:
+    """Add config overrides typed after the sweep's name (``ganlab.sweep default data=ring8``) to its fixed
+    ones. They make a different study: its name (and MLflow experiment) carry them, so the same command
+    resumes it and the plain sweep's study is left as it was."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(hydra_error_message(exc)) from None
+    searched = {p.key for p in sweep.space}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            raise ConfigError(f"{override.input_line} gives several values; an override of a sweep fixes one value "
+                              f"(search a key by adding it to the space of {path.name})")
+        if key in searched:
+            raise ConfigError(f"{override.input_line}: {key} is searched by {path.name} (its space); override "
+                              "only keys the sweep does not search, or copy the file and change its space")
+        if key == "tracking.uri":
+            raise ConfigError(f"{override.input_line}: give the sweep's tracking store with --tracking-uri, "
+                              "which its parent run and every trial use")
+        if key == "tracking.experiment":
+            sweep.experiment = str(override.value())
+    compose_config([*sweep.base, *sweep.fixed, *overrides])  # a bad override: its own one-line error, unprefixed
+    sweep.fixed = [*sweep.fixed, *overrides]
+    suffix = ",".join(overrides).replace("'", "").replace('"', "")  # quotes would end MLflow's filter strings
+    if len(suffix) > MAX_NAME_CHARS:
+        suffix = hashlib.sha1(suffix.encode()).hexdigest()[:8]
+    sweep.name = f"{sweep.name}[{suffix}]"
+
+
+def load(name_or_path: str, trials: int | None = None, storage: str | None = None,
+         overrides: list[str] | None = None) -> SweepDefinition:
+    """Parse and check a sweep definition; ``trials`` / ``storage`` override the file's values, and
+    ``overrides`` (config overrides) are added to its fixed ones."""
     path = resolve_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -266,10 +307,37 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
     if sampler["name"] == "grid" and any(p.type == "float" and p.step is None for p in sweep.space):
         _fail(path, "the grid sampler needs a step for every float parameter (or categorical choices)")
     _check_arguments(path, sampler, pruner)
-    sweep.register = _check_against_schema(path, sweep).tracking.register
+    if overrides:
+        _command_line_overrides(path, sweep, overrides)
+    cfg = _check_against_schema(path, sweep)
+    sweep.register = cfg.tracking.register
+    _check_objectives(path, sweep, cfg, follow_data=bool(overrides))
+    return sweep
+
+
+def _check_objectives(path: Path, sweep: SweepDefinition, cfg: DictConfig, follow_data: bool) -> None:
+    """Every objective must be a metric the trials log for this sweep's data. ``follow_data``: command-line
+    overrides moved the sweep to another kind of target (``default data=ring8``), so an objective that
+    is the old kind's headline metric (KS) becomes the new kind's (sliced W1), with a notice."""
     for obj in sweep.objectives:
         per_class = re.fullmatch(r"(\w+)_class\d+", obj.metric)
         if obj.metric not in (*LOGGED_METRICS, *RUN_METRICS) and not (per_class and per_class[1] in LOGGED_METRICS):
             _fail(path, f"objective metric '{obj.metric}' is not logged; allowed: "
                         f"{', '.join((*LOGGED_METRICS, *RUN_METRICS))} (or <metric>_class<k> for conditional models)")
-    return sweep
+    if any(p.key == "data" for p in sweep.space):  # several kinds of target: each trial has its own metrics
+        return
+    family = TARGETS[cfg.data.name].family
+    logged = METRICS_BY_FAMILY[family]
+    for obj in sweep.objectives:
+        metric = re.sub(r"_class\d+$", "", obj.metric)
+        if obj.metric in RUN_METRICS or metric in logged:
+            continue
+        headline = HEADLINE_BY_FAMILY[family]
+        taken = {o.metric for o in sweep.objectives}
+        if follow_data and obj.metric in HEADLINE_BY_FAMILY.values() and headline not in taken:
+            sweep.notices.append(f"objective {obj.direction} {obj.metric} is not logged for data={cfg.data.name} "
+                                 f"(a {family} target): this study minimises {headline}, its headline metric")
+            obj.metric, obj.direction = headline, "minimize"
+            continue
+        _fail(path, f"objective metric '{obj.metric}' is not logged for data={cfg.data.name} (a {family} target); "
+                    f"it logs {', '.join((*logged, *RUN_METRICS))}")

@@ -20,10 +20,8 @@ from omegaconf import DictConfig
 from ganlab.config.compose import GROUPS, ConfigFamily, compose_config, group_options, hydra_error_message
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
+from ganlab.metrics import HEADLINE_BY_FAMILY
 from ganlab.sweeping.definition import Objective, Param, SweepDefinition
-
-# the metric that ranks the combinations, by target family (all minimised)
-HEADLINE_BY_FAMILY = {"1d": "ks", "2d": "sliced_w1", "images": "frechet_distance"}
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import itertools
 import os
+import re
 import sys
 import time
 import warnings
@@ -75,7 +76,10 @@ def checkpoint_path(sweep: SweepDefinition, storage_url: str) -> Path:
     digest = hashlib.sha1(storage_url.encode()).hexdigest()[:8]
     folder = (Path(storage_url[len("sqlite:///"):]).resolve().parent if storage_url.startswith("sqlite:///")
               else DEFAULT_STORAGE_DIR.resolve())
-    return folder / "populations" / f"{sweep.name}-{digest}.pt"
+    name = re.sub(r"[^\w.,=+\[\]-]", "_", sweep.name)  # a study named after overrides may hold a path's slashes
+    if name != sweep.name:
+        name += "-" + hashlib.sha1(sweep.name.encode()).hexdigest()[:8]
+    return folder / "populations" / f"{name}-{digest}.pt"
 
 
 def save_checkpoint(path: Path, module: PopulationModule, slots: PopulationSlots) -> None:
