@@ -108,7 +108,7 @@ def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
     from ganlab.config.uris import resolve_tracking_uri
     from ganlab.stored_runs import RunReadError, require_store
 
-    uri = resolve_tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(args.tracking_uri, for_reading=True)
     try:
         require_store(uri)
     except RunReadError as exc:

@@ -17,7 +17,9 @@ def close_stale_runs(tracking_uri: str) -> list[tuple[str, str]]:
     from mlflow.tracking import MlflowClient
 
     from ganlab.run_heartbeat import close_if_dead
+    from ganlab.stored_runs import require_store
 
+    require_store(tracking_uri)  # no store, no runs: MLflow would create an empty one to find none
     client = MlflowClient(tracking_uri)
     closed = []
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise GanlabError(f"{arg!r} is not allowed; the only argument is tracking.uri=<uri>")
             check_tracking_uri(value)
             uri = value
-        uri = resolve_tracking_uri(uri)
+        uri = resolve_tracking_uri(uri, for_reading=True)
         closed = close_stale_runs(uri)
     except GanlabError as exc:
         print(f"ganlab.stale_runs: error: {exc}", file=sys.stderr)

@@ -93,13 +93,25 @@ def test_bad_arguments_are_one_line(argv, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_sampling_where_nothing_was_trained_says_so_and_creates_no_store(tmp_path, monkeypatch, capsys):
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(("cli", "argv", "expected"), [
+    ("ganlab.sample", [f"run_id={RUN_ID}"], "ganlab.sample: error: there is no tracking store at sqlite:///"),
+    ("ganlab.stale_runs", [], "ganlab.stale_runs: error: there is no tracking store at sqlite:///"),
+    ("ganlab.train", [f"resume={RUN_ID}"], f"resume={RUN_ID}: there is no tracking store at sqlite:///"),
+])
+def test_reading_runs_where_nothing_was_trained_says_so_and_creates_nothing(cli, argv, expected, tmp_path,
+                                                                              monkeypatch, capsys):
+    """Commands that only read runs left an empty mlruns/ (and stale_runs an empty mlflow.db) behind."""
+    import importlib
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert main(["run_id=0123456789abcdef0123456789abcdef"]) == 2
+    assert importlib.import_module(cli).main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ganlab.sample: error: there is no tracking store at sqlite:///") and err.count("\n") == 1
-    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert expected in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -86,9 +86,11 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float | None
                       "start it (make server) or point it at another store")
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
+def resolve_tracking_uri(uri: str | None = None, for_reading: bool = False) -> str:
     """``uri`` if given (tracking.uri), else $MLFLOW_TRACKING_URI, else the local SQLite store; a server
-    that does not answer is a one-line error here (see :func:`check_reachable`)."""
+    that does not answer is a one-line error here (see :func:`check_reachable`). ``for_reading``: the
+    caller only reads runs, so the local store's folder is not created (sampling in an empty folder
+    left an empty ``mlruns/`` behind)."""
     if uri:
         check_reachable(uri)
         return uri
@@ -97,5 +99,6 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         check_tracking_uri(env, key="MLFLOW_TRACKING_URI")
         check_reachable(env, key="MLFLOW_TRACKING_URI")
         return env
-    DEFAULT_STORE.mkdir(exist_ok=True)
+    if not for_reading:
+        DEFAULT_STORE.mkdir(exist_ok=True)
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"

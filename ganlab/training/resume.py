@@ -34,7 +34,7 @@ def _overrides(run_id: str, overrides: list[str]) -> DictConfig:
 def prepare_resume(run_id: str, overrides: list[str]) -> tuple[DictConfig, ResumePoint, list[str]]:
     """The config to continue with, the checkpoint to continue from, and notes on skipped checkpoints."""
     changes = _overrides(run_id, overrides)
-    uri = resolve_tracking_uri(OmegaConf.select(changes, "tracking.uri", default=None))
+    uri = resolve_tracking_uri(OmegaConf.select(changes, "tracking.uri", default=None), for_reading=True)
     try:
         with StoredRun(uri, run_id) as run:
             stored = run.config()
