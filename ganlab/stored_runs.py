@@ -14,15 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ganlab.errors import CheckpointError, GanlabError
+from ganlab.errors import CheckpointError, GanlabError, one_line
 
 CHECKPOINT_DIR = "checkpoints"
 GENERATOR_FILES = ("model/generator_ema.pt", "model/generator.pt")  # the EMA copy first, when logged
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 class RunReadError(GanlabError):
@@ -60,9 +55,9 @@ class StoredRun:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
                 raise RunReadError(f"no such run {run_id!r} in the tracking store {tracking_uri}") from None
-            raise RunReadError(f"the tracking store {tracking_uri} cannot be read ({_first_line(exc)})") from None
+            raise RunReadError(f"the tracking store {tracking_uri} cannot be read ({one_line(exc)})") from None
         except Exception as exc:  # noqa: BLE001 -- connection errors, a broken database file
-            raise RunReadError(f"the tracking store {tracking_uri} cannot be read ({_first_line(exc)})") from None
+            raise RunReadError(f"the tracking store {tracking_uri} cannot be read ({one_line(exc)})") from None
         self._tmp = tempfile.TemporaryDirectory()
 
     def __enter__(self) -> StoredRun:

@@ -30,7 +30,7 @@ import ganlab
 from ganlab.config.flatten import flatten_config
 from ganlab.config.recipes import recipe_summary
 from ganlab.config.uris import resolve_tracking_uri
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, one_line
 from ganlab.run_files import RunFiles
 from ganlab.run_heartbeat import Heartbeat
 from ganlab.signals import signals_held
@@ -164,8 +164,7 @@ class Tracker(RunFiles):
 
     def _abandon(self, exc: Exception) -> None:
         """Set-up failed: end the run FAILED if it exists (as far as the store allows), raise one line."""
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        cause = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        cause = one_line(exc)
         where = f"run {self.run_id} in " if self.run_id else ""
         if self._owns_status:
             for stop in (self._heartbeat.stop if self._heartbeat else None,

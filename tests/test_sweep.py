@@ -388,7 +388,7 @@ def test_bad_worker_and_thread_counts_are_one_line_naming_the_value(args, expect
 
 @pytest.mark.parametrize(("storage", "expected"), [
     ("http://127.0.0.1:5000", "storage='http://127.0.0.1:5000' is not allowed; use a database URL"),
-    ("postgresql://u@127.0.0.1:1/db", "cannot be opened: OperationalError: connection failed"),
+    ("postgresql://u@127.0.0.1:1/db", "opened: OperationalError: (psycopg.OperationalError) connection failed"),
     ("sqlite:////proc/no/such/optuna.db", "cannot be opened: FileNotFoundError"),
 ])
 @pytest.mark.parametrize("population", [[], ["--population", "2"]])

@@ -13,7 +13,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, one_line
 from ganlab.signals import signals_held
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import make_pruner, make_sampler
@@ -47,8 +47,7 @@ def make_storage(url: str, stale_after: int = STALE_AFTER_S) -> RDBStorage:
         with signals_held() if url.startswith("sqlite") else contextlib.nullcontext():
             return _open_storage(url, stale_after)
     except (OSError, sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"storage {url} cannot be opened: {type(exc).__name__}: {reason}") from exc
+        raise StorageError(f"storage {url} cannot be opened: {one_line(exc)}") from exc
 
 
 def _open_storage(url: str, stale_after: int) -> RDBStorage:

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from ganlab.config.flatten import flatten_config
-from ganlab.errors import CheckpointError
+from ganlab.errors import CheckpointError, one_line
 from ganlab.signals import check_stop, defer_to_boundaries
 from ganlab.training.history import History
 
@@ -95,9 +95,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except Exception as exc:  # truncated zip, foreign pickle, ...: torch raises several kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path.name} cannot be read safely ({type(exc).__name__}: "
-                              f"{first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path.name} cannot be read safely ({one_line(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "generator" not in state:
         raise CheckpointError(f"checkpoint {path.name} is not a ganlab checkpoint (format {FORMAT_VERSION})")
     return state
