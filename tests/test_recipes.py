@@ -143,6 +143,20 @@ def test_the_recipe_line_names_the_files_or_says_none():
     assert recipe_summary(compose_config(["data=ring8", "model=minibatch"])) == \
         "auto: family/points_2d + model/minibatch_auto"
     assert recipe_summary(compose_config(["experiment=ring8_gan"])) == "none"
+    assert recipe_summary(compose_config(["data=mixture_1d", "optim=sgd"])) == \
+        "auto: family/1d + data/mixture_1d_auto + optim/mixture_1d_sgd_auto"
+
+
+@pytest.mark.parametrize(("overrides", "r1_gamma"), [
+    (["data=mixture_1d", "optim=sgd"], 1.0),  # the data x optim recipe
+    (["data=mixture_1d", "optim=sgd", "train.r1_gamma=0"], 0.0),  # typed wins
+    (["data=mixture_1d"], 0.0),  # Adam does not need it
+    (["data=ring8", "optim=sgd"], 0.0),  # it costs ring8 its high-quality samples
+    (["optim=sgd"], 0.0),
+    (["data=mixture_1d", "optim=sgd", "recipe=none"], 0.0),
+])
+def test_only_sgd_on_the_mixture_gets_the_r1_penalty(overrides, r1_gamma):
+    assert compose_config(overrides).train.r1_gamma == r1_gamma
 
 
 @pytest.mark.parametrize(("reference", "iterations", "boost"), [(2000, 1000, 2.0), (2000, 500, 4.0),
@@ -192,3 +206,12 @@ def test_a_short_picture_run_draws_the_zig_zag(tracking_uri):
     off the density (40 % with uniform noise); 72 % without the Fourier-feature D and R1."""
     m = run_training(compose_config(["data=image_density", "train.iterations=1000"]), verbose=False).metrics
     assert m["off_density"] <= 0.55
+
+
+@pytest.mark.slow
+def test_sgd_on_the_mixture_spreads_over_both_modes(tracking_uri):
+    """Seed 1, 2,000 iterations: without the recipe's R1 penalty G stayed a point between the modes
+    (std 0, KS 0.5; 7 of seeds 0-7); with it KS 0.018-0.027 on all eight."""
+    m = run_training(compose_config(["data=mixture_1d", "optim=sgd", "train.iterations=2000", "train.seed=1"]),
+                     verbose=False).metrics
+    assert m["ks"] <= 0.06 and abs(m["std"] - 2.06) <= 0.3
