@@ -29,6 +29,7 @@ def configure_runtime() -> None:
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", pattern)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading a run back is not a download
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ganlab's own last lines say where
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when MLflow is imported, which may be later
     # an unreachable server fails a call after ~7 s (MLflow's default: minutes); the run's calls then go
     # to a local spool until it answers again (ganlab.tracking_spool)

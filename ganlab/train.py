@@ -63,7 +63,8 @@ def _summary(result) -> str:
         f"  plots, samples.npy, weights: {result.artifact_uri}",
         f"  generator model: runs:/{result.run_id}/generator"
         + (f", registered as {result.registered}" if result.registered else ""),
-        f"  tracking store: {result.tracking_uri}   (browse with `make ui`)",
+        f"  tracking store: {result.tracking_uri}   "
+        + ("(its web UI: open that address)" if result.tracking_uri.startswith("http") else "(browse with `make ui`)"),
     ])
 
 
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         resume = None
         if resume_ids:
             from ganlab.training.resume import prepare_resume
+
+            configure_runtime()  # before the run's files are read back (MLflow's progress bars)
 
             cfg, resume, skipped = prepare_resume(resume_ids[-1], overrides)
             for note in skipped:

@@ -45,6 +45,7 @@ def test_concurrent_runs_through_the_server_arrive_complete(shared_server, tmp_p
     for proc in runs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
+        assert "View run" not in out + err and "(its web UI: open that address)" in out  # ganlab's lines, not MLflow's
     client = MlflowClient(server)
     experiment_id = client.get_experiment_by_name("default").experiment_id
     found = client.search_runs([experiment_id])
@@ -66,6 +67,13 @@ def test_concurrent_runs_through_the_server_arrive_complete(shared_server, tmp_p
     assert sample.returncode == 0, err
     assert np.load(tmp_path / "s.npy").shape == (1000, 1)
 
+    resumed = _ganlab("ganlab.train", [f"resume={found[0].info.run_id}", "train.iterations=50",
+                                       f"tracking.uri={server}"], tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resumed at iteration 40" in out  # reading the checkpoint back printed MLflow's progress bars
+    assert "Downloading artifacts" not in out + err and "View run" not in out + err
+
 
 def test_a_sweep_through_the_server(shared_server, tmp_path):
     server, _ = shared_server
@@ -78,6 +86,7 @@ def test_a_sweep_through_the_server(shared_server, tmp_path):
                                      "--tracking-uri", server], tmp_path)
     out, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, out + err
+    assert "View run" not in out + err
     client = MlflowClient(server)
     runs = client.search_runs([client.get_experiment_by_name("sweep-tiny").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

@@ -127,6 +127,8 @@ class TrainingMonitor(pl.Callback):
         self._last_print = now
         rate = (it - self._first) / max(now - self._start, 1e-9)
         width = len(str(self.cfg.iterations))
+        # before the first update there are no losses yet: "loss D nan" there read as a diverged run
+        after = (f"loss D {m['loss_d']:.3f} G {m['loss_g']:.3f}  ({rate:.0f} it/s)" if it > self._first
+                 else "(before training)")
         print(f"[it {it:>{width}}/{self.cfg.iterations}] {headline(m)}  "
-              f"D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f}  "
-              f"loss D {m['loss_d']:.3f} G {m['loss_g']:.3f}  ({rate:.0f} it/s)", flush=True)
+              f"D(x) {m['d_real']:.2f} D(G(z)) {m['d_fake']:.2f}  {after}", flush=True)
