@@ -41,9 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_override(word: str) -> bool:
+    """A config override, not a sweep: a sweep file's path may hold an '=' too (sweeps/lr=1.yaml)."""
+    from ganlab.sweeping.definition import available
+
+    if word in available() or (word.endswith((".yaml", ".yml")) and os.path.exists(word)):
+        return False
+    return "=" in word or word.startswith(("~", "+"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)
-    if "=" in args.sweep:  # `ganlab.sweep data=ring8`: overrides of the default sweep
+    if _is_override(args.sweep):  # `ganlab.sweep data=ring8`: overrides of the default sweep
         args.overrides, args.sweep = [args.sweep, *args.overrides], "default"
     try:
         threads_given = args.threads is not None

@@ -98,7 +98,6 @@ RUN_ID = "0123456789abcdef0123456789abcdef"
 
 @pytest.mark.parametrize(("cli", "argv", "expected"), [
     ("ganlab.sample", [f"run_id={RUN_ID}"], "ganlab.sample: error: there is no tracking store at sqlite:///"),
-    ("ganlab.stale_runs", [], "ganlab.stale_runs: error: there is no tracking store at sqlite:///"),
     ("ganlab.train", [f"resume={RUN_ID}"], f"resume={RUN_ID}: there is no tracking store at sqlite:///"),
 ])
 def test_reading_runs_where_nothing_was_trained_says_so_and_creates_nothing(cli, argv, expected, tmp_path,
@@ -111,6 +110,17 @@ def test_reading_runs_where_nothing_was_trained_says_so_and_creates_nothing(cli,
     assert importlib.import_module(cli).main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_closing_stale_runs_where_nothing_was_trained_creates_no_store(tmp_path, monkeypatch, capsys):
+    """It made an empty mlruns/mlflow.db to find nothing to close."""
+    from ganlab.stale_runs import main as stale_runs_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert stale_runs_main([]) == 0  # housekeeping in a fresh folder is not an error
+    assert "no tracking store at sqlite:///" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
 
 

@@ -99,16 +99,60 @@ def test_overrides_make_a_study_of_their_own_and_follow_the_data_s_headline_metr
     assert load("default", overrides=["tracking.experiment=mine"]).experiment_name == "mine"
 
 
+def test_only_overrides_that_move_the_data_move_the_objective(tmp_path):
+    path = _write(tmp_path, base=["data=ring8"])
+    with pytest.raises(ConfigError, match="objective metric 'ks' is not logged for data=ring8"):
+        load(path, overrides=["train.seed=3"])  # the file's own mismatch, whatever else is typed
+    assert load(_write(tmp_path, "one_d"), overrides=["data=ring8"]).objective.metric == "sliced_w1"
+
+
+@pytest.mark.parametrize("experiment", ["null", "'back\\slash'", "\"it's [a,b]=c\""])
+def test_a_typed_experiment_name_reaches_the_trials_as_typed(experiment):
+    from ganlab.config.compose import compose_config
+
+    sweep = load("default", overrides=[f"tracking.experiment={experiment}"])
+    trial_cfg = compose_config(sweep.trial_overrides({"optim.d_lr": 1e-3}))
+    assert trial_cfg.tracking.experiment == sweep.experiment_name
+    assert sweep.experiment_name == ("sweep-" + sweep.name if experiment == "null" else
+                                     compose_config([f"tracking.experiment={experiment}"]).tracking.experiment)
+
+
+def test_a_sweep_file_whose_path_holds_an_equals_sign_is_a_sweep_not_an_override(tmp_path):
+    from ganlab.sweep import _is_override
+
+    path = _write(tmp_path, "lr=1")
+    assert not _is_override(path) and not _is_override("default")
+    assert _is_override("data=ring8") and _is_override("~train.seed") and _is_override("+a.b=1")
+
+
+def test_the_rerun_command_gives_each_key_once_with_the_value_that_won():
+    from optuna.trial import create_trial
+
+    from ganlab.sweeping.summary import rerun_command
+
+    trial = create_trial(value=0.1, user_attrs={"overrides": [
+        "train.iterations=4000", "data=ring8", "train.iterations=60", "tracking.experiment='x'"]})
+    assert rerun_command(trial) == "python -m ganlab.train train.iterations=60 data=ring8"
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["default", "optim.d_lr=0.1"], "optim.d_lr=0.1: optim.d_lr is searched by default.yaml"),
     (["data=ring8,grid25"], "data=ring8,grid25 gives several values"),
     (["default", "tracking.uri=http://127.0.0.1:5000"], "with --tracking-uri"),
     (["default", "train.iterations=-3"], "train.iterations=-3"),
     (["default", "optim.dlr=1"], "optim.dlr"),
+    (["default", "++tracking.uri=sqlite:///other.db"], "with --tracking-uri"),  # a prefix slipped past the checks
+    (["default", "++optim.d_lr=0.5"], "optim.d_lr is searched by default.yaml"),
 ])
-def test_bad_overrides_are_one_line_naming_the_override(args, expected, capsys):
+def test_bad_overrides_are_one_line_naming_the_override(args, expected, capsys, monkeypatch, tmp_path):
     from ganlab.sweep import main
 
+    def started(*_args, **_kwargs):  # an override let through would otherwise run the whole default sweep
+        raise AssertionError(f"{args} started a sweep")
+
+    monkeypatch.setattr("ganlab.sweeping.driver.run_sweep", started)
+    monkeypatch.setattr("ganlab.sweeping.population_driver.run_population_sweep", started)
+    monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ganlab sweep: error: ") and expected in err and "\n" not in err

@@ -99,7 +99,8 @@ class SweepDefinition:
 
     def trial_overrides(self, values: dict[str, Any]) -> list[str]:
         """A trial's full overrides: its runs go to the sweep's experiment, and only the sweep registers."""
-        quoted = self.experiment_name.replace("\\", "\\\\").replace("'", "\\'")  # Hydra's quoting: [,= are grammar
+        # Hydra's quoted strings ([,= are its grammar): backslashes double only before a quote or at the end
+        quoted = re.sub(r"(\\+)(?='|$)", r"\1\1", self.experiment_name).replace("'", "\\'")
         return [*self.overrides(values), f"tracking.experiment='{quoted}'", "tracking.register=null"]
 
     @property
@@ -244,7 +245,7 @@ def _command_line_overrides(path: Path, sweep: SweepDefinition, overrides: list[
         raise ConfigError(hydra_error_message(exc)) from None
     searched = {p.key for p in sweep.space}
     for override in parsed:
-        key = override.get_key_element()
+        key = override.key_or_group  # without a +, ++ or ~ prefix, which would slip past the checks below
         if override.is_sweep_override():
             raise ConfigError(f"{override.input_line} gives several values; an override of a sweep fixes one value "
                               f"(search a key by adding it to the space of {path.name})")
@@ -255,7 +256,7 @@ def _command_line_overrides(path: Path, sweep: SweepDefinition, overrides: list[
             raise ConfigError(f"{override.input_line}: give the sweep's tracking store with --tracking-uri, "
                               "which its parent run and every trial use")
         if key == "tracking.experiment":
-            sweep.experiment = str(override.value())
+            sweep.experiment = "" if override.is_delete() or override.value() is None else str(override.value())
     compose_config([*sweep.base, *sweep.fixed, *overrides])  # a bad override: its own one-line error, unprefixed
     sweep.fixed = [*sweep.fixed, *overrides]
     suffix = ",".join(overrides).replace("'", "").replace('"', "")  # quotes would end MLflow's filter strings
@@ -311,7 +312,8 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
         _command_line_overrides(path, sweep, overrides)
     cfg = _check_against_schema(path, sweep)
     sweep.register = cfg.tracking.register
-    _check_objectives(path, sweep, cfg, follow_data=bool(overrides))
+    moved = any(re.match(r"[+~]*(data|experiment)([.=]|$)", o) for o in overrides or [])
+    _check_objectives(path, sweep, cfg, follow_data=moved)
     return sweep
 
 
@@ -324,8 +326,6 @@ def _check_objectives(path: Path, sweep: SweepDefinition, cfg: DictConfig, follo
         if obj.metric not in (*LOGGED_METRICS, *RUN_METRICS) and not (per_class and per_class[1] in LOGGED_METRICS):
             _fail(path, f"objective metric '{obj.metric}' is not logged; allowed: "
                         f"{', '.join((*LOGGED_METRICS, *RUN_METRICS))} (or <metric>_class<k> for conditional models)")
-    if any(p.key == "data" for p in sweep.space):  # several kinds of target: each trial has its own metrics
-        return
     family = TARGETS[cfg.data.name].family
     logged = METRICS_BY_FAMILY[family]
     for obj in sweep.objectives:

@@ -102,8 +102,10 @@ def trial_line(study: optuna.Study, sweep: SweepDefinition, trial: optuna.trial.
 
 
 def rerun_command(trial: optuna.trial.FrozenTrial) -> str:
-    overrides = [o for o in trial.user_attrs.get("overrides", [])
-                 if not o.startswith(("tracking.experiment=", "tracking.register="))]
+    """The trial as one training command; a key given twice (a file's fixed value, then a command-line
+    override of it) appears once, with the value that won."""
+    last = {o.split("=", 1)[0]: o for o in trial.user_attrs.get("overrides", [])}
+    overrides = [o for o in last.values() if not o.startswith(("tracking.experiment=", "tracking.register="))]
     return "python -m ganlab.train " + " ".join(overrides)
 
 
