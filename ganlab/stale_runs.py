@@ -8,7 +8,6 @@ MLflow. This marks each such run KILLED, with the reason in its ``failure_reason
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ganlab.errors import GanlabError
 
@@ -46,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             check_tracking_uri(value)
             uri = value
         uri = resolve_tracking_uri(uri, for_reading=True)
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        from ganlab.stored_runs import store_exists
+
+        if not store_exists(uri):
             print(f"ganlab.stale_runs: no tracking store at {uri} yet, so no run to close")
             return 0  # housekeeping in a fresh folder is not an error
         closed = close_stale_runs(uri)

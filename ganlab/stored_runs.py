@@ -31,10 +31,15 @@ def list_checkpoints(client, run_id: str) -> list[str]:
     return sorted(names, reverse=True)
 
 
+def store_exists(tracking_uri: str) -> bool:
+    """False for a SQLite store whose file does not exist (a server or other database: assumed there)."""
+    return not tracking_uri.startswith("sqlite:///") or Path(tracking_uri[len("sqlite:///"):]).is_file()
+
+
 def require_store(tracking_uri: str) -> None:
     """Reading runs must not create a store: for a SQLite file that does not exist, MLflow would make
     an empty one (in the current directory, by default) only to answer 'no such run'."""
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+    if not store_exists(tracking_uri):
         raise RunReadError(f"there is no tracking store at {tracking_uri}: nothing was trained with it (run from "
                            "the directory you trained in, or give tracking.uri=)")
 
