@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if line.multirun:
         return _multirun(line)
+    seeds_apart = None if line.show_cfg else _seeds_one_at_a_time(line.overrides)
+    if seeds_apart is not None:
+        return _multirun(CommandLine(seeds_apart, multirun=True, workers=line.workers))
     show_cfg, overrides = line.show_cfg, line.overrides
     resume_ids = [a.split("=", 1)[1] for a in overrides if a.startswith("resume=")]
     overrides = [a for a in overrides if not a.startswith("resume=")]
@@ -220,6 +223,32 @@ def _multirun(line: CommandLine) -> int:
     except GanlabError as exc:
         print(f"ganlab: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _seeds_one_at_a_time(overrides: list[str]) -> list[str] | None:
+    """``train.seeds=N`` on a config population training cannot train: the -m overrides that train the
+    same seeds one run each (announced in one line), else None. The fallback the population sweeps have."""
+    typed = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "train.seeds"]
+    if not typed or any(o.startswith("resume=") for o in overrides):
+        return None
+    from ganlab.config.compose import compose_config
+    from ganlab.population.member_settings import unsupported_reason
+
+    try:
+        seeds = int(typed[-1].split("=", 1)[1])
+        rest = [o for o in overrides if o not in typed]
+        cfg = compose_config([*rest, "train.seeds=1"])
+    except (ValueError, GanlabError):
+        return None  # composing as typed says what is wrong, in one line
+    reason = unsupported_reason(cfg)
+    if seeds <= 1 or reason is None:
+        return None
+    first = cfg.train.seed
+    print(f"ganlab: train.seeds={seeds} cannot be trained together ({reason}); training seeds {first}-"
+          f"{first + seeds - 1} one run each instead, as python -m ganlab.train -m 'train.seed=range("
+          f"{first},{first + seeds})'", flush=True)
+    rest = [o for o in rest if o.split("=", 1)[0].lstrip("+") != "train.seed"]  # the range replaces it
+    return [*rest, f"train.seed=range({first},{first + seeds})"]
 
 
 def _start_tracking():

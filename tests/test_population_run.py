@@ -77,6 +77,34 @@ def test_unsupported_compositions_name_what_to_do(overrides, named):
     assert "train.seeds=2" in message and named in message and "train.seed=" in message and "\n" not in message
 
 
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["optim=sgd", "train.seeds=3", "train.seed=5"], ["optim=sgd", "train.seed=range(5,8)"]),
+    (["train.seeds=3"], None),  # population training takes it
+    (["optim=sgd", "train.seeds=1"], None),
+    (["optim=sgd"], None),
+    (["optim=sgd", "train.seeds=two"], None),  # composing as typed says what is wrong
+])
+def test_seeds_population_training_cannot_take_are_trained_one_run_each(overrides, expected):
+    from ganlab.train import _seeds_one_at_a_time
+
+    assert _seeds_one_at_a_time(overrides) == expected
+
+
+@pytest.mark.slow
+def test_unsupported_seeds_from_the_cli_run_one_child_run_each(tmp_path):
+    """optim=sgd train.seeds=2 was refused; it now trains the seeds as a multirun, with a notice."""
+    uri = mlflow_store(tmp_path / "mlflow.db")
+    proc = run_cli([*TINY, "optim=sgd", "train.seeds=2", "train.seed=3"], uri, tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "train.seeds=2 cannot be trained together (optim=sgd" in proc.stdout
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.params["train.seed"] for r in children) == ["3", "4"]
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 3  # the parent and its two children
+    assert all(r.data.params["optim.name"] == "sgd" for r in children)
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_asking_for_a_missing_gpu_fails_before_a_run_exists(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"

@@ -137,7 +137,8 @@ def _validate_train(cfg: DictConfig) -> None:
     if train.seeds > 1:
         reason = unsupported_reason(cfg)
         require(reason is None, "train.seeds", train.seeds,
-                f"needs population training, and {reason}; train the seeds one at a time with train.seed=")
+                f"needs population training, and {reason}; python -m ganlab.train trains such seeds one run "
+                "each instead (-m over train.seed=)")
     group = samples_per_input(cfg.preprocess)
     key = "preprocess.m" if cfg.preprocess.name == "pack" else "preprocess.group_size"
     if cfg.preprocess.name == "pack":
