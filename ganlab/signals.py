@@ -33,6 +33,7 @@ class Stopped(BaseException):
 
 
 _deferred = False  # a loop checks check_stop() at its boundaries
+_owned = 0  # how many stop_on_signals blocks are open
 _pending: Stopped | None = None
 
 
@@ -72,12 +73,24 @@ def check_stop() -> Stopped | None:
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Stopped`; the old handlers come back after."""
+    global _owned
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
+    _owned += 1
     try:
         yield
     finally:
+        _owned -= 1
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def reclaim_stop_signals() -> None:
+    """Within :func:`stop_on_signals`, make SIGINT and SIGTERM ours again. Lightning's trainer wraps
+    SIGTERM in its own notifier, whose ``SIGTERMException`` (a ``SystemExit`` with code 0, no message)
+    could win the race against a stop deferred to the iteration's end: a stopped run exited 0."""
+    if _owned and threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _raise_stopped)
 
 
 @contextlib.contextmanager

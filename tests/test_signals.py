@@ -120,3 +120,29 @@ def test_ctrl_c_before_a_sweep_starts_is_one_line(monkeypatch, capsys):
     assert sweep.main(["default"]) == 130
     err = capsys.readouterr().err
     assert err == "ganlab sweep: interrupted before the sweep started; run the same command again to start it\n"
+
+
+def test_sigterm_stays_ganlab_s_while_lightning_trains(tracking_uri, monkeypatch):
+    """Lightning wraps SIGTERM as fit starts; a SIGTERM that reached its notifier between ganlab's
+    end-of-iteration check and Lightning's ended the process with SystemExit(0): a stopped run exited
+    0 with no message (seen once in the whole suite). During training the handlers must be ganlab's."""
+    import pytorch_lightning as pl
+
+    from ganlab import signals
+    from ganlab.config.compose import compose_config
+    from ganlab.training import runner
+
+    seen: list[object] = []
+
+    class Look(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            seen.append(signal.getsignal(signal.SIGTERM))
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    make = runner.make_trainer
+    cfg = compose_config(["train.iterations=3", "train.eval_every=3", "train.plot_every=3",
+                          "train.eval_samples=2000", "train.ckpt_every=0"])
+    monkeypatch.setattr(runner, "make_trainer", lambda c, callbacks: make(c, [*callbacks, Look()]))
+    with signals.stop_on_signals():
+        runner.run_training(cfg, verbose=False)
+    assert seen and all(handler is signals._raise_stopped for handler in seen)

@@ -32,7 +32,7 @@ from ganlab.nets.conditioning import LabelConditioning
 from ganlab.nets.models import MODELS, build_discriminator, build_generator, build_lift
 from ganlab.plots.plotter import Plotter, build_plotter
 from ganlab.preprocess import build_preprocess
-from ganlab.signals import Stopped
+from ganlab.signals import Stopped, reclaim_stop_signals
 from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.evaluation import Evaluator, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
@@ -106,12 +106,20 @@ def resolve_accelerator(name: str) -> str:
     return name
 
 
+class _StopSignalsStayOurs(pl.Callback):
+    """Lightning registers its SIGTERM handler as fit starts; ganlab's comes back before the first step."""
+
+    def on_train_start(self, trainer, module) -> None:
+        reclaim_stop_signals()
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """A quiet trainer: no Lightning logger, progress bar, checkpointing or summary (ganlab does its own)."""
+    """A quiet trainer: no Lightning logger, progress bar, checkpointing or summary (ganlab does its own);
+    SIGINT and SIGTERM stay ganlab's (``ganlab.signals``)."""
     return pl.Trainer(
         accelerator=resolve_accelerator(cfg.train.accelerator), devices=1, max_epochs=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=callbacks,
+        num_sanity_val_steps=0, callbacks=[_StopSignalsStayOurs(), *callbacks],
     )
 
 
