@@ -228,26 +228,34 @@ def _multirun(line: CommandLine) -> int:
 def _seeds_one_at_a_time(overrides: list[str]) -> list[str] | None:
     """``train.seeds=N`` on a config population training cannot train: the -m overrides that train the
     same seeds one run each (announced in one line), else None. The fallback the population sweeps have."""
-    typed = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "train.seeds"]
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+")
+
+    typed = [o for o in overrides if key(o) == "train.seeds"]
     if not typed or any(o.startswith("resume=") for o in overrides):
+        return None
+    try:
+        seeds = int(typed[-1].split("=", 1)[1])
+    except ValueError:
+        return None  # composing as typed says what is wrong, in one line
+    if seeds <= 1:
         return None
     from ganlab.config.compose import compose_config
     from ganlab.population.member_settings import unsupported_reason
 
+    rest = [o for o in overrides if key(o) != "train.seeds"]
     try:
-        seeds = int(typed[-1].split("=", 1)[1])
-        rest = [o for o in overrides if o not in typed]
         cfg = compose_config([*rest, "train.seeds=1"])
-    except (ValueError, GanlabError):
-        return None  # composing as typed says what is wrong, in one line
+    except GanlabError:
+        return None
     reason = unsupported_reason(cfg)
-    if seeds <= 1 or reason is None:
+    if reason is None:
         return None
     first = cfg.train.seed
     print(f"ganlab: train.seeds={seeds} cannot be trained together ({reason}); training seeds {first}-"
           f"{first + seeds - 1} one run each instead, as python -m ganlab.train -m 'train.seed=range("
           f"{first},{first + seeds})'", flush=True)
-    rest = [o for o in rest if o.split("=", 1)[0].lstrip("+") != "train.seed"]  # the range replaces it
+    rest = [o for o in rest if key(o) != "train.seed"]  # the range replaces it
     return [*rest, f"train.seed=range({first},{first + seeds})"]
 
 

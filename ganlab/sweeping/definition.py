@@ -235,17 +235,19 @@ def _check_arguments(path: Path, sampler: dict[str, Any], pruner: dict[str, Any]
 MAX_NAME_CHARS = 120  # a study named after its overrides; longer lists are named by their digest
 
 
-def _command_line_overrides(path: Path, sweep: SweepDefinition, overrides: list[str]) -> None:
+def _command_line_overrides(path: Path, sweep: SweepDefinition, overrides: list[str]) -> bool:
     """Add config overrides typed after the sweep's name (``ganlab.sweep default data=ring8``) to its fixed
     ones. They make a different study: its name (and MLflow experiment) carry them, so the same command
-    resumes it and the plain sweep's study is left as it was."""
+    resumes it and the plain sweep's study is left as it was. Returns whether they change the data."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
         raise ConfigError(hydra_error_message(exc)) from None
     searched = {p.key for p in sweep.space}
+    moved = False
     for override in parsed:
         key = override.key_or_group  # without a +, ++ or ~ prefix, which would slip past the checks below
+        moved = moved or key in ("data", "experiment") or key.startswith("data.")
         if override.is_sweep_override():
             raise ConfigError(f"{override.input_line} gives several values; an override of a sweep fixes one value "
                               f"(search a key by adding it to the space of {path.name})")
@@ -263,6 +265,7 @@ def _command_line_overrides(path: Path, sweep: SweepDefinition, overrides: list[
     if len(suffix) > MAX_NAME_CHARS:
         suffix = hashlib.sha1(suffix.encode()).hexdigest()[:8]
     sweep.name = f"{sweep.name}[{suffix}]"
+    return moved
 
 
 def load(name_or_path: str, trials: int | None = None, storage: str | None = None,
@@ -308,11 +311,9 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
     if sampler["name"] == "grid" and any(p.type == "float" and p.step is None for p in sweep.space):
         _fail(path, "the grid sampler needs a step for every float parameter (or categorical choices)")
     _check_arguments(path, sampler, pruner)
-    if overrides:
-        _command_line_overrides(path, sweep, overrides)
+    moved = _command_line_overrides(path, sweep, overrides) if overrides else False
     cfg = _check_against_schema(path, sweep)
     sweep.register = cfg.tracking.register
-    moved = any(re.match(r"[+~]*(data|experiment)([.=]|$)", o) for o in overrides or [])
     _check_objectives(path, sweep, cfg, follow_data=moved)
     return sweep
 
