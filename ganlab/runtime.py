@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import warnings
+
+from ganlab.errors import one_line
 
 QUIET_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "alembic", "mlflow")
 # MLflow logs every failed SQL call's whole traceback at ERROR, then raises it: ganlab reports what it
@@ -36,7 +39,19 @@ def configure_runtime() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    threading.excepthook = _thread_error_in_one_line
     if "matplotlib" in sys.modules:
         sys.modules["matplotlib"].use("Agg")
     else:  # read when matplotlib is first imported: no need to import it (slow) before a figure is due
         os.environ["MPLBACKEND"] = "Agg"
+
+
+def _thread_error_in_one_line(args: threading.ExceptHookArgs) -> None:
+    """A background thread that dies (Optuna's trial heartbeat on a full disk, say) prints one line:
+    the main thread meets the same fault and reports it, so a second, 90-line traceback only hides
+    that report. ``GANLAB_DEBUG=1`` keeps Python's full traceback."""
+    if os.environ.get("GANLAB_DEBUG") or args.exc_type is SystemExit:
+        threading.__excepthook__(args)
+        return
+    name = args.thread.name if args.thread is not None else "a background thread"
+    print(f"ganlab: background thread {name!r} stopped: {one_line(args.exc_value)}", file=sys.stderr, flush=True)

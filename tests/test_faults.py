@@ -140,3 +140,30 @@ def test_sample_refuses_a_folder_as_tracking_uri(capsys):
     assert main(["run_id=abc", "tracking.uri=/some/dir"]) == 2
     err = capsys.readouterr().err
     assert "tracking.uri='/some/dir' is not allowed; use a database or server URI" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_background_thread_that_dies_prints_one_line_unless_debugging(debug):
+    """Optuna's trial heartbeat thread met a full disk in CI and printed a 90-line traceback next to
+    the sweep's own one-line report; the cause (the root error's message) must still be named."""
+    code = """
+import sqlite3, threading
+from ganlab.runtime import configure_runtime
+configure_runtime()
+def beat():
+    try:
+        raise sqlite3.OperationalError("database or disk is full")
+    except sqlite3.OperationalError as exc:
+        raise RuntimeError("An exception is raised during the commit.") from exc
+thread = threading.Thread(target=beat, name="heartbeat")
+thread.start(); thread.join()
+print("main thread carries on")
+"""
+    env = {**os.environ, "GANLAB_DEBUG": "1"} if debug else {k: v for k, v in os.environ.items() if k != "GANLAB_DEBUG"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "main thread carries on", proc.stderr[-2000:]
+    if debug:
+        assert "Traceback" in proc.stderr and "database or disk is full" in proc.stderr
+    else:
+        assert proc.stderr == ("ganlab: background thread 'heartbeat' stopped: RuntimeError: An exception is raised "
+                               "during the commit. (cause: OperationalError: database or disk is full)\n")
