@@ -93,6 +93,18 @@ def test_a_graphed_population_trains_as_the_eager_one_does():
     assert ks_graphed[2] == pytest.approx(ks_eager[2])  # lr 0: the same untrained member either way
 
 
+def test_a_graphed_sgd_population_trains_and_leaves_a_rate_0_member_where_it_was():
+    members = [{"optim": "sgd", "train.d_steps": 1}, {"optim": "sgd", "train.d_steps": 2, "optim.momentum": 0.9},
+               {"optim": "sgd", "optim.d_lr": 0, "optim.g_lr": 0}]
+    graphed = Cohort(_configs(members, iterations=40))
+    before = graphed.generator.flat.detach().cpu().clone()
+    _fit(graphed, 40, cuda_graphs=True)
+    after = graphed.generator.flat.detach().cpu()
+    assert graphed.member_iteration.tolist() == [40, 40, 40] and torch.isfinite(after).all()
+    assert torch.equal(before[2], after[2]) and not torch.equal(before[0], after[0])
+    assert not torch.equal(before[1], after[1])
+
+
 def test_evaluation_chunks_on_a_gpu_use_a_share_of_its_free_memory():
     from ganlab.population.cohort import EVAL_CHUNK_BYTES, GPU_CHUNK_SHARE, chunk_budget
 

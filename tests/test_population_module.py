@@ -377,19 +377,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited (reaped by init later)
 
 
-def test_an_iteration_writes_every_tensor_that_outlives_it_in_place():
+@pytest.mark.parametrize(("optim", "state"), [("adam", ("steps", "exp_avg")), ("sgd", ("buffer",))])
+def test_an_iteration_writes_every_tensor_that_outlives_it_in_place(optim, state):
     # what lets a CUDA graph replay an iteration: it recorded these tensors' memory
     cohort = Cohort(_configs([{"train.d_steps": 1}, {"train.d_steps": 2}], iterations=10,
-                             extra=["optim.schedule=linear"]))
+                             extra=[f"optim={optim}", "optim.schedule=linear"]))
     opt_d, opt_g = cohort.optimizers()
-    lasting = {**dict(cohort.named_parameters()), **dict(cohort.named_buffers()), "opt_d.lr": opt_d.lr,
-               "opt_g.lr": opt_g.lr, "opt_d.steps": opt_d.steps, "opt_d.exp_avg": opt_d.exp_avg}
-    before = {name: (t, t.data_ptr(), t.clone()) for name, t in lasting.items()}
+
+    def lasting():
+        return {**dict(cohort.named_parameters()), **dict(cohort.named_buffers()), "opt_d.lr": opt_d.lr,
+                "opt_g.lr": opt_g.lr, **{f"opt_d.{name}": getattr(opt_d, name) for name in state}}
+
+    before = {name: (t, t.data_ptr(), t.clone()) for name, t in lasting().items()}
     for _ in range(2):
         cohort.train_iteration()
-    now = {**dict(cohort.named_parameters()), **dict(cohort.named_buffers()), "opt_d.lr": opt_d.lr,
-           "opt_g.lr": opt_g.lr, "opt_d.steps": opt_d.steps, "opt_d.exp_avg": opt_d.exp_avg}
+    now = lasting()
     for name, (tensor, pointer, _) in before.items():
         assert now[name] is tensor and now[name].data_ptr() == pointer, name
     changed = {name for name, (t, _, old) in before.items() if not torch.equal(t, old)}
-    assert {"generator.flat", "ema.flat", "member_iteration", "member_last_losses", "opt_d.lr"} <= changed
+    assert {"generator.flat", "ema.flat", "member_iteration", "member_last_losses", "opt_d.lr",
+            *(f"opt_d.{name}" for name in state)} <= changed

@@ -69,7 +69,7 @@ def test_median_and_summary_skip_failed_seeds():
 
 
 @pytest.mark.parametrize(("overrides", "named"), [(["model=minibatch"], "minibatch"), (["data=digits"], "digits"),
-                                                  (["optim=sgd"], "sgd"), (["model.d.dropout=0.2"], "dropout")])
+                                                  (["model.d.dropout=0.2"], "dropout")])
 def test_unsupported_compositions_name_what_to_do(overrides, named):
     with pytest.raises(ConfigError) as err:
         compose_config(["train.seeds=2", *overrides])
@@ -78,11 +78,12 @@ def test_unsupported_compositions_name_what_to_do(overrides, named):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    (["optim=sgd", "train.seeds=3", "train.seed=5"], ["optim=sgd", "train.seed=range(5,8)"]),
+    (["model.d.dropout=0.2", "train.seeds=3", "train.seed=5"], ["model.d.dropout=0.2", "train.seed=range(5,8)"]),
     (["train.seeds=3"], None),  # population training takes it
-    (["optim=sgd", "train.seeds=1"], None),
-    (["optim=sgd"], None),
-    (["optim=sgd", "train.seeds=two"], None),  # composing as typed says what is wrong
+    (["optim=sgd", "train.seeds=3"], None),  # SGD too
+    (["model.d.dropout=0.2", "train.seeds=1"], None),
+    (["model.d.dropout=0.2"], None),
+    (["model.d.dropout=0.2", "train.seeds=two"], None),  # composing as typed says what is wrong
 ])
 def test_seeds_population_training_cannot_take_are_trained_one_run_each(overrides, expected):
     from ganlab.train import _seeds_one_at_a_time
@@ -92,17 +93,17 @@ def test_seeds_population_training_cannot_take_are_trained_one_run_each(override
 
 @pytest.mark.slow
 def test_unsupported_seeds_from_the_cli_run_one_child_run_each(tmp_path):
-    """optim=sgd train.seeds=2 was refused; it now trains the seeds as a multirun, with a notice."""
+    """model.d.dropout=0.2 train.seeds=2 was refused; it now trains the seeds as a multirun, with a notice."""
     uri = mlflow_store(tmp_path / "mlflow.db")
-    proc = run_cli([*TINY, "optim=sgd", "train.seeds=2", "train.seed=3"], uri, tmp_path, timeout=300)
+    proc = run_cli([*TINY, "model.d.dropout=0.2", "train.seeds=2", "train.seed=3"], uri, tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "train.seeds=2 cannot be trained together (optim=sgd" in proc.stdout
+    assert "train.seeds=2 cannot be trained together (batch norm or dropout" in proc.stdout
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.params["train.seed"] for r in children) == ["3", "4"]
     assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 3  # the parent and its two children
-    assert all(r.data.params["optim.name"] == "sgd" for r in children)
+    assert all(r.data.params["model.d.dropout"] == "0.2" for r in children)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")

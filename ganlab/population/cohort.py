@@ -2,8 +2,9 @@
 trained as one set of stacked tensors (one iteration of all of them at once).
 
 Everything that belongs to a member is a tensor whose first dimension is the member: weights (G, D
-and G's EMA copy), both Adam moments and step counts, the member's settings (rates, betas, steps,
-label smoothing, EMA decay, R1 gamma, final lr fraction) and its iteration count. That makes the
+and G's EMA copy), the optimizer's state (Adam's moments and step counts, SGD's momentum buffer), the
+member's settings (rates, the optimizer's own such as betas, steps, label smoothing, EMA decay, R1
+gamma, final lr fraction) and its iteration count. That makes the
 operations a sweep needs generic: :meth:`Cohort.assemble` keeps some members of some cohorts and
 stacks them into a new one (members retire and new trials join between iterations, each at its own
 iteration count), moving to a device and checkpointing are ``nn.Module``'s own.
@@ -29,12 +30,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ganlab.population.member_settings import member_settings
-from ganlab.population.stacked_adam import AdamState, StackedAdam
 from ganlab.population.stacked_nets import StackedNets
+from ganlab.population.stacked_optimizers import STACKED_OPTIMIZERS, StackedOptimizer
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import SCHEDULES
 
-SETTINGS = ("d_lr", "g_lr", "beta1", "beta2", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
+SETTINGS = ("d_lr", "g_lr", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
             "d_steps", "g_steps")
 EVAL_CHUNK_BYTES = 256 * 2**20  # activations of one evaluation chunk on CPU (see forward_in_chunks)
 GPU_CHUNK_SHARE = 8  # on CUDA a chunk may take this fraction of the free device memory, if more
@@ -101,16 +102,17 @@ class Cohort(nn.Module):
         self.ema = copy.deepcopy(self.generator).requires_grad_(False)  # each member's EMA of G, for evaluation
         for name in SETTINGS:
             self.register_buffer(f"member_{name}", getattr(settings, name).clone())
+        for name, values in settings.optimizer.items():  # an Adam cohort's: member_beta1, member_beta2
+            self.register_buffer(f"member_{name}", values.clone())
         k = len(self.configs)
         self.register_buffer("member_iteration", torch.zeros(k, dtype=torch.int64))  # each member's own count
         self.register_buffer("member_alive", torch.ones(k, dtype=torch.bool))
         self.register_buffer("member_nonfinite_at", torch.full((k,), -1, dtype=torch.int64))  # first bad iteration
         self.register_buffer("member_last_losses", torch.full((k, 2), math.nan))  # D, G
+        optim = STACKED_OPTIMIZERS[self.configs[0].optim.name]
         for net, nets in (("d", self.discriminator), ("g", self.generator)):
-            state = AdamState.zeros(nets.flat)
-            self.register_buffer(f"adam_{net}_steps", state.steps)
-            self.register_buffer(f"adam_{net}_m", state.exp_avg)
-            self.register_buffer(f"adam_{net}_v", state.exp_avg_sq)
+            for part, zeros in zip(optim.state, optim.zeros(nets.flat), strict=True):  # adam_d_steps, adam_d_m, ...
+                self.register_buffer(f"{self.configs[0].optim.name}_{net}_{part}", zeros)
         first = self.configs[0]
         self.batch_size, self.iterations = first.train.batch_size, first.train.iterations
         self.alive = [True] * k  # host-side copy of member_alive: masks are built without reading the device
@@ -132,7 +134,7 @@ class Cohort(nn.Module):
         self._d_counts = self.member_d_steps.tolist()
         self._g_counts = self.member_g_steps.tolist()
         self._use_r1 = bool((self.member_r1_gamma > 0).any())
-        self._optimizers: tuple[StackedAdam, StackedAdam] | None = None
+        self._optimizers: tuple[StackedOptimizer, StackedOptimizer] | None = None
         self._masks()
 
     def __getstate__(self) -> dict:
@@ -165,7 +167,7 @@ class Cohort(nn.Module):
     @classmethod
     def assemble(cls, parts: list[tuple[Cohort, list[int]]], extra: Cohort | None = None) -> Cohort | None:
         """A new cohort of the members ``index`` of each ``(cohort, index)`` part, then all of ``extra``'s:
-        weights, Adam state, settings and iteration counts carried over. None when no member is left."""
+        weights, optimizer state, settings and iteration counts carried over. None when no member is left."""
         parts = [(c, idx) for c, idx in parts if idx] + ([(extra, list(range(extra.members)))] if extra else [])
         if not parts:
             return None
@@ -210,15 +212,17 @@ class Cohort(nn.Module):
             second.rng.manual_seed(int(torch.randint(2**62, (1,), generator=first.rng)))
         return first, second
 
-    def optimizers(self) -> tuple[StackedAdam, StackedAdam]:
-        """Adam for D and for G over this cohort's own state tensors (rebuilt after a move or restack)."""
+    def optimizers(self) -> tuple[StackedOptimizer, StackedOptimizer]:
+        """The optimizer for D and for G over this cohort's own state tensors (rebuilt after a move or restack)."""
         if self._optimizers is None:
             made = []
+            name = self.configs[0].optim.name
+            optim = STACKED_OPTIMIZERS[name]
+            settings = {key: getattr(self, f"member_{key}") for key in optim.settings}
             pairs = (("d", self.discriminator, self.member_d_lr), ("g", self.generator, self.member_g_lr))
             for net, module, lr in pairs:
-                state = AdamState(getattr(self, f"adam_{net}_steps"), getattr(self, f"adam_{net}_m"),
-                                  getattr(self, f"adam_{net}_v"))
-                made.append(StackedAdam(module.flat, lr, self.member_beta1, self.member_beta2, state=state))
+                state = [getattr(self, f"{name}_{net}_{part}") for part in optim.state]
+                made.append(optim.build(module.flat, lr, settings, state))
             self._optimizers = (made[0], made[1])
             self._set_rates()
         return self._optimizers
@@ -268,8 +272,9 @@ class Cohort(nn.Module):
         return 0.5 * gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
 
     @staticmethod
-    def _update(optimizer: StackedAdam, nets: StackedNets, losses: torch.Tensor, index: torch.Tensor | None) -> None:
-        """The gradient of the (taking) members' summed losses for their weights, then their Adam step."""
+    def _update(optimizer: StackedOptimizer, nets: StackedNets, losses: torch.Tensor,
+                index: torch.Tensor | None) -> None:
+        """The gradient of the (taking) members' summed losses for their weights, then their optimizer step."""
         (grad,) = torch.autograd.grad(losses.sum(), [nets.weights()])
         optimizer.update(grad, index)
 
@@ -334,7 +339,7 @@ class Cohort(nn.Module):
 
     def collect_failures(self) -> dict[int, str]:
         """Read the device's notes (one synchronisation, at evaluation): members newly found non-finite
-        are stopped (weights and Adam state frozen) and returned with their reason."""
+        are stopped (weights and optimizer state frozen) and returned with their reason."""
         found = {}
         for k, at in enumerate(self.member_nonfinite_at.tolist()):
             if at >= 0 and self.alive[k]:

@@ -1,9 +1,10 @@
 """What may differ between the members of one population, and what they must share.
 
 A population trains K configs together. The networks' shapes, the data, noise, D input, loss,
-schedule kind, run length and batch size are shared (one stacked tensor per weight needs one shape,
-and one batch of noise a common size); learning rates, Adam betas, step counts, label smoothing,
-EMA decay, R1 gamma, the schedule's final fraction and the seed are per member.
+optimizer and schedule kind, run length and batch size are shared (one stacked tensor per weight needs
+one shape, and one batch of noise a common size); learning rates, the optimizer's own settings (Adam's
+betas, SGD's momentum), step counts, label smoothing, EMA decay, R1 gamma, the schedule's final
+fraction and the seed are per member.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
 from ganlab.nets.models import MODELS
+from ganlab.population.stacked_optimizers import STACKED_OPTIMIZERS
 from ganlab.training.optimizers import short_run_boost
 
 MAX_SEEDS = 4096  # members of one `train.seeds` run
@@ -32,14 +34,13 @@ class MemberSettings:
     seeds: list[int]
     d_lr: torch.Tensor
     g_lr: torch.Tensor
-    beta1: torch.Tensor
-    beta2: torch.Tensor
     final_lr_fraction: torch.Tensor
     d_steps: torch.Tensor  # int64
     g_steps: torch.Tensor  # int64
     real_target: torch.Tensor  # 1 - label_smoothing
     ema_decay: torch.Tensor
     r1_gamma: torch.Tensor
+    optimizer: dict[str, torch.Tensor]  # the optimizer's per-member settings (STACKED_OPTIMIZERS), by optim key
 
 
 def _value(cfg: DictConfig, dotted: str):
@@ -59,8 +60,9 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
         return f"model={cfg.model.name} is not supported by population training yet"
     if TARGETS[cfg.data.name].family == "images":
         return f"data={cfg.data.name} (an image dataset) is not supported by population training yet"
-    if cfg.optim.name != "adam":
-        return f"optim={cfg.optim.name} is not supported by population training yet (adam only)"
+    if cfg.optim.name not in STACKED_OPTIMIZERS:
+        return (f"optim={cfg.optim.name} is not supported by population training yet "
+                f"({', '.join(STACKED_OPTIMIZERS.names)} only)")
     if any(cfg.model.g.batch_norm) or any(cfg.model.d.batch_norm) or cfg.model.g.dropout or cfg.model.d.dropout:
         return "batch norm or dropout is not supported by population training yet"
     return None
@@ -89,10 +91,11 @@ def member_settings(configs: list[DictConfig]) -> MemberSettings:
         seeds=[int(c.train.seed) for c in configs],
         d_lr=floats(lambda c: c.optim.d_lr * short_run_boost(c.optim, iterations)),
         g_lr=floats(lambda c: c.optim.g_lr * short_run_boost(c.optim, iterations)),
-        beta1=floats(lambda c: c.optim.beta1), beta2=floats(lambda c: c.optim.beta2),
         final_lr_fraction=floats(lambda c: c.optim.final_lr_fraction),
         d_steps=torch.tensor([c.train.d_steps for c in configs]),
         g_steps=torch.tensor([c.train.g_steps for c in configs]),
         real_target=floats(lambda c: 1.0 - c.train.label_smoothing),
         ema_decay=floats(lambda c: c.train.ema_decay), r1_gamma=floats(lambda c: c.train.r1_gamma),
+        optimizer={key: floats(lambda c, key=key: c.optim[key])
+                   for key in STACKED_OPTIMIZERS[first.optim.name].settings},
     )
