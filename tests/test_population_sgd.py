@@ -73,3 +73,30 @@ def test_sgd_members_with_their_own_rates_and_momenta_each_learn_the_target():
     assert cohort.optimizers()[0].momentum.tolist() == pytest.approx([0.5, 0.0, 0.8])
     ks = _ks(_fit(cohort, 1000))
     assert np.all(ks < 0.15), ks
+
+
+def test_an_sgd_cohort_restacks_and_reloads_with_its_momentum_buffers():
+    """A sweep's members leave and join by restacking, and its checkpoint is the cohort's state_dict:
+    both must carry each member's momentum buffer and momentum, or a resumed member would restart its
+    velocity at zero."""
+    from test_population_module import _configs
+
+    from ganlab.population.cohort import Cohort
+
+    configs = _configs([{"train.seed": 0}, {"train.seed": 1, "optim.momentum": 0.9}], iterations=20,
+                       extra=["optim=sgd"])
+    cohort = Cohort(configs)
+    for _ in range(3):
+        cohort.train_iteration()
+    state = cohort.state_dict()
+    assert state["sgd_d_momentum"].abs().sum() > 0 and state["member_momentum"].tolist() == pytest.approx([0.5, 0.9])
+    reloaded = Cohort(configs)
+    reloaded.load_state_dict(state)
+    alone = Cohort.assemble([(cohort, [1])])
+    torch.testing.assert_close(alone.sgd_g_momentum[0], cohort.sgd_g_momentum[1], rtol=0, atol=0)
+    assert alone.optimizers()[0].momentum.tolist() == pytest.approx([0.9])
+    reloaded.rng.set_state(cohort.rng.get_state())
+    for c in (cohort, reloaded):
+        c.train_iteration()
+    assert torch.equal(cohort.generator.flat, reloaded.generator.flat)
+    assert torch.equal(cohort.sgd_d_momentum, reloaded.sgd_d_momentum)
