@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--population-sweep-trials", type=int, default=64,
                         help="trials of the population-vs-workers sweep comparison (0: skip it)")
     parser.add_argument("--population-sweep-sizes", type=int, nargs="*", default=[16])
+    parser.add_argument("--population-sweep", default="default",
+                        help="the sweep (a name in sweeps/) of the population-vs-workers comparison; other than "
+                             "default, results go to population_sweep_<name>.json")
     parser.add_argument("--population-sweep-repeats", type=int, default=1,
                         help="pairs (workers, then each population size) to run; ratios are their median")
     parser.add_argument("--population-start-trials", type=int, default=1024,
@@ -149,11 +152,12 @@ def main() -> None:
             path = _save(name, res)
             print("\n" + population.table(res) + f"\n-> {path}")
         if args.population_device == "cpu" and args.population_sweep_trials:
-            print(f"population sweep: the default sweep, {args.population_sweep_trials} trials, population vs "
-                  f"{args.workers} process workers", flush=True)
+            print(f"population sweep: the {args.population_sweep} sweep, {args.population_sweep_trials} trials, "
+                  f"population vs 2 process workers", flush=True)
             res = sweep_speed.run_population(args.population_sweep_trials, tuple(args.population_sweep_sizes),
-                                             repeats=args.population_sweep_repeats)
-            path = _save("population_sweep", res)
+                                             repeats=args.population_sweep_repeats, sweep=args.population_sweep)
+            name = "population_sweep" + ("" if args.population_sweep == "default" else f"_{args.population_sweep}")
+            path = _save(name, res)
             print("\n| run | trials | complete | pruned | wall s | trials/h | best KS |\n|---|---|---|---|---|---|---|")
             for r in res["runs"]:
                 how = f"population {r['population']}" if r["population"] else f"{r['workers']} workers"

@@ -42,13 +42,13 @@ def _fixed_trials(trials: int, seed: int = 0) -> list[dict]:
 
 
 def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = None,
-         population: int | None = None) -> dict:
-    spec = yaml.safe_load((ROOT / "sweeps" / "default.yaml").read_text())
+         population: int | None = None, sweep: str = "default") -> dict:
+    spec = yaml.safe_load((ROOT / "sweeps" / f"{sweep}.yaml").read_text())
     spec["trials"] = trials
     if not pruning:
         spec["pruner"] = {"name": "none"}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench_default.yaml"
+        path = Path(tmp) / f"bench_{sweep}.yaml"
         path.write_text(yaml.safe_dump(spec))
         storage = f"sqlite:///{tmp}/optuna.db"
         if enqueue:
@@ -66,7 +66,7 @@ def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = 
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"sweep failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-        study = optuna.load_study(study_name="bench_default", storage=storage)
+        study = optuna.load_study(study_name=f"bench_{sweep}", storage=storage)
         states = [t.state.name for t in study.trials]
         best_trial = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
         best = best_trial.value
@@ -105,15 +105,16 @@ def run(trials: int = 20) -> dict:
     }
 
 
-def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: int = 1) -> dict:
-    """The default sweep as defined (TPE, median pruner), ``trials`` trials: a population of K in one
-    process (every core) against two process workers (one core each), on the same machine, in turn."""
+def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: int = 1, sweep: str = "default") -> dict:
+    """A sweep as defined (``sweeps/<sweep>.yaml``: TPE, median pruner), ``trials`` trials: a population
+    of K in one process (every core) against two process workers (one core each), on the same machine,
+    in turn."""
     rows = []
     for _ in range(repeats):
-        rows.append(_run(2, pruning=True, trials=trials))
-        rows.extend(_run(1, pruning=True, trials=trials, population=k) for k in sizes)
+        rows.append(_run(2, pruning=True, trials=trials, sweep=sweep))
+        rows.extend(_run(1, pruning=True, trials=trials, population=k, sweep=sweep) for k in sizes)
     workers = [r for r in rows if not r["population"]]
-    out = {"trials": trials, "runs": rows, "target_ratio": 2.0}
+    out = {"sweep": sweep, "trials": trials, "runs": rows, "target_ratio": 2.0}
     for k in sizes:
         pops = [r for r in rows if r["population"] == k]
         ratios = [p["trials_per_hour"] / w["trials_per_hour"] for p, w in zip(pops, workers, strict=True)]
