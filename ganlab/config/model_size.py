@@ -6,7 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 BYTES = 4  # float32
-G_COPIES = 5  # weights, gradients, Adam's two moments, the EMA copy
+G_COPIES = 5  # weights, gradients, Adam's two moments (SGD keeps one buffer: a copy too many), the EMA copy
 D_COPIES = 4  # weights, gradients, Adam's two moments
 
 
