@@ -35,6 +35,25 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 _TEMPLATE_DIR: list[Path] = []  # set once per test process by _store_template_dir
 
 
+@pytest.fixture(autouse=True)
+def _signal_handling_is_left_as_found() -> Iterator[None]:
+    """Code that trains in-process must give SIGINT/SIGTERM, the blocked-signal mask and ganlab's stop
+    state back as it found them: a leak would make a later Ctrl-C in the same process do nothing."""
+    import signal
+
+    from ganlab import signals
+
+    def state() -> dict:
+        return {"SIGINT": signal.getsignal(signal.SIGINT), "SIGTERM": signal.getsignal(signal.SIGTERM),
+                "blocked": signal.pthread_sigmask(signal.SIG_BLOCK, []),
+                "deferred": signals._deferred, "owned": signals._owned, "pending": signals._pending}
+
+    before = state()
+    yield
+    after = state()
+    assert after == before, f"signal handling changed by this test: {before} -> {after}"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _store_template_dir(tmp_path_factory) -> None:
     _TEMPLATE_DIR.append(tmp_path_factory.mktemp("store_template"))

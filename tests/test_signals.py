@@ -70,7 +70,16 @@ def test_a_stopped_seeds_run_does_not_suggest_a_resume_it_would_refuse(tmp_path)
     assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
 
 
-def test_signals_held_wait_for_the_end_of_the_block_and_then_reach_the_handler():
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, whatever this process inherited: a shell starts background jobs
+    (`make test-all &`) with SIGINT ignored, and Python then keeps it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_signals_held_wait_for_the_end_of_the_block_and_then_reach_the_handler(ctrl_c_raises):
     from ganlab.signals import signals_held
 
     finished = False
@@ -82,7 +91,7 @@ def test_signals_held_wait_for_the_end_of_the_block_and_then_reach_the_handler()
     assert finished
 
 
-def test_ctrl_c_while_a_new_store_creates_its_tables_leaves_a_working_store(tmp_path):
+def test_ctrl_c_while_a_new_store_creates_its_tables_leaves_a_working_store(tmp_path, ctrl_c_raises):
     """Interrupted in the middle of MLflow's migrations (here: right after one creates span_metrics),
     a store refused every later command ("table span_metrics already exists"); the interrupt now
     waits for the store to be whole."""
