@@ -169,6 +169,17 @@ def test_short_runs_raise_the_learning_rates_by_the_shortfall(reference, iterati
     assert short_run_boost(optim, iterations) == pytest.approx(boost)
 
 
+@pytest.mark.parametrize(("overrides", "schedule"), [
+    (["data=ring8", "optim=sgd"], "cosine"),  # the data x optim recipe: at a constant rate D wins late on most seeds
+    (["data=ring8", "optim=sgd", "optim.schedule=none"], "none"),  # typed wins
+    (["data=ring8", "optim=sgd", "recipe=none"], "none"),
+    (["optim=sgd"], "none"),  # the 1D recipes train well at a constant rate
+    (["data=mixture_1d", "optim=sgd"], "none"),
+])
+def test_sgd_on_ring8_decays_its_rate(overrides, schedule):
+    assert compose_config(overrides).optim.schedule == schedule
+
+
 def test_sgd_rates_are_not_raised_in_short_runs():
     """SGD's step is the rate times the gradient: the 1D recipe's x66 at 30 iterations diverged."""
     optim = compose_config(["optim=sgd", "train.iterations=30"]).optim
