@@ -20,6 +20,23 @@ def _split(row: torch.Tensor) -> list[torch.Tensor]:
     return [weight.view(4, 5), bias]
 
 
+def step_side_by_side(stacked_optimizer, torch_optimizers, singles, steps: int = 20) -> None:
+    """The same gradients to the stacked optimizer and to member k's own torch optimizer over its own
+    tensors ``singles[k]``; then each member's row must equal its torch twin."""
+    stacked = stacked_optimizer.param
+    for step in range(steps):
+        grad = _grad(step)
+        stacked.grad = grad.clone()
+        stacked_optimizer.step()
+        for k in range(K):
+            for p, g in zip(singles[k], _split(grad[k]), strict=True):
+                p.grad = g.clone()
+            torch_optimizers[k].step()
+    for k in range(K):
+        for mine, single in zip(_split(stacked[k]), singles[k], strict=True):
+            torch.testing.assert_close(mine, single.detach(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-per-member", "one-expression"])
 def test_each_member_follows_torch_adam_with_its_own_rate_and_betas(fused):
     start = torch.randn(K, 25)
@@ -27,17 +44,7 @@ def test_each_member_follows_torch_adam_with_its_own_rate_and_betas(fused):
     adam = StackedAdam(stacked, torch.tensor(LRS), torch.tensor(BETA1), torch.tensor(BETA2), fused=fused)
     singles = [[t.clone().requires_grad_(True) for t in _split(start[k])] for k in range(K)]
     torch_adams = [torch.optim.Adam(singles[k], lr=LRS[k], betas=(BETA1[k], BETA2[k])) for k in range(K)]
-    for step in range(20):
-        grad = _grad(step)
-        stacked.grad = grad.clone()
-        adam.step()
-        for k in range(K):
-            for p, g in zip(singles[k], _split(grad[k]), strict=True):
-                p.grad = g.clone()
-            torch_adams[k].step()
-    for k in range(K):
-        for mine, single in zip(_split(stacked[k]), singles[k], strict=True):
-            torch.testing.assert_close(mine, single.detach(), rtol=1e-5, atol=1e-6)
+    step_side_by_side(adam, torch_adams, singles)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-per-member", "one-expression"])

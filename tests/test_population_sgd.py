@@ -4,21 +4,11 @@ population trains each member to the target."""
 import numpy as np
 import pytest
 import torch
+from test_population_adam import K, _split, step_side_by_side
 
 from ganlab.population.stacked_sgd import StackedSGD
 
-K = 3
 LRS, MOMENTA = [1e-2, 3e-1, 2e-3], [0.5, 0.0, 0.9]  # momentum 0: torch keeps no buffer at all
-SHAPES = [(4, 5), (5,)]
-
-
-def _grad(step: int) -> torch.Tensor:
-    return torch.randn(K, 25, generator=torch.Generator().manual_seed(step))
-
-
-def _split(row: torch.Tensor) -> list[torch.Tensor]:
-    weight, bias = row.split([20, 5])
-    return [weight.view(4, 5), bias]
 
 
 @pytest.mark.parametrize("torch_kernel", ["foreach", "fused"])
@@ -29,17 +19,7 @@ def test_each_member_follows_torch_sgd_with_its_own_rate_and_momentum(torch_kern
     singles = [[t.clone().requires_grad_(True) for t in _split(start[k])] for k in range(K)]
     kernel = {"foreach": {"foreach": True}, "fused": {"fused": True}}[torch_kernel]  # the single run's is fused
     torch_sgds = [torch.optim.SGD(singles[k], lr=LRS[k], momentum=MOMENTA[k], **kernel) for k in range(K)]
-    for step in range(20):
-        grad = _grad(step)
-        stacked.grad = grad.clone()
-        sgd.step()
-        for k in range(K):
-            for p, g in zip(singles[k], _split(grad[k]), strict=True):
-                p.grad = g.clone()
-            torch_sgds[k].step()
-    for k in range(K):
-        for mine, single in zip(_split(stacked[k]), singles[k], strict=True):
-            torch.testing.assert_close(mine, single.detach(), rtol=1e-5, atol=1e-6)
+    step_side_by_side(sgd, torch_sgds, singles)
     assert not torch.equal(stacked, start)
 
 

@@ -29,9 +29,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ganlab.population.member_rows_optimizer import MemberRowsOptimizer
 from ganlab.population.member_settings import member_settings
 from ganlab.population.stacked_nets import StackedNets
-from ganlab.population.stacked_optimizers import STACKED_OPTIMIZERS, StackedOptimizer
+from ganlab.population.stacked_optimizers import STACKED_OPTIMIZERS
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import SCHEDULES
 
@@ -134,7 +135,7 @@ class Cohort(nn.Module):
         self._d_counts = self.member_d_steps.tolist()
         self._g_counts = self.member_g_steps.tolist()
         self._use_r1 = bool((self.member_r1_gamma > 0).any())
-        self._optimizers: tuple[StackedOptimizer, StackedOptimizer] | None = None
+        self._optimizers: tuple[MemberRowsOptimizer, MemberRowsOptimizer] | None = None
         self._masks()
 
     def __getstate__(self) -> dict:
@@ -212,7 +213,7 @@ class Cohort(nn.Module):
             second.rng.manual_seed(int(torch.randint(2**62, (1,), generator=first.rng)))
         return first, second
 
-    def optimizers(self) -> tuple[StackedOptimizer, StackedOptimizer]:
+    def optimizers(self) -> tuple[MemberRowsOptimizer, MemberRowsOptimizer]:
         """The optimizer for D and for G over this cohort's own state tensors (rebuilt after a move or restack)."""
         if self._optimizers is None:
             made = []
@@ -272,7 +273,7 @@ class Cohort(nn.Module):
         return 0.5 * gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
 
     @staticmethod
-    def _update(optimizer: StackedOptimizer, nets: StackedNets, losses: torch.Tensor,
+    def _update(optimizer: MemberRowsOptimizer, nets: StackedNets, losses: torch.Tensor,
                 index: torch.Tensor | None) -> None:
         """The gradient of the (taking) members' summed losses for their weights, then their optimizer step."""
         (grad,) = torch.autograd.grad(losses.sum(), [nets.weights()])

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ganlab.population.member_rows_optimizer import MemberRowsOptimizer
+
 
 @dataclass
 class AdamState:
@@ -46,30 +48,19 @@ class AdamState:
                          torch.zeros_like(param), torch.zeros_like(param))
 
 
-class StackedAdam(torch.optim.Optimizer):
+class StackedAdam(MemberRowsOptimizer):
     """A torch Optimizer (the standard interface, state_dict included) whose hyperparameters are [K]
     tensors and whose one parameter is [K, P]."""
 
     def __init__(self, param: torch.Tensor, lr: torch.Tensor, beta1: torch.Tensor, beta2: torch.Tensor,
                  eps: float = 1e-8, state: AdamState | None = None, fused: bool | None = None) -> None:
         """``fused``: the per-member fused kernel (None: on CPU only; see the module's docstring)."""
-        super().__init__([param], {})
+        super().__init__(param)
         self.fused = param.device.type == "cpu" if fused is None else fused
-        self.param = param
         self.lr = lr.clone()  # the current rates; schedules rewrite them each iteration
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         state = state or AdamState.zeros(param)
         self.steps, self.exp_avg, self.exp_avg_sq = state.steps, state.exp_avg, state.exp_avg_sq  # updated in place
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.param.grad = None
-
-    def step(self, closure=None, grad: torch.Tensor | None = None, index: torch.Tensor | None = None) -> None:
-        """One Adam step. ``grad`` defaults to the parameter's ``.grad``; with ``index`` it is the
-        gradient of those members' rows alone ([len(index), P]) and only they step."""
-        grad = self.param.grad if grad is None else grad
-        if grad is not None:
-            self.update(grad, index)
 
     @torch.no_grad()
     def update(self, grad: torch.Tensor, index: torch.Tensor | None = None) -> None:

@@ -11,22 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
+from ganlab.population.member_rows_optimizer import MemberRowsOptimizer
 from ganlab.population.stacked_adam import AdamState, StackedAdam
 from ganlab.population.stacked_sgd import StackedSGD
 from ganlab.registry import Registry
-
-
-class StackedOptimizer(Protocol):
-    """What the cohort uses: the current per-member rates (rewritten in place by the schedule) and one
-    update of all members, or of the members ``index``."""
-
-    lr: torch.Tensor
-
-    def update(self, grad: torch.Tensor, index: torch.Tensor | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +28,7 @@ class PopulationOptimizer:
     settings: tuple[str, ...]
     state: tuple[str, ...]
     zeros: Callable[[torch.Tensor], list[torch.Tensor]]
-    build: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]], StackedOptimizer]
+    build: Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]], MemberRowsOptimizer]
 
 
 def _adam_zeros(param: torch.Tensor) -> list[torch.Tensor]:

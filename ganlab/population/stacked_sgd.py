@@ -15,27 +15,18 @@ from __future__ import annotations
 
 import torch
 
+from ganlab.population.member_rows_optimizer import MemberRowsOptimizer
 
-class StackedSGD(torch.optim.Optimizer):
+
+class StackedSGD(MemberRowsOptimizer):
     """A torch Optimizer whose rate and momentum are [K] tensors and whose one parameter is [K, P]."""
 
     def __init__(self, param: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor,
                  buffer: torch.Tensor | None = None) -> None:
-        super().__init__([param], {})
-        self.param = param
+        super().__init__(param)
         self.lr = lr.clone()  # the current rates; schedules rewrite them each iteration
         self.momentum = momentum
         self.buffer = torch.zeros_like(param) if buffer is None else buffer  # updated in place
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.param.grad = None
-
-    def step(self, closure=None, grad: torch.Tensor | None = None, index: torch.Tensor | None = None) -> None:
-        """One SGD step. ``grad`` defaults to the parameter's ``.grad``; with ``index`` it is the
-        gradient of those members' rows alone ([len(index), P]) and only they step."""
-        grad = self.param.grad if grad is None else grad
-        if grad is not None:
-            self.update(grad, index)
 
     @torch.no_grad()
     def update(self, grad: torch.Tensor, index: torch.Tensor | None = None) -> None:
