@@ -112,8 +112,8 @@ class Cohort(nn.Module):
         self.register_buffer("member_last_losses", torch.full((k, 2), math.nan))  # D, G
         optim = STACKED_OPTIMIZERS[self.configs[0].optim.name]
         for net, nets in (("d", self.discriminator), ("g", self.generator)):
-            for part, zeros in zip(optim.state, optim.zeros(nets.flat), strict=True):  # adam_d_steps, adam_d_m, ...
-                self.register_buffer(f"{self.configs[0].optim.name}_{net}_{part}", zeros)
+            for buffer, zeros in zip(self._optimizer_buffers(net), optim.zeros(nets.flat), strict=True):
+                self.register_buffer(buffer, zeros)
         first = self.configs[0]
         self.batch_size, self.iterations = first.train.batch_size, first.train.iterations
         self.alive = [True] * k  # host-side copy of member_alive: masks are built without reading the device
@@ -213,16 +213,21 @@ class Cohort(nn.Module):
             second.rng.manual_seed(int(torch.randint(2**62, (1,), generator=first.rng)))
         return first, second
 
+    def _optimizer_buffers(self, net: str) -> list[str]:
+        """The names of network ``net``'s optimizer state buffers (``adam_d_steps``, ``adam_d_m``, ...): the
+        checkpoint's keys, so they stay as they were when only Adam existed."""
+        name = self.configs[0].optim.name
+        return [f"{name}_{net}_{part}" for part in STACKED_OPTIMIZERS[name].state]
+
     def optimizers(self) -> tuple[MemberRowsOptimizer, MemberRowsOptimizer]:
         """The optimizer for D and for G over this cohort's own state tensors (rebuilt after a move or restack)."""
         if self._optimizers is None:
             made = []
-            name = self.configs[0].optim.name
-            optim = STACKED_OPTIMIZERS[name]
+            optim = STACKED_OPTIMIZERS[self.configs[0].optim.name]
             settings = {key: getattr(self, f"member_{key}") for key in optim.settings}
             pairs = (("d", self.discriminator, self.member_d_lr), ("g", self.generator, self.member_g_lr))
             for net, module, lr in pairs:
-                state = [getattr(self, f"{name}_{net}_{part}") for part in optim.state]
+                state = [getattr(self, buffer) for buffer in self._optimizer_buffers(net)]
                 made.append(optim.build(module.flat, lr, settings, state))
             self._optimizers = (made[0], made[1])
             self._set_rates()
