@@ -35,16 +35,19 @@ class TrackingSpooled(GanlabError):
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` (from an MLflow client call) means the server could not be reached at all, as
-    opposed to a refusal (bad request, missing run) that a retry would not change."""
+    """Whether ``exc`` (from an MLflow client call) means the server could not be reached, or went away
+    while it answered (killed mid-response: a broken chunked read), as opposed to a refusal (bad
+    request, missing run) that a retry would not change."""
     seen: BaseException | None = exc
     while seen is not None:
         name = type(seen).__name__
         if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError",
-                    "NewConnectionError", "ConnectionRefusedError", "RemoteDisconnected"):
+                    "NewConnectionError", "ConnectionRefusedError", "RemoteDisconnected",
+                    "ChunkedEncodingError", "ProtocolError", "IncompleteRead", "ConnectionResetError"):
             return True
         text = str(seen)
-        if "Max retries exceeded" in text or "Connection refused" in text or "Failed to establish" in text:
+        if "Max retries exceeded" in text or "Connection refused" in text or "Failed to establish" in text \
+                or "Connection broken" in text:
             return True
         seen = seen.__cause__ or seen.__context__
     return False

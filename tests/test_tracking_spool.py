@@ -157,6 +157,10 @@ def test_the_generator_model_and_registration_wait_in_the_spool(offline_tracker)
 @pytest.mark.parametrize(("exc", "unreachable"), [
     (requests.exceptions.ConnectionError("Max retries exceeded with url: /api"), True),
     (ConnectionRefusedError(111, "Connection refused"), True),
+    # the server killed while it sent an answer (seen on CI in a population sweep's outage test)
+    (requests.exceptions.ChunkedEncodingError("('Connection broken: IncompleteRead(0 bytes read, 6528 more "
+                                              "expected)', IncompleteRead(0 bytes read))"), True),
+    (ConnectionResetError(104, "Connection reset by peer"), True),
     (ValueError("RESOURCE_DOES_NOT_EXIST: run 'x' not found"), False),
     (OSError(28, "No space left on device"), False),
 ])
