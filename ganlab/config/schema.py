@@ -172,6 +172,7 @@ class ModelConfig:
     name: str = MISSING
     g: MLPConfig = field(default_factory=MLPConfig)
     d: MLPConfig = field(default_factory=MLPConfig)
+    standardize: bool = False  # G and D work in the target's standard units (nets/data_units.py)
 
 
 @dataclass

@@ -99,6 +99,14 @@ def _validate_model(cfg: DictConfig) -> None:
                 f"a conditional model needs labelled data: {', '.join(conditional)}")
     if entry.minibatch:
         require_positive(model, "model", "kernels", "kernel_dim", "minibatch_init_std")
+    if model.standardize:
+        known = tuple(name for name, target in TARGETS.items() if target.standard_units)
+        require(TARGETS[cfg.data.name].standard_units, "model.standardize", True,
+                f"needs a target whose mean and std are known ({', '.join(known)}); data={cfg.data.name} "
+                "is not one: set model.standardize=false")
+        require(model.g.output_activation == "none", "model.g.output_activation", model.g.output_activation,
+                "model.standardize=true scales G's output by the target's std, so a bounded output would cap "
+                "G within one std of the mean: use none")
 
 
 def _validate_optim(optim: DictConfig) -> None:

@@ -30,13 +30,15 @@ Target = Target1D | Target2D | ImageDataset
 
 @dataclass(frozen=True)
 class TargetEntry:
-    """How to check and build one target. ``family`` (1d, 2d, images) picks composition-time defaults."""
+    """How to check and build one target. ``family`` (1d, 2d, images) picks composition-time defaults;
+    ``standard_units``: the target knows its mean and std per coordinate (``model.standardize``)."""
 
     build: Callable[[Any], Target]
     check: Callable[[Any], None]
     dim: int
     family: str
     conditional: bool = False
+    standard_units: bool = False
 
 
 TARGETS: Registry[TargetEntry] = Registry("data.name")
@@ -69,8 +71,10 @@ def _check_mixture(data) -> None:
     require(all(s > 0 for s in data.stds), "data.stds", list(data.stds), "every std must be > 0")
 
 
-TARGETS.add("gaussian_1d", TargetEntry(lambda c: Gaussian1D(c.mean, c.std), _check_gaussian, 1, "1d"))
-TARGETS.add("mixture_1d", TargetEntry(lambda c: Mixture1D(c.weights, c.means, c.stds), _check_mixture, 1, "1d"))
+TARGETS.add("gaussian_1d", TargetEntry(lambda c: Gaussian1D(c.mean, c.std), _check_gaussian, 1, "1d",
+                                       standard_units=True))
+TARGETS.add("mixture_1d", TargetEntry(lambda c: Mixture1D(c.weights, c.means, c.stds), _check_mixture, 1, "1d",
+                                      standard_units=True))
 
 
 # ------------------------------------------------------------------------------ 2D Gaussian mixtures
@@ -85,9 +89,9 @@ def _check_grid(data) -> None:
 
 
 TARGETS.add("ring8", TargetEntry(lambda c: GaussianMixture2D(ring_means(c.count, c.radius), c.std),
-                                 _check_ring, 2, "2d"))
+                                 _check_ring, 2, "2d", standard_units=True))
 TARGETS.add("grid25", TargetEntry(lambda c: GaussianMixture2D(grid_means(c.side, c.spacing), c.std),
-                                  _check_grid, 2, "2d"))
+                                  _check_grid, 2, "2d", standard_units=True))
 
 
 # ---------------------------------------------------------------------------------- 2D pictures

@@ -37,6 +37,10 @@ class Target1D:
     mean: float
     std: float
 
+    def standard_units(self) -> tuple[list[float], list[float]]:
+        """The target's mean and std per coordinate (what ``model.standardize`` maps G and D by)."""
+        return [self.mean], [self.std]
+
     def plot_range(self) -> tuple[float, float]:
         lo, hi = self.quantiles(2000)[[0, -1]]
         pad = 0.5 * (hi - lo)

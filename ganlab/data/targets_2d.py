@@ -49,6 +49,12 @@ class GaussianMixture2D(Target2D):
         x = centers + self.std * torch.randn(n, 2, generator=generator, device=where)
         return x.to(device), None
 
+    def standard_units(self) -> tuple[list[float], list[float]]:
+        """The mixture's mean and std per coordinate (what ``model.standardize`` maps G and D by)."""
+        mean = self.weights @ self.means
+        var = self.weights @ (self.means - mean) ** 2 + self.std**2
+        return mean.tolist(), np.sqrt(var).tolist()
+
     def box(self):
         pad = max(0.25 * float(np.ptp(self.means, axis=0).max()), 6 * self.std, 0.5)
         (xmin, ymin), (xmax, ymax) = self.means.min(axis=0), self.means.max(axis=0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ganlab.nets.data_units import ToDataUnits, ToStandardUnits
 from ganlab.nets.fourier_features import FourierFeatures
 from ganlab.nets.minibatch_discrimination import MinibatchDiscrimination
 from ganlab.nets.mlp import init_linear, mlp, output_width
@@ -52,16 +53,27 @@ def packable_models() -> tuple[str, ...]:
 
 
 class Discriminator(nn.Module):
-    """[Fourier features per point] -> preprocess -> MLP trunk -> [minibatch discrimination] -> Linear to one logit."""
+    """[standard units] -> [Fourier features per point] -> preprocess -> MLP trunk -> [minibatch
+    discrimination] -> Linear to one logit."""
 
     def __init__(self, preprocess: Preprocess, trunk: nn.Sequential, head: nn.Linear,
-                 minibatch: MinibatchDiscrimination | None = None, lift: FourierFeatures | None = None) -> None:
+                 minibatch: MinibatchDiscrimination | None = None, lift: FourierFeatures | None = None,
+                 units: ToStandardUnits | None = None) -> None:
         super().__init__()
         self.preprocess, self.trunk, self.head = preprocess, trunk, head
         self.minibatch = minibatch
         self.lift = lift  # applied to each point before preprocess groups or packs them
+        self.units = units  # model.standardize: the data's units -> standard, first of all
+
+    @property
+    def input_std(self) -> torch.Tensor | None:
+        """The std D divides its input by (None: D reads the data's units); an input gradient times
+        this is the gradient in the units D works in (R1 is taken there)."""
+        return None if self.units is None else self.units.std
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.units is not None:
+            x = self.units(x)
         return self.trunk(self.preprocess(x if self.lift is None else self.lift(x)))
 
     @property
@@ -90,10 +102,17 @@ class Discriminator(nn.Module):
         return self.head(features)
 
 
-def build_generator(model_cfg, noise_dim: int, data_dim: int) -> nn.Sequential:
+Units = tuple[list[float], list[float]]  # the target's mean and std per coordinate
+
+
+def build_generator(model_cfg, noise_dim: int, data_dim: int, units: Units | None = None) -> nn.Sequential:
+    """G's MLP; with ``units`` (``model.standardize``) it ends in the map from standard units to the data's."""
     g = model_cfg.g
-    return mlp(noise_dim, g.hidden, g.activations, data_dim, g.output_activation, g.init, g.init_std,
-               g.batch_norm, g.dropout)
+    net = mlp(noise_dim, g.hidden, g.activations, data_dim, g.output_activation, g.init, g.init_std,
+              g.batch_norm, g.dropout)
+    if units is not None:
+        net.append(ToDataUnits(*units))
+    return net
 
 
 def build_lift(model_cfg, dim: int) -> FourierFeatures | None:
@@ -102,7 +121,9 @@ def build_lift(model_cfg, dim: int) -> FourierFeatures | None:
     return FourierFeatures(dim, d.fourier_features, d.fourier_scale) if d.fourier_features > 0 else None
 
 
-def build_discriminator(model_cfg, preprocess: Preprocess, lift: FourierFeatures | None = None) -> Discriminator:
+def build_discriminator(model_cfg, preprocess: Preprocess, lift: FourierFeatures | None = None,
+                        units: Units | None = None) -> Discriminator:
+    """D; with ``units`` (``model.standardize``) it first maps its input from the data's units to standard."""
     d = model_cfg.d
     in_features = preprocess.out_features()
     trunk = mlp(in_features, d.hidden, d.activations, None, init=d.init, init_std=d.init_std,
@@ -115,4 +136,4 @@ def build_discriminator(model_cfg, preprocess: Preprocess, lift: FourierFeatures
         width += minibatch.out_extra
     head = nn.Linear(width, 1)
     init_linear(head, d.init, d.init_std)
-    return Discriminator(preprocess, trunk, head, minibatch, lift)
+    return Discriminator(preprocess, trunk, head, minibatch, lift, None if units is None else ToStandardUnits(*units))

@@ -271,10 +271,14 @@ class Cohort(nn.Module):
         return stack
 
     def _r1(self, real: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """Per member: gamma / 2 * E||grad_x D(x)||^2 on its real batch (as ``r1_penalty``)."""
+        """Per member: gamma / 2 * E||grad_x D(x)||^2 on its real batch (as ``r1_penalty``, in D's
+        standard units with ``model.standardize``)."""
         real = real.detach().requires_grad_(True)
         logits = self.discriminator(real)
         (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+        input_std = self.discriminator.net.input_std  # [members, dim]: each member's own
+        if input_std is not None:
+            grad = grad * input_std.unsqueeze(1)
         return 0.5 * gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
 
     @staticmethod

@@ -202,7 +202,8 @@ class GANModule(pl.LightningModule):
             real_logits, fake_logits = self._judge(real, real_labels, fake, fake_labels)
             d_loss = loss.discriminator(real_logits, fake_logits, self._real_target)
             if self._r1_gamma > 0:
-                d_loss = d_loss + r1_penalty(partial(self.discriminate, labels=real_labels), real, self._r1_gamma)
+                d_loss = d_loss + r1_penalty(partial(self.discriminate, labels=real_labels), real, self._r1_gamma,
+                                               self.discriminator.input_std)
             self._update(d_loss, opt_d, self._d_params)
 
         for _ in range(self._g_steps):

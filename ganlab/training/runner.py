@@ -92,8 +92,9 @@ def build_module(cfg: DictConfig) -> GANModule:
     lift = build_lift(cfg.model, target.dim + extra)
     point_dim = lift.out_features() if lift is not None else target.dim + extra
     preprocess = build_preprocess(cfg.preprocess, cfg.train.batch_size, point_dim)
-    generator = build_generator(cfg.model, noise.dim + extra, target.dim)
-    discriminator = build_discriminator(cfg.model, preprocess, lift)
+    units = target.standard_units() if cfg.model.standardize else None
+    generator = build_generator(cfg.model, noise.dim + extra, target.dim, units)
+    discriminator = build_discriminator(cfg.model, preprocess, lift, units)
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
 
 
