@@ -10,7 +10,7 @@ from ganlab.population.stacked_nets import StackedNets
 from ganlab.training.runner import build_module
 
 CASES = [[], ["data=ring8"], ["data=ring8", "model.standardize=true"], ["data=image_density"],
-          ["model=vanilla"], ["model=devnag", "preprocess=moments"],
+         ["model=vanilla"], ["model=devnag", "preprocess=moments"],
          ["model=devnag", "preprocess=diffs", "train.batch_size=64"]]
 
 
