@@ -190,6 +190,34 @@ def test_ctrl_c_while_the_population_is_set_up_closes_the_parent_run_and_says_so
 
 
 @pytest.mark.slow
+def test_stopped_as_every_member_finished_then_the_same_command_asks_the_rest(tmp_path, monkeypatch, capsys):
+    """Ctrl-C as both members reach their last iteration: the checkpoint holds them before that
+    evaluation, which the next run makes first; it ends both, and their slots must be refilled with
+    the trials not yet asked (found by a review: the sweep said 'done' with half its trials unasked)."""
+    from ganlab.signals import Stopped
+
+    path = _write(tmp_path, "last", trials=4)
+    whole_step = PopulationModule.training_step
+
+    def ctrl_c_at_the_last_iteration(self, batch, batch_idx):
+        whole_step(self, batch, batch_idx)
+        if self.iteration >= 60:
+            raise Stopped(signal.SIGINT)
+
+    with monkeypatch.context() as stop:
+        stop.setattr(PopulationModule, "training_step", ctrl_c_at_the_last_iteration)
+        code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 130 and [t.state.name for t in study.trials] == ["RUNNING", "RUNNING"]
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 0
+    assert [(t.number, t.state.name) for t in study.trials] == [(n, "COMPLETE") for n in range(4)]
+    _, (parent,), children = _children(tracking, "last")
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]  # each trial once
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+@pytest.mark.slow
 def test_trials_whose_config_is_refused_fail_and_their_slots_are_asked_again(tmp_path, monkeypatch):
     # a group of 256 cannot divide a batch of 128 (each alone is fine, so the sweep file passes its
     # check): the first two trials fail at once, and the same refill asks two more for the two slots

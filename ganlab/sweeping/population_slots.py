@@ -217,7 +217,10 @@ class PopulationSlots(pl.Callback):
     def on_train_start(self, trainer, module: PopulationModule) -> None:
         self._start = time.perf_counter()
         self.refill(module)
-        self._evaluate(module)  # iteration 0 of every member: the starting point of its curves
+        # iteration 0 of every new member (the starting point of its curves), and a continued member's
+        # evaluation that was due when the population was stopped: it may end trials, whose slots refill
+        self._evaluate(module)
+        self._fill(module)
         module.steps_per_call = self.steps_ahead(module)
         if not self.live:
             trainer.should_stop = True
@@ -227,15 +230,20 @@ class PopulationSlots(pl.Callback):
         if not self._evaluate(module):
             module.steps_per_call = self.steps_ahead(module)
             return
-        if len(self.live) < self.open_slots() and self.budget > 0 or any(not all(c.alive) for c in module.cohorts):
-            self.refill(module)
-            self._evaluate(module)  # the new members' iteration 0
+        self._fill(module)
         if self.on_boundary is not None:
             self.on_boundary(module)
         self._status(module)
         module.steps_per_call = self.steps_ahead(module)
         if not self.live:
             trainer.should_stop = True
+
+    def _fill(self, module: PopulationModule) -> None:
+        """Ask trials for the free slots and drop ended members, then evaluate the new members' iteration
+        0; again while that left slots free and trials to ask (an evaluation may end members)."""
+        while len(self.live) < self.open_slots() and self.budget > 0 or any(not all(c.alive) for c in module.cohorts):
+            self.refill(module)
+            self._evaluate(module)
 
     def steps_ahead(self, module: PopulationModule) -> int:
         """Iterations until a member is next due for evaluation: the population takes them in one step,
