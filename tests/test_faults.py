@@ -106,6 +106,10 @@ def _bomb_png(path: Path) -> Path:
     (["data=image_density", "data.path=/dev/zero"], "data.path='/dev/zero' is not a regular file"),
     (["data=image_density", "data.path=/tmp"], "data.path='/tmp' is a directory"),
     (["tracking.experiment=ñame"], "cannot parse the override 'tracking.experiment=ñame': quote values"),
+    (["optim.name=sgd"],
+     "optim.name=sgd is not allowed; the name is the optim option itself: choose it with optim=sgd"),
+    (["data.name=ring8"],
+     "data.name=ring8 is not allowed; the name is the data option itself: choose it with data=ring8"),
 ])
 def test_bad_inputs_are_one_line_errors_before_anything_trains(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -32,6 +32,7 @@ from ganlab.preprocess import AUTO as AUTO_PREPROCESS
 IMAGE_NOISE_DIM = 128  # noise.dim null on image data: S2's z size
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "recipe", "experiment")
+NAMED_GROUPS = ("data", "noise", "preprocess", "model", "optim")  # each option's `name` is the option itself
 
 
 def group_options(group: str) -> list[str]:
@@ -80,9 +81,9 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     return _finish(*_compose_with_hydra(list(overrides or [])))
 
 
-def _compose_with_hydra(overrides: list[str]) -> tuple[DictConfig, str | None]:
+def _compose_with_hydra(overrides: list[str]) -> tuple[DictConfig, dict[str, str | None]]:
     """Hydra's composition (group choices, then values), before ganlab's own defaults and checks;
-    with the experiment option chosen, if any."""
+    with the option chosen in each group (``experiment``: None when none is)."""
     register_schemas()
     GlobalHydra.instance().clear()
     try:
@@ -98,19 +99,30 @@ def _compose_with_hydra(overrides: list[str]) -> tuple[DictConfig, str | None]:
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     finally:
         GlobalHydra.instance().clear()
-    choice = cfg.hydra.runtime.choices.get("experiment")
+    choices = {group: cfg.hydra.runtime.choices.get(group) for group in GROUPS}
     with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]
-    return cfg, choice
+    return cfg, choices
 
 
-def _finish(cfg: DictConfig, choice: str | None) -> DictConfig:
+def _finish(cfg: DictConfig, choices: dict[str, str | None]) -> DictConfig:
+    _names_are_the_options(cfg, choices)
     with read_write(cfg), open_dict(cfg):
         if cfg.tracking.experiment is None:
-            cfg.tracking.experiment = choice or "default"
+            cfg.tracking.experiment = choices["experiment"] or "default"
         _resolve_defaults(cfg)
     validate(cfg)
     return cfg
+
+
+def _names_are_the_options(cfg: DictConfig, choices: dict[str, str | None]) -> None:
+    """``optim.name=sgd`` would keep Adam's keys under SGD's name and fail once training starts: a
+    group's option is chosen whole (``optim=sgd``), never renamed."""
+    for group in NAMED_GROUPS:
+        name = cfg[group].name
+        if choices[group] is not None and name != choices[group]:
+            raise ConfigError(f"{group}.name={name} is not allowed; the name is the {group} option itself: "
+                              f"choose it with {group}={name} (its own keys come with it)")
 
 
 class ConfigFamily:
@@ -125,7 +137,7 @@ class ConfigFamily:
     """
 
     def __init__(self) -> None:
-        self._bases: dict[tuple[str, ...], tuple[DictConfig, str | None]] = {}
+        self._bases: dict[tuple[str, ...], tuple[DictConfig, dict[str, str | None]]] = {}
 
     def compose(self, overrides: list[str]) -> DictConfig:
         split = _split_values(overrides)
@@ -134,14 +146,14 @@ class ConfigFamily:
         groups, values = split
         if groups not in self._bases:
             self._bases[groups] = _compose_with_hydra(list(groups))
-        base, choice = self._bases[groups]
+        base, choices = self._bases[groups]
         cfg = copy.deepcopy(base)
         try:
             for override in values:
                 OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
         except (OmegaConfBaseException, ValueError):
             return compose_config(overrides)  # Hydra's own message for it
-        return _finish(cfg, choice)
+        return _finish(cfg, choices)
 
 
 def _split_values(overrides: list[str]) -> tuple[tuple[str, ...], list[Override]] | None:

@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from ganlab.config.compose import compose_config, hydra_error_message
+from ganlab.config.compose import GROUPS, compose_config, hydra_error_message
 from ganlab.config.flatten import flatten_config
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
@@ -205,6 +205,9 @@ def _check_against_schema(path: Path, sweep: SweepDefinition) -> DictConfig:
                     "train.seed instead, or train trials together with --population")
     keys = set(flatten_config(cfg))
     for p in sweep.space:
+        if p.key in GROUPS:
+            _fail(path, f"space key '{p.key}' is a config group: a study searches values, not group options; "
+                        f"pick one in fixed: ['{p.key}=<option>'] and run one sweep per option")
         if p.key not in keys:
             close = difflib.get_close_matches(p.key, sorted(keys), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
