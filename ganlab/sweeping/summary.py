@@ -3,6 +3,7 @@ filled at the end with the best trial, its config as YAML, and Optuna's standard
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -202,13 +203,16 @@ def close_stopped_parent_run(study: optuna.Study, sweep: SweepDefinition, tracki
 
 def _log_summary(client: MlflowClient, study: optuna.Study, sweep: SweepDefinition, tracking_uri: str,
                  parent_run_id: str, register: bool) -> None:
-    n = counts(study)
-    metrics = [Metric(f"trials_{k}", v, 0, 0) for k, v in n.items()]
+    # a resumed or extended sweep logs these again: each time at a later step (the study's trial count)
+    # and the time now, so MLflow's latest value is this one, and a count that fell to 0 says 0
+    n = {state.name.lower(): 0 for state in optuna.trial.TrialState} | counts(study)
+    step, now = len(study.get_trials(deepcopy=False)), int(time.time() * 1000)
+    metrics = [Metric(f"trials_{k}", v, now, step) for k, v in n.items()]
     best = best_trials(study)
     if best:
         top = best[0]
         for i, value in enumerate(top.values):
-            metrics.append(Metric("best_value" if i == 0 else f"best_value_{i}", float(value), 0, 0))
+            metrics.append(Metric("best_value" if i == 0 else f"best_value_{i}", float(value), now, step))
         # tags, not params: params are write-once and a resumed sweep may find a better trial
         client.log_batch(parent_run_id, tags=[RunTag(f"best.{k}", str(v)) for k, v in top.params.items()]
                          + [RunTag("best.trial", str(top.number))])
