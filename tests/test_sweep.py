@@ -47,6 +47,12 @@ def test_default_sweep_searches_the_issue_keys():
 
 BAD = [
     ({"space": {"optim.dlr": {"type": "float", "low": 1e-4, "high": 1e-2}}}, "did you mean optim.d_lr"),
+    ({"space": {"optim": {"type": "categorical", "choices": ["adam", "sgd"]}}},
+     "space key 'optim' is a config group: a study searches values, not group options; pick one in fixed: "
+     "['optim=<option>'] and run one sweep per option"),
+    # renaming the option would keep Adam's keys under SGD's name (found by a review: every trial failed)
+    ({"space": {"optim.name": {"type": "categorical", "choices": ["adam", "sgd"]}}},
+     "optim.name=sgd is not allowed; the name is the optim option itself: choose it with optim=sgd"),
     ({"space": {"optim.d_lr": {"type": "float", "low": 1e-2, "high": 1e-4}}}, "empty range"),
     ({"space": {"train.batch_size": {"type": "categorical", "choices": []}}}, "no choices"),
     ({"space": {"optim.d_lr": {"type": "float", "low": 0.0, "high": 1e-2, "log": True}}}, "low must be > 0"),
@@ -489,3 +495,44 @@ def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_the_same_command_f
     (parent,) = [r for r in runs if r.data.tags.get("ganlab.role") == "sweep_parent"]
     assert parent.info.status == "FINISHED"
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_a_resumed_sweeps_summary_shows_the_new_best_and_counts_that_fell_to_zero(tmp_path, monkeypatch):
+    """Found by a review: the summary was logged at step 0 and time 0 each time, so after an extension
+    MLflow showed the larger of the old and new best, and a count that fell to 0 kept its old value."""
+    from ganlab.sweeping.summary import finish_parent_run
+
+    monkeypatch.chdir(tmp_path)
+    uri, storage = mlflow_store(tmp_path / "m.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep = load(_write(tmp_path, "summary", trials=2))
+    study = optuna.create_study(study_name=sweep.name, storage=storage)
+    parent = open_parent_run(sweep, uri, storage)
+    overrides = {"overrides": ["train.iterations=10"]}
+    study.add_trial(optuna.trial.create_trial(value=0.03, params={}, distributions={}, user_attrs=overrides))
+    running = study.ask()
+    running.set_user_attr("overrides", overrides["overrides"])
+    finish_parent_run(study, sweep, uri, parent, status="KILLED")
+    before = MlflowClient(uri).get_run(parent).data.metrics
+    assert (before["best_value"], before["trials_running"], before["trials_complete"]) == (0.03, 1, 1)
+
+    study.tell(running, 0.01)  # the same command again: the running trial ends better
+    parent = open_parent_run(sweep, uri, storage)
+    finish_parent_run(study, sweep, uri, parent)
+    after = MlflowClient(uri).get_run(parent).data.metrics
+    assert (after["best_value"], after["trials_running"], after["trials_complete"]) == (0.01, 0, 2)
+
+
+def test_process_workers_say_that_a_populations_stopped_trials_wait_for_it(tmp_path, monkeypatch, capsys):
+    """Found by a review: the same sweep re-run without --population left them RUNNING without a word."""
+    from ganlab.sweeping.driver import run_sweep
+
+    monkeypatch.chdir(tmp_path)
+    uri, storage = mlflow_store(tmp_path / "m.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep = load(_write(tmp_path, "left", trials=1))
+    study = open_study(sweep, storage, 30)
+    stopped = study.ask()  # as a population sweep leaves a trial it was training when it was stopped
+    stopped.set_user_attr("population", True)
+    assert run_sweep(sweep, storage, uri, workers=1) == 1  # its one trial is asked, none completed
+    assert ("ganlab sweep: trial(s) 0 stopped in a population sweep and stay RUNNING: only the same command "
+            "with --population continues them (from its checkpoint)") in capsys.readouterr().out
+    assert study.trials[0].state.name == "RUNNING"

@@ -79,7 +79,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
     from ganlab.sweeping.study import enqueue_grid, open_study
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
-    from ganlab.sweeping.worker_faults import budget_used, recover_dead_workers, to_run
+    from ganlab.sweeping.worker_faults import budget_used, population_trials_running, recover_dead_workers, to_run
 
     configure_runtime()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,6 +94,10 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     recover_dead_workers(study)  # this machine's, at once (their processes are gone)
     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
     remaining = to_run(study, sweep.trials)
+    left = population_trials_running(study)
+    if left:
+        print(f"ganlab sweep: trial(s) {', '.join(map(str, left))} stopped in a population sweep and stay RUNNING: "
+              "only the same command with --population continues them (from its checkpoint)", flush=True)
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({budget_used(study)} already in the study, "
           f"{remaining} to run) with {min(workers, remaining)} worker(s)\n  storage {storage_url}\n"
           f"  MLflow parent run {parent_run_id} in experiment '{sweep.experiment_name}' ({tracking_uri})", flush=True)

@@ -46,7 +46,7 @@ from ganlab.sweeping.summary import (
     open_parent_run,
 )
 from ganlab.sweeping.trial_runs import TrialRuns
-from ganlab.sweeping.worker_faults import budget_used
+from ganlab.sweeping.worker_faults import budget_used, population_trials_running
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.training.runner import make_trainer, resolve_accelerator
 
@@ -106,9 +106,8 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
              client: MlflowClient) -> tuple[int, int]:
     """Rejoin every running population trial: from the checkpoint when it holds it, else from the start.
     Returns (trials continued from the checkpoint, trials started again)."""
-    trials = study.get_trials(deepcopy=False)
-    running = {t.number: t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-               and t.user_attrs.get("population")}
+    trials = study.get_trials(deepcopy=False)  # a checkpoint's cohorts may hold trials that ended since
+    running = population_trials_running(study)
     saved = None
     if path.exists():
         saved = torch.load(path, weights_only=False)

@@ -89,6 +89,13 @@ def waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
+def population_trials_running(study: optuna.Study) -> dict[int, optuna.trial.FrozenTrial]:
+    """Trials a population sweep was training when it stopped: only a population sweep continues them
+    (from its checkpoint); process workers leave them RUNNING."""
+    return {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("population")}
+
+
 def to_run(study: optuna.Study, trials: int) -> int:
     """How many trials an invocation still runs: the unused budget, and at least every WAITING trial."""
     return max(trials - budget_used(study), waiting(study))
