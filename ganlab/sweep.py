@@ -16,12 +16,13 @@ import argparse
 import os
 import sys
 
+from ganlab.cli_parser import OneLineParser
 from ganlab.errors import ConfigError, GanlabError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ganlab.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python -m ganlab.sweep", description=__doc__, command="ganlab sweep",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", nargs="?", default="default", help="a name in sweeps/ or a path to a .yaml file")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides for every trial, e.g. data=ring8 (a study of its own: its name "

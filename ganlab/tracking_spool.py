@@ -15,7 +15,6 @@ sends nothing twice; a spool fully sent is deleted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ganlab.cli_parser import OneLineParser
 from ganlab.config.uris import probe_health
 from ganlab.errors import GanlabError
 
@@ -166,8 +166,8 @@ def pending(root: Path = SPOOL_DIR) -> list[Spool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ganlab.tracking_spool",
+    parser = OneLineParser(
+        prog="python -m ganlab.tracking_spool", command="ganlab spool",
         description="Send the tracking calls that runs spooled while their MLflow server was unreachable "
                     f"(default: every run under {SPOOL_DIR}/), then delete them.")
     parser.add_argument("folders", nargs="*", type=Path, help="spool folders (default: all)")

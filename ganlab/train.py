@@ -254,7 +254,8 @@ def _seeds_one_at_a_time(overrides: list[str]) -> list[str] | None:
     first = cfg.train.seed
     print(f"ganlab: train.seeds={seeds} cannot be trained together ({reason}); training seeds {first}-"
           f"{first + seeds - 1} one run each instead, as python -m ganlab.train -m 'train.seed=range("
-          f"{first},{first + seeds})'", flush=True)
+          f"{first},{first + seeds})' (a multirun: the same command again continues it, it does not train "
+          "new runs)", flush=True)
     rest = [o for o in rest if key(o) != "train.seed"]  # the range replaces it
     return [*rest, f"train.seed=range({first},{first + seeds})"]
 

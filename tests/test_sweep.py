@@ -436,6 +436,18 @@ def test_bad_worker_and_thread_counts_are_one_line_naming_the_value(args, expect
     assert err.startswith("ganlab sweep: error: ") and expected in err and "\n" not in err
 
 
+@pytest.mark.parametrize("args", [["--population", "x"], ["--population", "1.5"], ["--trials"], ["--colour", "red"]])
+def test_flags_argparse_refuses_are_one_line_too(args, capsys):
+    """argparse printed its usage block and 'python -m ganlab.sweep: error: ...' (found by a review)."""
+    from ganlab.sweep import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["default", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("ganlab sweep: error: ") and err.count("\n") == 1
+    assert err.rstrip().endswith("(see --help)") and args[0] in err
+
+
 @pytest.mark.parametrize(("storage", "expected"), [
     ("http://127.0.0.1:5000", "storage='http://127.0.0.1:5000' is not allowed; use a database URL"),
     ("postgresql://u@127.0.0.1:1/db", "opened: OperationalError: (psycopg.OperationalError) connection failed"),
