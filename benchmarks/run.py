@@ -42,11 +42,14 @@ from ganlab.runtime import configure_runtime
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+_SUFFIX = [""]  # --out-suffix: a partial re-run writes beside the full results instead of over them
+
+
 def _save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     payload = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "torch": torch.__version__, **payload}
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{name}{_SUFFIX[0]}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
 
@@ -78,7 +81,10 @@ def main() -> None:
     parser.add_argument("--population-start-trials", type=int, default=1024,
                         help="population_start: how many slots one refill fills")
     parser.add_argument("--matrix-out", default="matrix", help="results file name (benchmarks/results/<name>.json)")
+    parser.add_argument("--out-suffix", default="", help="appended to every results file name this run writes "
+                        "(e.g. _default_only for --only quality --experiments default)")
     args = parser.parse_args()
+    _SUFFIX[0] = args.out_suffix
     configure_runtime()
 
     if args.only in (None, "overhead"):
