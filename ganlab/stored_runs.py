@@ -17,11 +17,22 @@ from omegaconf import DictConfig, OmegaConf
 from ganlab.errors import CheckpointError, GanlabError, one_line
 
 CHECKPOINT_DIR = "checkpoints"
+# keys added to the config since runs were first recorded, with the value those runs trained with
+ADDED_KEYS = {"model.standardize": False}
 GENERATOR_FILES = ("model/generator_ema.pt", "model/generator.pt")  # the EMA copy first, when logged
 
 
 class RunReadError(GanlabError):
     """A run, or a part of it, that cannot be read (the caller words it for its own command)."""
+
+
+def with_added_keys(cfg: DictConfig) -> DictConfig:
+    """A recorded config with the keys added since filled in as its run trained (``ADDED_KEYS``), so a
+    run recorded before them still resumes, samples and re-runs as it was."""
+    for key, value in ADDED_KEYS.items():
+        if OmegaConf.select(cfg, key, default=None) is None:
+            OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
 
 
 def list_checkpoints(client, run_id: str) -> list[str]:
@@ -86,7 +97,7 @@ class StoredRun:
         from mlflow.exceptions import MlflowException
 
         try:
-            return OmegaConf.load(self.download("config.yaml"))
+            return with_added_keys(OmegaConf.load(self.download("config.yaml")))
         except (MlflowException, OSError) as exc:
             raise RunReadError(f"run {self.run_id} has no readable config.yaml ({type(exc).__name__}): "
                                "not a ganlab run?") from None

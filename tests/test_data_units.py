@@ -109,3 +109,19 @@ def test_stacked_members_keep_their_own_units():
     for k, m in enumerate(members):
         torch.testing.assert_close(g(z)[k], m.generator(z[k]))
         torch.testing.assert_close(d(x)[k], m.discriminator(x[k]))
+
+
+def test_a_run_recorded_before_the_key_reads_back_as_it_trained():
+    """config.yaml of a 1D run from before model.standardize: resuming or sampling it must build the
+    networks it trained (no unit layers), not fail on the missing key or add layers its weights lack."""
+    from omegaconf import OmegaConf
+
+    from ganlab.config.compose import to_yaml
+    from ganlab.stored_runs import with_added_keys
+
+    recorded = OmegaConf.to_container(compose_config([]))
+    del recorded["model"]["standardize"]
+    old = with_added_keys(OmegaConf.create(to_yaml(OmegaConf.create(recorded))))
+    assert old.model.standardize is False
+    assert build_module(old).discriminator.input_std is None
+    assert with_added_keys(compose_config([])).model.standardize is True  # a new run keeps its own value

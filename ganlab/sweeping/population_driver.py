@@ -51,7 +51,7 @@ from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.training.runner import make_trainer, resolve_accelerator
 
 PROCESS_KEYS = ("train.accelerator", "train.threads")  # one process, one device: the population's, not a trial's
-CHECKPOINT_VERSION = 2  # 2: one flat weight tensor per network
+CHECKPOINT_VERSION = 3  # 2: one flat weight tensor per network; 3: 1D members hold model.standardize's buffers
 
 
 def population_unsupported(sweep: SweepDefinition) -> str | None:
