@@ -139,6 +139,13 @@ def test_the_rerun_command_gives_each_key_once_with_the_value_that_won():
     trial = create_trial(value=0.1, user_attrs={"overrides": [
         "train.iterations=4000", "data=ring8", "train.iterations=60", "tracking.experiment='x'"]})
     assert rerun_command(trial) == "python -m ganlab.train train.iterations=60 data=ring8"
+    # the sweep's own store is named, so a pasted command records beside it (found by a review) ...
+    assert rerun_command(trial, "sqlite:////tmp/s/mlflow.db") == ("python -m ganlab.train train.iterations=60 "
+                                                                  "data=ring8 tracking.uri=sqlite:////tmp/s/mlflow.db")
+    # ... unless it is the local default, where a command without one records anyway
+    from ganlab.config.uris import local_store_uri
+
+    assert rerun_command(trial, local_store_uri()) == "python -m ganlab.train train.iterations=60 data=ring8"
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -101,4 +101,9 @@ def resolve_tracking_uri(uri: str | None = None, for_reading: bool = False) -> s
         return env
     if not for_reading:
         DEFAULT_STORE.mkdir(exist_ok=True)
+    return local_store_uri()
+
+
+def local_store_uri() -> str:
+    """The local SQLite store under ./mlruns (what runs use when no URI is given)."""
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"

@@ -127,7 +127,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
             raise
         return _driver_failed(exc, pool, study, sweep, tracking_uri, parent_run_id)
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
-    return print_results(study, sweep, time.perf_counter() - start)
+    return print_results(study, sweep, time.perf_counter() - start, tracking_uri)
 
 
 def _driver_failed(exc: Exception, pool, study, sweep, tracking_uri: str, parent_run_id: str) -> int:
@@ -198,8 +198,9 @@ class _Pool:
                 proc.terminate()
 
 
-def print_results(study, sweep, seconds: float) -> int:
-    """The end of a sweep: the counts, the best trials as a table, how to re-run the best. Returns an exit code."""
+def print_results(study, sweep, seconds: float, tracking_uri: str | None = None) -> int:
+    """The end of a sweep: the counts, the best trials as a table, how to re-run the best (recording
+    to the sweep's store). Returns an exit code."""
     from ganlab.sweeping.summary import best_trials, counts, rerun_command
 
     n = counts(study)
@@ -215,7 +216,7 @@ def print_results(study, sweep, seconds: float) -> int:
     for rank, t in enumerate(best[:5], 1):
         params = " | ".join(_fmt(t.params.get(p.key)) for p in sweep.space)
         print(f"| {rank} | {t.number} | " + " | ".join(_fmt(v) for v in t.values) + f" | {params} |")
-    print(f"\nre-run the best trial:\n  {rerun_command(best[0])}")
+    print(f"\nre-run the best trial:\n  {rerun_command(best[0], tracking_uri)}")
     return 0
 
 

@@ -245,7 +245,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     print(f"ganlab: evaluation took {slots.eval_seconds:.1f} s of the {fit_s:.1f} s "
           f"({slots.eval_seconds / max(fit_s, 1e-9):.0%}), starting trials (ask, compose, build) "
           f"{slots.refill_seconds:.1f} s{busy}", flush=True)
-    return print_results(study, sweep, fit_s)
+    return print_results(study, sweep, fit_s, tracking_uri)
 
 
 def _interrupted_before_training(study, sweep, tracking_uri, parent_run_id, runs: TrialRuns | None,

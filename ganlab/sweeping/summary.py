@@ -13,6 +13,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config, to_yaml
+from ganlab.config.uris import local_store_uri
 from ganlab.errors import one_line
 from ganlab.stored_runs import RunReadError, StoredRun
 from ganlab.sweeping.definition import SweepDefinition
@@ -102,11 +103,14 @@ def trial_line(study: optuna.Study, sweep: SweepDefinition, trial: optuna.trial.
             f"({finished(study)}/{sweep.trials} done{best_text})")
 
 
-def rerun_command(trial: optuna.trial.FrozenTrial) -> str:
+def rerun_command(trial: optuna.trial.FrozenTrial, tracking_uri: str | None = None) -> str:
     """The trial as one training command; a key given twice (a file's fixed value, then a command-line
-    override of it) appears once, with the value that won."""
+    override of it) appears once, with the value that won. ``tracking_uri``: the sweep's store, named
+    in the command unless it is the local default (a pasted command then records beside the sweep)."""
     last = {o.split("=", 1)[0]: o for o in trial.user_attrs.get("overrides", [])}
     overrides = [o for o in last.values() if not o.startswith(("tracking.experiment=", "tracking.register="))]
+    if tracking_uri and "tracking.uri" not in last and tracking_uri != local_store_uri():
+        overrides.append(f"tracking.uri={tracking_uri}")
     return "python -m ganlab.train " + " ".join(overrides)
 
 
@@ -217,7 +221,7 @@ def _log_summary(client: MlflowClient, study: optuna.Study, sweep: SweepDefiniti
         client.log_batch(parent_run_id, tags=[RunTag(f"best.{k}", str(v)) for k, v in top.params.items()]
                          + [RunTag("best.trial", str(top.number))])
         client.log_text(parent_run_id, _best_config_yaml(top, tracking_uri), "best_config.yaml")
-        client.set_tag(parent_run_id, "best_rerun", rerun_command(top))
+        client.set_tag(parent_run_id, "best_rerun", rerun_command(top, tracking_uri))
         if register and sweep.register:
             _register_best(client, sweep.register, top, parent_run_id)
     client.log_batch(parent_run_id, metrics=metrics)
