@@ -95,3 +95,15 @@ def test_a_2x2_grid_is_four_finished_child_runs_under_one_finished_parent(tmp_pa
     assert again.returncode == 0 and "0 to run" in again.stdout
     assert len(client.search_runs([experiment.experiment_id])) == 5
     assert len(client.search_model_versions("name = 'grid-best'")) == 1
+
+
+def test_a_multiruns_study_lives_beside_its_sqlite_tracking_store(tmp_path, monkeypatch):
+    """Found by a review: a -m run (or train.seeds' fallback) with tracking.uri elsewhere still wrote
+    ./mlruns/optuna.db, beside nothing it belonged to."""
+    from ganlab.sweeping.study import storage_url
+
+    monkeypatch.chdir(tmp_path)
+    sweep, _ = multirun_definition(["train.seed=0,1"])
+    store = tmp_path / "elsewhere" / "mlflow.db"
+    assert storage_url(sweep, beside=f"sqlite:///{store}") == f"sqlite:///{store.parent / 'optuna.db'}"
+    assert storage_url(sweep, beside="http://127.0.0.1:5000") == f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"

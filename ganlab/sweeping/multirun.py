@@ -113,7 +113,8 @@ def run_multirun(overrides: list[str], workers: int, list_only: bool = False) ->
     from ganlab.sweeping.driver import run_sweep
     from ganlab.sweeping.study import storage_url
 
-    return run_sweep(sweep, storage_url(sweep), resolve_tracking_uri(base.tracking.uri), workers)
+    tracking_uri = resolve_tracking_uri(base.tracking.uri)
+    return run_sweep(sweep, storage_url(sweep, beside=tracking_uri), tracking_uri, workers)
 
 
 def describe(sweep: SweepDefinition) -> str:

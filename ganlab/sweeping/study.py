@@ -25,12 +25,16 @@ STALE_AFTER_S = 30
 SQLITE_TIMEOUT_S = 120
 
 
-def storage_url(sweep: SweepDefinition) -> str:
-    """The definition's storage, else a SQLite file beside the MLflow store (mlruns/optuna.db)."""
+def storage_url(sweep: SweepDefinition, beside: str | None = None) -> str:
+    """The definition's storage, else ``optuna.db`` beside ``beside`` when that is a SQLite MLflow store
+    (a multirun's tracking.uri: its study then lives with its runs), else mlruns/optuna.db."""
     if sweep.storage:
         return sweep.storage
-    DEFAULT_STORAGE_DIR.mkdir(exist_ok=True)
-    return f"sqlite:///{(DEFAULT_STORAGE_DIR / 'optuna.db').resolve()}"
+    folder = DEFAULT_STORAGE_DIR
+    if beside and beside.startswith("sqlite:///"):
+        folder = Path(beside[len("sqlite:///"):]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
 class StorageError(GanlabError):
