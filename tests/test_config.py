@@ -221,3 +221,20 @@ def test_config_family_matches_for_every_sweeps_trials(name):
     for _ in range(4):
         overrides = sweep.trial_overrides(sweep.suggest(study.ask()))
         assert _outcome(family.compose, overrides) == _outcome(compose_config, overrides), overrides
+
+
+@pytest.mark.parametrize(("batch", "group"), [(1024, 128), (128, 128), (64, 64), (200, 100), (7, 7)])
+def test_auto_groups_follow_a_batch_smaller_than_128(batch, group):
+    """train.batch_size=64 was refused ('preprocess.group_size=128 ... must divide 64') although the user
+    typed nothing about groups (found probing compositions): auto groups are 128, or the largest
+    divisor of the batch below it."""
+    cfg = compose_config([f"train.batch_size={batch}"])
+    assert (cfg.preprocess.name, cfg.preprocess.group_size) == ("sorted", group)
+
+
+def test_a_typed_group_size_is_kept_and_checked():
+    assert compose_config(["preprocess.group_size=32", "train.batch_size=64"]).preprocess.group_size == 32
+    with pytest.raises(ConfigError, match="preprocess.group_size=128 is not allowed; must divide train.batch_size=64"):
+        compose_config(["preprocess.group_size=128", "train.batch_size=64"])
+    with pytest.raises(ConfigError, match="null is preprocess=auto's own"):
+        compose_config(["preprocess=sorted", "preprocess.group_size=null"])

@@ -32,6 +32,7 @@ from ganlab.preprocess import AUTO as AUTO_PREPROCESS
 IMAGE_NOISE_DIM = 128  # noise.dim null on image data: S2's z size
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("data", "noise", "preprocess", "model", "optim", "train", "tracking", "recipe", "experiment")
+AUTO_GROUP_SIZE = 128  # preprocess=auto's sorted groups (the default recipe's), when train.batch_size allows
 NAMED_GROUPS = ("data", "noise", "preprocess", "model", "optim")  # each option's `name` is the option itself
 
 
@@ -184,6 +185,10 @@ def _resolve_defaults(cfg: DictConfig) -> None:
         cfg.noise.dim = IMAGE_NOISE_DIM if target.family == "images" else target.dim
     if cfg.preprocess.name != AUTO_PREPROCESS:
         return
+    if cfg.preprocess.group_size is None:  # not typed: groups of 128 where the batch allows
+        batch = cfg.train.batch_size
+        cfg.preprocess.group_size = next((g for g in range(min(AUTO_GROUP_SIZE, batch), 0, -1) if batch % g == 0),
+                                         AUTO_GROUP_SIZE)
     if not MODELS[cfg.model.name].judges_batches:
         cfg.preprocess.name, cfg.preprocess.group_size = "none", 0
     elif target.dim > 1:  # sorting each coordinate apart would lose the joint law

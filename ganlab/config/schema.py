@@ -11,7 +11,7 @@ only fields no option sets keep a default here (e.g. an MLP's dropout), so no nu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict  # noqa: UP035 -- OmegaConf reads typing.Dict
+from typing import Any, Dict, Optional  # noqa: UP035 -- OmegaConf reads typing.Dict and Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -135,7 +135,9 @@ class AutoNoiseConfig:
 @dataclass
 class PreprocessConfig:
     name: str = MISSING
-    group_size: int = 0  # samples per D input for batch transforms; 0 = the whole batch (S1)
+    # samples per D input for batch transforms; 0 = the whole batch (S1); preprocess=auto's null: 128,
+    # or the largest divisor of train.batch_size below it
+    group_size: Optional[int] = 0  # noqa: UP045 -- OmegaConf reads typing.Optional
 
 
 @dataclass

@@ -149,6 +149,8 @@ def _validate_train(cfg: DictConfig) -> None:
                 "each instead (-m over train.seed=)")
     group = samples_per_input(cfg.preprocess)
     key = "preprocess.m" if cfg.preprocess.name == "pack" else "preprocess.group_size"
+    require(group is not None, key, group, "must be a number of samples per D input (0: the whole batch); "
+            "null is preprocess=auto's own")
     if cfg.preprocess.name == "pack":
         require(group >= 1, key, group, "must be >= 1 (samples per D input)")
     require(group >= 0, key, group, "must be >= 0; 0 means the whole batch")
