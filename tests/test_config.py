@@ -142,7 +142,8 @@ BAD = [
     (["train.d_steps=0"], "train.d_steps=0"),
     (["model=vanilla", "preprocess=moments"], "model=vanilla judges single samples"),
     (["model=devnag", "preprocess=none"], "model=devnag judges whole batches"),
-    (["model=devnag", "train.batch_size=500"], "preprocess.group_size=128 is not allowed; must divide"),
+    (["model=devnag", "preprocess=sorted", "train.batch_size=500"],
+     "preprocess.group_size=128 is not allowed; must divide"),
     (["data.colour=1"], "data.colour"),
     (["+data.colour=1"], "data.colour=1"),
     (["data.std=0"], "data.std=0.0"),
@@ -193,7 +194,9 @@ FAMILY_CASES = [
     ["experiment=devnag_moments", "train.seed=7", "optim.g_lr=1e-3"],
     ["noise=normal", "noise.std=0.5", "train.ema_decay=0.99"],
     ["train.nokey=1"], ["optim.d_lr=abc"], ["model=nope"], ["+foo=1"], ["optim.d_lr=nan"],
-    ["train.d_steps=0"], ["train.batch_size=100"], ["noise.std=2.0"], ["optim.d_lr=1e-3,2e-3"],
+    ["train.d_steps=0"], ["preprocess=sorted", "train.batch_size=100"], ["noise.std=2.0"],
+    ["optim.d_lr=1e-3,2e-3"],
+    ["train.batch_size=100"],  # preprocess=auto: groups of 100 (a divisor of the batch), for both composers
 ]
 
 
@@ -207,7 +210,7 @@ def _outcome(compose, overrides):
 def test_config_family_composes_exactly_what_compose_config_does():
     family = ConfigFamily()
     expected = [_outcome(compose_config, overrides) for overrides in FAMILY_CASES]
-    assert sum(kind == "ok" for kind, _ in expected) == 5
+    assert sum(kind == "ok" for kind, _ in expected) == 6
     for _ in range(2):  # the second pass is served from the cached compositions
         for overrides, want in zip(FAMILY_CASES, expected, strict=True):
             assert _outcome(family.compose, overrides) == want, overrides
