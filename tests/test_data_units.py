@@ -53,6 +53,12 @@ def test_g_and_d_map_between_units_and_only_when_asked():
     assert plain.discriminator.input_std is None
 
 
+def test_a_bounded_output_you_type_turns_the_recipes_standard_units_off():
+    """Found probing compositions: the recipe's units made a typed tanh output a refused config."""
+    assert compose_config(["model.g.output_activation=tanh"]).model.standardize is False
+    assert compose_config(["model.g.output_activation=sigmoid", "data=mixture_1d"]).model.standardize is False
+
+
 def test_the_1d_recipe_standardizes_and_the_reproductions_do_not():
     assert compose_config([]).model.standardize and compose_config(["data=mixture_1d"]).model.standardize
     for name in ("devnag_moments", "aylien", "ganotes_1d", "ring8_ganlab"):
@@ -64,7 +70,7 @@ def test_the_1d_recipe_standardizes_and_the_reproductions_do_not():
     (["data=image_density", "model.standardize=true"],
      "model.standardize=True is not allowed; needs a target whose mean and std are known (gaussian_1d, mixture_1d, "
      "ring8, grid25); data=image_density is not one: set model.standardize=false"),
-    (["model.g.output_activation=tanh"],
+    (["model.standardize=true", "model.g.output_activation=tanh"],
      "model.g.output_activation='tanh' is not allowed; model.standardize=true scales G's output by the target's std"),
 ])
 def test_standardize_refuses_what_it_cannot_serve(overrides, message):

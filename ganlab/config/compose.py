@@ -178,11 +178,14 @@ def _split_values(overrides: list[str]) -> tuple[tuple[str, ...], list[Override]
 
 def _resolve_defaults(cfg: DictConfig) -> None:
     """Fill in the choices that depend on other groups: noise=auto and noise.dim null follow the
-    data's family and dimension, preprocess=auto the model and the data."""
+    data's family and dimension, model.standardize null the data and G's output, preprocess=auto the
+    model and the data."""
     target = TARGETS[cfg.data.name]
     _resolve_noise(cfg, target.family)
     if cfg.noise.dim is None:
         cfg.noise.dim = IMAGE_NOISE_DIM if target.family == "images" else target.dim
+    if cfg.model.standardize is None:  # the 1D recipe's: standard units unless G's output is bounded
+        cfg.model.standardize = target.standard_units and cfg.model.g.output_activation == "none"
     if cfg.preprocess.name != AUTO_PREPROCESS:
         return
     if cfg.preprocess.group_size is None:  # not typed: groups of 128 where the batch allows

@@ -174,7 +174,9 @@ class ModelConfig:
     name: str = MISSING
     g: MLPConfig = field(default_factory=MLPConfig)
     d: MLPConfig = field(default_factory=MLPConfig)
-    standardize: bool = False  # G and D work in the target's standard units (nets/data_units.py)
+    # G and D work in the target's standard units (nets/data_units.py); null (the 1D recipe's): on when
+    # the target knows its mean and std and G's output is unbounded
+    standardize: Optional[bool] = False  # noqa: UP045 -- OmegaConf reads typing.Optional
 
 
 @dataclass

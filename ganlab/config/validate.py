@@ -106,7 +106,7 @@ def _validate_model(cfg: DictConfig) -> None:
                 "is not one: set model.standardize=false")
         require(model.g.output_activation == "none", "model.g.output_activation", model.g.output_activation,
                 "model.standardize=true scales G's output by the target's std, so a bounded output would cap "
-                "G within one std of the mean: use none")
+                "G within one std of the mean: use none, or set model.standardize=false")
 
 
 def _validate_optim(optim: DictConfig) -> None:
