@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ganlab.config.uris import sqlite_file
 from ganlab.errors import CheckpointError, GanlabError, one_line
 
 CHECKPOINT_DIR = "checkpoints"
@@ -44,7 +45,8 @@ def list_checkpoints(client, run_id: str) -> list[str]:
 
 def store_exists(tracking_uri: str) -> bool:
     """False for a SQLite store whose file does not exist (a server or other database: assumed there)."""
-    return not tracking_uri.startswith("sqlite:///") or Path(tracking_uri[len("sqlite:///"):]).is_file()
+    store = sqlite_file(tracking_uri)
+    return store is None or store.is_file()
 
 
 def require_store(tracking_uri: str) -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 import ganlab
 from ganlab.config.flatten import flatten_config
 from ganlab.config.recipes import recipe_summary
-from ganlab.config.uris import resolve_tracking_uri
+from ganlab.config.uris import resolve_tracking_uri, sqlite_file
 from ganlab.errors import GanlabError, one_line
 from ganlab.run_files import RunFiles
 from ganlab.run_heartbeat import Heartbeat
@@ -52,9 +52,8 @@ class TrackingStoreError(GanlabError):
 
 
 def _sqlite_dir(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):]).parent
+    store = sqlite_file(uri)
+    return None if store is None else store.parent
 
 
 @contextlib.contextmanager

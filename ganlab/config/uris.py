@@ -104,6 +104,11 @@ def resolve_tracking_uri(uri: str | None = None, for_reading: bool = False) -> s
     return local_store_uri()
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (MLflow store or Optuna storage), None for any other."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def local_store_uri() -> str:
     """The local SQLite store under ./mlruns (what runs use when no URI is given)."""
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"

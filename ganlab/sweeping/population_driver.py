@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from ganlab.atomic_files import save_atomic
 from ganlab.config.compose import compose_config
+from ganlab.config.uris import sqlite_file
 from ganlab.config.validate import check_population_fits
 from ganlab.errors import ConfigError, one_line
 from ganlab.population.cohort import Cohort, build_member
@@ -74,8 +75,8 @@ def checkpoint_path(sweep: SweepDefinition, storage_url: str) -> Path:
     """One checkpoint per study and storage: beside a SQLite storage file (so the same command finds
     it from any directory), else under ./mlruns (a database server keeps no files for us)."""
     digest = hashlib.sha1(storage_url.encode()).hexdigest()[:8]
-    folder = (Path(storage_url[len("sqlite:///"):]).resolve().parent if storage_url.startswith("sqlite:///")
-              else DEFAULT_STORAGE_DIR.resolve())
+    storage_file = sqlite_file(storage_url)
+    folder = DEFAULT_STORAGE_DIR.resolve() if storage_file is None else storage_file.resolve().parent
     name = re.sub(r"[^\w.,=+\[\]-]", "_", sweep.name)  # a study named after overrides may hold a path's slashes
     if name != sweep.name:
         name += "-" + hashlib.sha1(sweep.name.encode()).hexdigest()[:8]

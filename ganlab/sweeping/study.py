@@ -13,6 +13,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from ganlab.config.uris import sqlite_file
 from ganlab.errors import GanlabError, one_line
 from ganlab.signals import signals_held
 from ganlab.sweeping.definition import SweepDefinition
@@ -30,9 +31,8 @@ def storage_url(sweep: SweepDefinition, beside: str | None = None) -> str:
     (a multirun's tracking.uri: its study then lives with its runs), else mlruns/optuna.db."""
     if sweep.storage:
         return sweep.storage
-    folder = DEFAULT_STORAGE_DIR
-    if beside and beside.startswith("sqlite:///"):
-        folder = Path(beside[len("sqlite:///"):]).parent
+    store = sqlite_file(beside) if beside else None
+    folder = DEFAULT_STORAGE_DIR if store is None else store.parent
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
@@ -56,9 +56,9 @@ def make_storage(url: str, stale_after: int = STALE_AFTER_S) -> RDBStorage:
 
 def _open_storage(url: str, stale_after: int) -> RDBStorage:
     engine_kwargs: dict[str, Any] = {}
-    sqlite = url.startswith("sqlite:///")
+    path = sqlite_file(url)
+    sqlite = path is not None
     if sqlite:
-        path = Path(url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S) as db:  # WAL: readers never block the writer
             db.execute("PRAGMA journal_mode=WAL")
