@@ -35,6 +35,7 @@ from ganlab.population.stacked_nets import StackedNets
 from ganlab.population.stacked_optimizers import STACKED_OPTIMIZERS
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import SCHEDULES
+from ganlab.training.stabilizers import r1_penalty
 
 SETTINGS = ("d_lr", "g_lr", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
             "d_steps", "g_steps")
@@ -271,15 +272,9 @@ class Cohort(nn.Module):
         return stack
 
     def _r1(self, real: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """Per member: gamma / 2 * E||grad_x D(x)||^2 on its real batch (as ``r1_penalty``, in D's
-        standard units with ``model.standardize``)."""
-        real = real.detach().requires_grad_(True)
-        logits = self.discriminator(real)
-        (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+        """[K] R1 penalties, each member's on its own real batch in its own D's units."""
         input_std = self.discriminator.net.input_std  # [members, dim]: each member's own
-        if input_std is not None:
-            grad = grad * input_std.unsqueeze(1)
-        return 0.5 * gamma * grad.pow(2).sum(dim=(1, 2)) / logits.shape[1]
+        return r1_penalty(self.discriminator, real, gamma, None if input_std is None else input_std.unsqueeze(1))
 
     @staticmethod
     def _update(optimizer: MemberRowsOptimizer, nets: StackedNets, losses: torch.Tensor,

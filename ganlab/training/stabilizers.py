@@ -31,17 +31,19 @@ def ema_generator(generator: nn.Module, decay: float) -> AveragedModel:
 
 
 def r1_penalty(discriminate: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
-               gamma: float, input_std: torch.Tensor | None = None) -> torch.Tensor:
+               gamma: float | torch.Tensor, input_std: torch.Tensor | None = None) -> torch.Tensor:
     """gamma / 2 * E[||grad_x D(x)||^2] on real data (Mescheder et al. 2018), per D output.
 
     ``discriminate`` maps samples to logits (a conditional D gets its labels inside it), so the
     gradient is taken with respect to the samples only, never the one-hot class. ``input_std``: what
-    D divides its input by (``model.standardize``); the gradient is then taken in D's standard units,
-    so one gamma means the same at any scale of the data.
+    D divides its input by (``model.standardize``), broadcastable to ``real``; the gradient is then
+    taken in D's standard units, so one gamma means the same at any scale of the data.
+    ``real`` is [n, dim], or [K, n, dim] for K stacked members (populations): the mean then runs
+    over each member's own batch, ``gamma`` is one per member and the result is [K].
     """
     real = real.detach().requires_grad_(True)
     logits = discriminate(real)
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     if input_std is not None:
         grad = grad * input_std
-    return 0.5 * gamma * grad.pow(2).sum() / logits.shape[0]
+    return 0.5 * gamma * grad.pow(2).sum(dim=(-2, -1)) / logits.shape[-2]
