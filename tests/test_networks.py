@@ -53,6 +53,36 @@ def test_minibatch_layer_equals_the_broadcast_formula_in_values_and_gradients():
                                _broadcast_closeness(layer._project(joined))[:1])
 
 
+def test_an_r1_penalty_trains_through_the_twice_differentiable_minibatch_layer():
+    """torch has no second derivative of cdist, so R1 (a gradient of D's input gradient) needs the
+    broadcast form; it must give the fast form's values, and its second derivative the reference's."""
+    torch.manual_seed(2)
+    fast = MinibatchDiscrimination(4, kernels=3, kernel_dim=2, init_std=0.7).double()
+    twice = MinibatchDiscrimination(4, kernels=3, kernel_dim=2, twice_differentiable=True).double()
+    twice.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 8, 4, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(twice(x), fast(x))
+
+    def penalty(layer: MinibatchDiscrimination, closeness=None) -> torch.Tensor:
+        out = layer(x)[..., 4:] if closeness is None else closeness(layer._project(x))
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        return grad.pow(2).sum()
+
+    with pytest.raises(NotImplementedError, match="cdist"):
+        torch.autograd.grad(penalty(fast), fast.T)
+    (second,) = torch.autograd.grad(penalty(twice), twice.T)
+    (expected,) = torch.autograd.grad(penalty(twice, _broadcast_closeness), twice.T)
+    torch.testing.assert_close(second, expected)
+    assert second.abs().sum() > 0
+
+
+def test_minibatch_model_with_r1_is_built_twice_differentiable():
+    """`model=minibatch train.r1_gamma=1` failed at its first step with torch's NotImplementedError."""
+    module = build_module(compose_config(["model=minibatch", "train.r1_gamma=1.0"]))
+    assert module.discriminator.minibatch.twice_differentiable
+    assert not build_module(compose_config(["model=minibatch"])).discriminator.minibatch.twice_differentiable
+
+
 def _largest_saved_for_backward(fn) -> int:
     """The element count of the largest tensor autograd keeps for ``fn``'s backward pass."""
     sizes: list[int] = []

@@ -17,9 +17,14 @@ class MinibatchDiscrimination(nn.Module):
     batch, the sample itself included (it adds exp(0) = 1 to every entry, as in S3).
     """
 
-    def __init__(self, in_features: int, kernels: int, kernel_dim: int, init_std: float = 0.02) -> None:
+    def __init__(self, in_features: int, kernels: int, kernel_dim: int, init_std: float = 0.02,
+                 twice_differentiable: bool = False) -> None:
+        """``twice_differentiable``: for a gradient penalty (``train.r1_gamma``), which differentiates D's
+        input gradient again; torch has no second derivative of ``cdist``, so the distances are then
+        taken by broadcasting (C times the memory)."""
         super().__init__()
         self.kernels, self.kernel_dim = kernels, kernel_dim
+        self.twice_differentiable = twice_differentiable
         self.T = nn.Parameter(torch.randn(in_features, kernels * kernel_dim) * init_std)
 
     @property
@@ -32,19 +37,25 @@ class MinibatchDiscrimination(nn.Module):
     def against(self, features: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Each row of ``features`` as if it were in one batch with the rows of ``context``
         (for drawing D's output over x without the grid points judging each other)."""
-        closeness = 1.0 + _summed_closeness(self._project(features), self._project(context))
+        closeness = 1.0 + _summed_closeness(self._project(features), self._project(context),
+                                           self.twice_differentiable)
         return torch.cat([features, closeness], dim=1)  # the 1.0: exp(0) for the sample itself
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, A) -> (B, A + K); a leading dimension (G, B, A) holds G independent batches."""
         m = self._project(features)  # (..., B, K, C)
-        return torch.cat([features, _summed_closeness(m, m)], dim=-1)
+        return torch.cat([features, _summed_closeness(m, m, self.twice_differentiable)], dim=-1)
 
 
-def _summed_closeness(rows: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+def _summed_closeness(rows: torch.Tensor, context: torch.Tensor, twice_differentiable: bool = False) -> torch.Tensor:
     """(..., B, K, C) rows and (..., N, K, C) context -> (..., B, K): sum_j exp(-||rows_bk - context_jk||_1).
 
     One ``torch.cdist(p=1)`` per kernel instead of materialising the (B, N, K, C) differences: about
-    C times less memory, and several times faster at batch 1,024 (``benchmarks/minibatch_layer.py``)."""
-    l1 = torch.cdist(rows.transpose(-2, -3), context.transpose(-2, -3), p=1.0)  # (..., K, B, N)
+    C times less memory, and several times faster at batch 1,024 (``benchmarks/minibatch_layer.py``).
+    ``twice_differentiable`` materialises them, for a gradient penalty (cdist has no second derivative)."""
+    rows, context = rows.transpose(-2, -3), context.transpose(-2, -3)  # (..., K, B, C), (..., K, N, C)
+    if twice_differentiable:
+        l1 = (rows.unsqueeze(-2) - context.unsqueeze(-3)).abs().sum(dim=-1)  # (..., K, B, N)
+    else:
+        l1 = torch.cdist(rows, context, p=1.0)  # (..., K, B, N)
     return torch.exp(-l1).sum(dim=-1).transpose(-1, -2)

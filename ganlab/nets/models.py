@@ -122,8 +122,9 @@ def build_lift(model_cfg, dim: int) -> FourierFeatures | None:
 
 
 def build_discriminator(model_cfg, preprocess: Preprocess, lift: FourierFeatures | None = None,
-                        units: Units | None = None) -> Discriminator:
-    """D; with ``units`` (``model.standardize``) it first maps its input from the data's units to standard."""
+                        units: Units | None = None, twice_differentiable: bool = False) -> Discriminator:
+    """D; with ``units`` (``model.standardize``) it first maps its input from the data's units to standard.
+    ``twice_differentiable``: D will be differentiated twice (an R1 penalty), see the minibatch layer."""
     d = model_cfg.d
     in_features = preprocess.out_features()
     trunk = mlp(in_features, d.hidden, d.activations, None, init=d.init, init_std=d.init_std,
@@ -132,7 +133,7 @@ def build_discriminator(model_cfg, preprocess: Preprocess, lift: FourierFeatures
     minibatch = None
     if MODELS[model_cfg.name].minibatch:
         minibatch = MinibatchDiscrimination(width, model_cfg.kernels, model_cfg.kernel_dim,
-                                            model_cfg.minibatch_init_std)
+                                            model_cfg.minibatch_init_std, twice_differentiable)
         width += minibatch.out_extra
     head = nn.Linear(width, 1)
     init_linear(head, d.init, d.init_std)

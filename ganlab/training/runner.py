@@ -94,7 +94,7 @@ def build_module(cfg: DictConfig) -> GANModule:
     preprocess = build_preprocess(cfg.preprocess, cfg.train.batch_size, point_dim)
     units = target.standard_units() if cfg.model.standardize else None
     generator = build_generator(cfg.model, noise.dim + extra, target.dim, units)
-    discriminator = build_discriminator(cfg.model, preprocess, lift, units)
+    discriminator = build_discriminator(cfg.model, preprocess, lift, units, twice_differentiable=cfg.train.r1_gamma > 0)
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
 
 
