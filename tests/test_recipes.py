@@ -157,6 +157,8 @@ def test_the_recipe_line_names_the_files_or_says_none():
     (["data=mixture_1d", "optim=sgd", "recipe=none"], 0.0),
     (["data=mixture_1d", "model=vanilla"], 1.0),  # the data x model recipe: a per-sample D swings between modes
     (["model=vanilla"], 0.0),
+    (["data=mixture_1d", "model=minibatch"], 0.1),  # fewer seeds with the modes' masses off
+    (["model=minibatch"], 0.0),
     (["data=mixture_1d", "model=devnag"], 0.0),  # worse with it
 ])
 def test_only_sgd_or_a_per_sample_d_on_the_mixture_gets_the_r1_penalty(overrides, r1_gamma):
