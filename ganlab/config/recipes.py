@@ -15,5 +15,5 @@ def recipe_summary(cfg: DictConfig) -> str:
     choice = applied.pop("recipe", "none")
     if choice != "auto":
         return str(choice)
-    parts = [applied[slot] for slot in ("data", "model", "pair", "optim") if slot in applied]
+    parts = [applied[slot] for slot in ("data", "model", "pair", "optim", "model_optim") if slot in applied]
     return "auto: " + (" + ".join(parts) if parts else "nothing specialised")
