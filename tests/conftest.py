@@ -32,6 +32,13 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The slow tests first (stable otherwise). `--dist worksteal` hands out the collected order in
+    two halves and steals from the ends of the queues, so the suite ends on short tests and neither
+    worker idles through the last minute or so while the other finishes a server or kill/resume test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 _TEMPLATE_DIR: list[Path] = []  # set once per test process by _store_template_dir
 
 

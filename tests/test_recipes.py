@@ -257,7 +257,10 @@ def test_sgd_on_the_mixture_spreads_over_both_modes(tracking_uri):
 
 @pytest.mark.slow
 def test_a_per_sample_d_on_the_mixture_ends_with_the_modes_weights(tracking_uri):
-    """model=vanilla, seed 1, the mixture recipe's 8,000 iterations: KS 0.081 without the pair recipe's
-    R1 penalty (G's mass swinging between the modes), 0.022 with it."""
-    m = run_training(compose_config(["data=mixture_1d", "model=vanilla", "train.seed=1"]), verbose=False).metrics
+    """model=vanilla, seed 1: at the mixture recipe's 8,000 iterations KS 0.081 without the pair recipe's
+    R1 penalty (G's mass swinging between the modes), 0.022 with it. Run for half of them (the whole
+    suite's time): 0.50 without, 0.019 with (seeds 0 and 2 at 4,000: 0.046 and 0.38 without, 0.036 and
+    0.032 with)."""
+    m = run_training(compose_config(["data=mixture_1d", "model=vanilla", "train.seed=1", "train.iterations=4000",
+                                     "train.eval_every=1000", "train.plot_every=4000"]), verbose=False).metrics
     assert m["ks"] <= 0.05

@@ -188,29 +188,6 @@ def _children(tmp_path, study_name):
 
 
 @pytest.mark.slow
-def test_two_worker_sweep_end_to_end(tmp_path):
-    path = _write(tmp_path, "e2e")
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    proc = _sweep([path, "--workers", "2", "--storage", storage], tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    study = optuna.load_study(study_name="e2e", storage=storage)
-    n = len(study.trials)
-    assert 3 <= n <= 4  # two workers finishing at the same instant may both start one more trial
-    assert proc.stdout.count("COMPLETE") == n and "re-run the best trial" in proc.stdout
-    client, parents, children = _children(tmp_path, "e2e")
-    (parent,) = parents
-    assert parent.info.status == "FINISHED"
-    assert sorted(int(c.data.tags["trial_number"]) for c in children) == list(range(n))
-    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
-    assert all(c.info.status == "FINISHED" and c.data.tags["trial_state"] == "complete" for c in children)
-    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert "best_config.yaml" in arts
-    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert "plots/optimization_history.png" in plots
-    assert "best_value" in parent.data.metrics and parent.data.params["sampler"].startswith("tpe(")
-
-
-@pytest.mark.slow
 def test_a_sweep_with_overrides_trains_them_and_the_same_command_resumes_its_study(tmp_path):
     path = _write(tmp_path, "base", trials=1)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -235,18 +212,22 @@ def test_a_sweep_with_overrides_trains_them_and_the_same_command_resumes_its_stu
 
 
 @pytest.mark.slow
-def test_a_failing_trial_is_fail_and_the_sweep_goes_on(tmp_path):
+def test_enqueued_trials_run_and_a_failing_one_is_fail_while_the_sweep_goes_on(tmp_path):
+    """Two trials queued before the sweep (`study.enqueue_trial`): both run, in order, as the budget's
+    two (not counted as done before they ran); the first diverges and is FAIL, the second completes."""
     path = _write(tmp_path, "fails", base=["optim=sgd", "optim.momentum=0", "train.ema_decay=0",
                                            "model.g.activations=[relu,relu]"],
-                  space={"optim.d_lr": {"type": "categorical", "choices": [1e12, 1e-3]}},
-                  sampler={"name": "grid", "seed": 0}, trials=2)
-    proc = _sweep([path, "--workers", "1", "--storage", f"sqlite:///{tmp_path / 'o.db'}"], tmp_path)
+                  space={"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e12, "log": True}},
+                  sampler={"name": "random", "seed": 0}, trials=2)
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    queued = open_study(load(path, storage=storage), storage)
+    queued.enqueue_trial({"optim.d_lr": 1e12})
+    queued.enqueue_trial({"optim.d_lr": 1e-3})
+    proc = _sweep([path, "--workers", "1", "--storage", storage], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    study = optuna.load_study(study_name="fails", storage=f"sqlite:///{tmp_path / 'o.db'}")
-    states = sorted(t.state.name for t in study.trials)
-    assert states == ["COMPLETE", "FAIL"]
-    failed = next(t for t in study.trials if t.state.name == "FAIL")
-    assert "non-finite" in failed.user_attrs["failure_reason"]
+    study = optuna.load_study(study_name="fails", storage=storage)
+    assert [(t.state.name, t.params["optim.d_lr"]) for t in study.trials] == [("FAIL", 1e12), ("COMPLETE", 1e-3)]
+    assert "non-finite" in study.trials[0].user_attrs["failure_reason"]
     _, _, children = _children(tmp_path, "fails")
     by_state = {c.data.tags["trial_state"]: c.info.status for c in children}
     assert by_state == {"complete": "FINISHED", "failed": "FAILED"}
@@ -364,7 +345,7 @@ def test_grid_values_stay_inside_the_range(tmp_path):
 
 
 @pytest.mark.slow
-def test_four_workers_share_sqlite_without_lock_errors(tmp_path):
+def test_a_four_worker_sweep_shares_sqlite_and_records_one_child_run_per_trial(tmp_path):
     path = _write(tmp_path, "four", trials=8, fixed=["train.iterations=20", "train.eval_every=5",
                                                      "train.plot_every=20", "train.eval_samples=1024"])
     storage = f"sqlite:///{tmp_path / 'o.db'}"
@@ -373,21 +354,20 @@ def test_four_workers_share_sqlite_without_lock_errors(tmp_path):
     assert "locked" not in proc.stdout + proc.stderr
     study = optuna.load_study(study_name="four", storage=storage)
     n = len(study.trials)
-    assert 8 <= n <= 11 and sorted(t.number for t in study.trials) == list(range(n))
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
-
-
-@pytest.mark.slow
-def test_enqueued_trials_are_run_not_counted_as_done(tmp_path):
-    path = _write(tmp_path, "queued", trials=2)
-    storage = f"sqlite:///{tmp_path / 'o.db'}"
-    study = open_study(load(path, storage=storage), storage)
-    study.enqueue_trial({"optim.d_lr": 1e-3})
-    study.enqueue_trial({"optim.d_lr": 2e-3})
-    proc = _sweep([path, "--workers", "1", "--storage", storage], tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    study = optuna.load_study(study_name="queued", storage=storage)
-    assert [(t.state.name, t.params["optim.d_lr"]) for t in study.trials] == [("COMPLETE", 1e-3), ("COMPLETE", 2e-3)]
+    assert 8 <= n <= 11 and sorted(t.number for t in study.trials) == list(range(n))  # workers ending at once
+    assert all(t.state.name == "COMPLETE" for t in study.trials)                      # may each start one more
+    assert proc.stdout.count("COMPLETE") == n and "re-run the best trial" in proc.stdout
+    client, parents, children = _children(tmp_path, "four")
+    (parent,) = parents
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == list(range(n))
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" and c.data.tags["trial_state"] == "complete" for c in children)
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "best_config.yaml" in arts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    assert "best_value" in parent.data.metrics and parent.data.params["sampler"].startswith("tpe(")
 
 
 @pytest.mark.slow
@@ -488,8 +468,8 @@ def small_disk(tmp_path):
 
 @pytest.mark.slow
 def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_the_same_command_finishes_it(small_disk):
-    path = _write(small_disk, "full", trials=4, fixed=["train.iterations=1200", "train.eval_every=100",
-                                                       "train.plot_every=1200", "train.eval_samples=2000"])
+    path = _write(small_disk, "full", trials=4, fixed=["train.iterations=500", "train.eval_every=50",
+                                                       "train.plot_every=500", "train.eval_samples=2000"])
     storage, uri = f"sqlite:///{small_disk / 'optuna.db'}", f"sqlite:///{small_disk / 'mlflow.db'}"
     args = [sys.executable, "-m", "ganlab.sweep", path, "--workers", "2", "--storage", storage,
             "--tracking-uri", uri]
