@@ -35,7 +35,7 @@ from ganlab.population.stacked_nets import StackedNets
 from ganlab.population.stacked_optimizers import STACKED_OPTIMIZERS
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import SCHEDULES
-from ganlab.training.stabilizers import r1_penalty
+from ganlab.training.stabilizers import non_finite_reason, r1_penalty
 
 SETTINGS = ("d_lr", "g_lr", "final_lr_fraction", "real_target", "ema_decay", "r1_gamma",
             "d_steps", "g_steps")
@@ -349,7 +349,7 @@ class Cohort(nn.Module):
         for k, at in enumerate(self.member_nonfinite_at.tolist()):
             if at >= 0 and self.alive[k]:
                 d, g = self.member_last_losses[k].tolist()
-                found[k] = (f"loss became non-finite at iteration {at} (D {d}, G {g}); try a smaller learning rate")
+                found[k] = non_finite_reason(at, d, g, float(self.member_r1_gamma[k]))
         for k, reason in found.items():
             self.stop(k)
             self.failures[k] = reason

@@ -22,7 +22,7 @@ from ganlab.nets.conditioning import LabelConditioning
 from ganlab.training.checkpoints import set_rng_states
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import make_optimizer, make_schedule, short_run_boost, stretch_schedule
-from ganlab.training.stabilizers import ema_generator, r1_penalty
+from ganlab.training.stabilizers import ema_generator, non_finite_reason, r1_penalty
 
 SAMPLE_CHUNK = 65_536  # samples generated at once by GANModule.sample: bounded memory for large n
 
@@ -220,7 +220,4 @@ class GANModule(pl.LightningModule):
         d_value, g_value = float(d_loss.detach()), float(g_loss.detach())  # one host sync per iteration, not per step
         self.last_losses = (d_value, g_value)
         if not (math.isfinite(d_value) and math.isfinite(g_value)):
-            raise NonFiniteLossError(
-                f"loss became non-finite at iteration {self.iteration} (D {d_value}, G {g_value}); "
-                "try a smaller learning rate"
-            )
+            raise NonFiniteLossError(non_finite_reason(self.iteration, d_value, g_value, self._r1_gamma))
