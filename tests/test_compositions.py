@@ -133,3 +133,12 @@ def test_a_typed_r1_too_strong_for_sgd_stops_with_a_reason_that_names_it():
     cfg = compose_config(["data=image_density", "model=vanilla", "optim=sgd", "train.r1_gamma=0.1",
                           "train.iterations=10", "train.threads=1"])
     _train(cfg)  # a tenth of it trains
+
+
+def test_the_reason_names_r1_only_when_it_is_on():
+    from ganlab.training.stabilizers import non_finite_reason
+
+    assert non_finite_reason(3, float("nan"), 1.0, 0.0) == (
+        "loss became non-finite at iteration 3 (D nan, G 1.0); try a smaller learning rate")
+    assert non_finite_reason(3, float("inf"), 1.0, 0.25).endswith(
+        "; try a smaller learning rate or train.r1_gamma (now 0.25)")

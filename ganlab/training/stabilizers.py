@@ -1,4 +1,5 @@
-"""Optional stabilisers any experiment can switch on: EMA of G's weights and the R1 penalty."""
+"""Optional stabilisers any experiment can switch on (EMA of G's weights, the R1 penalty), and what a
+run whose loss blew up should lower (the learning rates, and R1 when it is on)."""
 
 from __future__ import annotations
 
