@@ -75,9 +75,10 @@ def make_optimizer(optim_cfg, params, lr: float) -> torch.optim.Optimizer:
 def short_run_boost(optim_cfg, iterations: int) -> float:
     """How much both learning rates rise in a run shorter than ``optim.short_run_reference``
     iterations: reference / iterations, so the weights can travel as far in fewer steps (Adam's step
-    is about the rate). The 2D and image recipes set a reference; the 1D recipe no longer does
-    (since G works in the target's standard units it starts at the right scale, and the boost only
-    hurt: docs/recipes.md#short-runs). 1 for longer runs, when the reference is 0 (off, as in every
+    is about the rate). Measured with the 1D recipe as 16-seed populations (seeds 100-115, median
+    KS): 500 iterations 0.075 unboosted, 0.096 at x2.8 (the earlier square-root law), 0.040 at x4 (this
+    law), 0.054 at x5.7; 1,000 iterations 0.021 at x2 (this law), 0.033 at x2.5; 2,000 iterations
+    0.015 unboosted, 0.013 at x1.4. 1 for longer runs, when the reference is 0 (off, as in every
     reproduction), and for SGD, whose step grows with the gradient (x66 at 30 iterations diverged)."""
     reference = optim_cfg.short_run_reference
     if not OPTIMIZERS[optim_cfg.name].rate_sized_steps:
