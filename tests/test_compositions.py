@@ -96,7 +96,8 @@ def test_every_pair_of_options_trains_or_is_refused_in_one_line(tmp_path, monkey
     for row in all_pairs(FACTORS):
         typed = " ".join(v if k == "discriminator" else f"{k}={v}" for k, v in row.items())
         try:
-            cfg = family.compose([*typed.split(), f"train.iterations={ITERATIONS}", "train.threads=1"])
+            cfg = family.compose([*typed.split(), f"train.iterations={ITERATIONS}", "train.eval_samples=2048",
+                                  "train.threads=1"])
         except ConfigError as exc:
             message = str(exc)
             assert "\n" not in message and "Traceback" not in message, typed

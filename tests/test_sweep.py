@@ -282,7 +282,7 @@ def test_a_trial_stopped_by_ctrl_c_is_tagged_interrupted_not_running(tmp_path, t
 
 @pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
-    path = _write(tmp_path, "resume", trials=4, fixed=["train.iterations=300", "train.eval_every=100",
+    path = _write(tmp_path, "resume", trials=3, fixed=["train.iterations=300", "train.eval_every=100",
                                                        "train.plot_every=300", "train.eval_samples=2000"])
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
@@ -310,7 +310,7 @@ def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
     after = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
     assert all(after[n] == v for n, v in before.items())  # nothing finished was lost or redone
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
-    assert len(study.trials) >= 4
+    assert len(study.trials) >= 3
     _, parents, children = _children(tmp_path, "resume")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same parent run went on
     numbers_in_mlflow = [c.data.tags["trial_number"] for c in children]
