@@ -77,3 +77,21 @@ class FullDisk:
         self.full = False
         for target, name, fn in self._listeners:
             self._event.remove(target, name, fn)
+
+
+def train_untracked(cfg) -> dict[str, float]:
+    """The single-run loop (GANModule under Lightning) for ``cfg.train.iterations``, then one
+    evaluation, as `run_training` does but without MLflow, figures or files: for tests about what
+    training computes, where the ~2 s of recording a run would be most of the cost."""
+    import pytorch_lightning as pl
+
+    from ganlab.data.loaders import training_loader
+    from ganlab.training.evaluation import Evaluator
+    from ganlab.training.runner import build_module, make_trainer
+
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    module = build_module(cfg)
+    make_trainer(cfg, []).fit(module, training_loader(module.target, cfg.train, 0))
+    assert module.iteration == cfg.train.iterations
+    metrics, _ = Evaluator(module, cfg.train.eval_samples, cfg.train.seed).evaluate(module)
+    return metrics

@@ -14,13 +14,10 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
+from helpers import train_untracked
 
 from ganlab.config.compose import ConfigFamily
-from ganlab.data.loaders import training_loader
 from ganlab.errors import ConfigError
-from ganlab.training.evaluation import Evaluator
-from ganlab.training.runner import build_module, make_trainer
 
 # model and preprocess travel together: most transforms suit one kind of D only (a batch D reads
 # sorted, raw, moments, diffs or variances; a per-sample D reads none or pack), which a refusal
@@ -79,15 +76,6 @@ def test_all_pairs_holds_every_pair_and_no_more_rows_than_needed():
     assert len(rows) <= 3 * 2 + 2  # 6 pairs of a x b at least; a greedy cover stays close
 
 
-def _train(cfg) -> dict[str, float]:
-    torch.manual_seed(cfg.train.seed)
-    module = build_module(cfg)
-    make_trainer(cfg, []).fit(module, training_loader(module.target, cfg.train, 0))
-    assert module.iteration == cfg.train.iterations
-    metrics, _ = Evaluator(module, cfg.train.eval_samples, cfg.train.seed).evaluate(module)
-    return metrics
-
-
 def test_every_pair_of_options_trains_or_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     family = ConfigFamily()
@@ -104,7 +92,7 @@ def test_every_pair_of_options_trains_or_is_refused_in_one_line(tmp_path, monkey
             refused[typed] = message
             continue
         try:
-            metrics = _train(cfg)
+            metrics = train_untracked(cfg)
         except Exception as exc:  # which composition, not only torch's words
             raise AssertionError(f"{typed}: {type(exc).__name__}: {exc}") from exc
         undefined = {kl for kl, share in (("reverse_kl", "hq_share"), ("reverse_kl_full", "hq_share_full"))
@@ -130,10 +118,10 @@ def test_a_typed_r1_too_strong_for_sgd_stops_with_a_reason_that_names_it():
     cfg = compose_config(["data=image_density", "model=vanilla", "optim=sgd", "train.r1_gamma=1", "train.iterations=10",
                           "train.threads=1"])
     with pytest.raises(NonFiniteLossError, match=r"; try a smaller learning rate or train\.r1_gamma \(now 1\)$"):
-        _train(cfg)
+        train_untracked(cfg)
     cfg = compose_config(["data=image_density", "model=vanilla", "optim=sgd", "train.r1_gamma=0.1",
                           "train.iterations=10", "train.threads=1"])
-    _train(cfg)  # a tenth of it trains
+    train_untracked(cfg)  # a tenth of it trains
 
 
 def test_the_reason_names_r1_only_when_it_is_on():

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import mlflow_store
 from torch.utils.data import DataLoader
 
 from ganlab.config.compose import compose_config
@@ -123,11 +122,11 @@ def test_a_member_with_learning_rate_0_does_not_move_while_its_neighbour_does():
 
 
 @pytest.mark.slow
-def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
+def test_a_population_of_one_reaches_the_standalone_loops_quality():
+    from helpers import train_untracked
     from scipy.stats import mannwhitneyu
 
     from ganlab.population.population_evaluation import PopulationEvaluator
-    from ganlab.training.runner import run_training
 
     # The 1D recipe at 1,000 iterations, batch 128, seeds 0-4. The loops draw different random batches
     # and GAN training is chaotic (their weights differ by 1e-8 after 2 iterations, by 0.1 after 100),
@@ -135,11 +134,9 @@ def test_a_population_of_one_reaches_the_standalone_loops_quality(tmp_path):
     # untrained generator's ~0.9. A population that learned worse would put its seeds above the
     # standalone ones (5 of 5: p = 0.008).
     alone, together = [], []
-    uri = mlflow_store(tmp_path / "m.db")
     for seed in range(5):
-        (cfg,) = _configs([{"train.seed": seed, "tracking.uri": uri}], iterations=1000,
-                          extra=["train.eval_every=1000", "train.plot_every=1000"])  # only the final KS counts
-        alone.append(run_training(cfg, verbose=False).metrics["ks"])
+        (cfg,) = _configs([{"train.seed": seed}], iterations=1000)
+        alone.append(train_untracked(cfg)["ks"])  # the single-run loop, without recording a run
         cohort = _fit(Cohort([cfg]), 1000)
         rows, _ = PopulationEvaluator(cohort, cfg.train.eval_samples, seed).evaluate(cohort)
         together.append(rows[0]["ks"])
