@@ -37,7 +37,7 @@ train: install
 test: install
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" tests
 
-# the whole suite, what CI runs (11-18 minutes on 2 cores lately, measured; its goal is 20)
+# the whole suite, what CI runs (17-20 minutes on 2 cores lately, measured; its goal is 20)
 test-all: install
 	$(PY) -m pytest -q -n 2 --dist worksteal tests
 
