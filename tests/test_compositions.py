@@ -110,8 +110,9 @@ def test_every_pair_of_options_trains_or_is_refused_in_one_line(tmp_path, monkey
 
 
 def test_a_typed_r1_too_strong_for_sgd_stops_with_a_reason_that_names_it():
-    """Found by the pairs above (with R1 at 1): SGD's 1e-2 blows the picture target's D up within
-    three iterations; the reason said only "try a smaller learning rate"."""
+    """Found by the pairs above when they typed R1 at 1 (they now type 0.1, which trains): SGD's
+    1e-2 blows the picture target's D up within three iterations; the reason said only "try a
+    smaller learning rate"."""
     from ganlab.config.compose import compose_config
     from ganlab.training.gan_module import NonFiniteLossError
 
