@@ -85,7 +85,8 @@ def test_the_same_population_twice_gives_identical_samples():
 
 @pytest.mark.slow
 def test_members_with_their_own_rates_each_learn_the_target():
-    # the 1D recipe at 1,000 iterations (short-run boost x2): a standalone run reaches KS ~0.01-0.05;
+    # the 1D recipe at 1,000 iterations (short-run boost x2): the default's median KS over seeds 100-115
+    # is 0.010 (0.0042-0.015, batch 1,024; these members train on 128 at their own rates);
     # 0.15 leaves room for seeds while a member that did not train stays near 0.5-1
     members = [{"train.seed": 0, "optim.d_lr": 1e-3, "optim.g_lr": 1e-3},
                {"train.seed": 1, "optim.d_lr": 2e-3, "optim.g_lr": 1e-3, "train.d_steps": 2},
