@@ -1,6 +1,7 @@
 """A shared MLflow tracking server, started as `make server` starts it: concurrent training runs
 arrive complete, artifacts (checkpoints included) go through the server, and sampling reads back."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -102,73 +103,58 @@ def _serve(store, port: int) -> subprocess.Popen:
     return proc
 
 
-def _kill_the_server_mid_run(tmp_path, iterations: int, plot_every: int, **extra_env: str):
-    """A server, a CLI run logging to it, and the server killed once the run is training:
-    (store, port, uri, the run's process)."""
+def _train_through(uri: str, cwd, experiment: str, iterations: int, plot_every: int, **extra_env: str):
+    """A CLI run logging to ``uri`` in its own experiment, every 100 iterations."""
+    return _ganlab("ganlab.train", [f"train.iterations={iterations}", "train.eval_every=100",
+                                    f"train.plot_every={plot_every}", "train.eval_samples=2000", "train.ckpt_every=0",
+                                    f"tracking.uri={uri}", f"tracking.experiment={experiment}"], cwd, **extra_env)
+
+
+def test_a_server_outage_loses_no_evaluation_of_a_run_that_outlives_it_or_of_one_that_ends_in_it(tmp_path):
+    """Two runs through one server, killed once both are training: the short one ends while the server
+    is down (after the 5 s it waits for it), says so in one line and is spooled, then sent by
+    `python -m ganlab.tracking_spool`; the long one goes on through the outage (or, if it ends first,
+    waits its default 60 s) and finishes once the server is back. Both end FINISHED with every
+    evaluation, once. (One test, so the server starts twice, not four times: ~8 s of CPU each.)"""
     import signal
 
     store, port = tmp_path / "mlruns", free_port()
     server = _serve(store, port)
     uri = f"http://127.0.0.1:{port}"
-    run = _ganlab("ganlab.train", [f"train.iterations={iterations}", "train.eval_every=100",
-                                   f"train.plot_every={plot_every}", "train.eval_samples=2000", "train.ckpt_every=0",
-                                   f"tracking.uri={uri}"], tmp_path, **extra_env)
-    while not run.stdout.readline().startswith("[it "):  # training, and logging
-        pass
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
-    return store, port, uri, run
-
-
-def test_a_server_killed_and_restarted_mid_run_loses_no_evaluation(tmp_path):
-    import signal
-    import time
-
-    # back within the 60 s a run that has ended waits for its server, if it ended first
-    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 3000, 3000)
-    server = None
+    outlives = _train_through(uri, tmp_path, "outlives", 3000, 3000)
+    ends_in = _train_through(uri, tmp_path, "ends-in", 1000, 500, GANLAB_SPOOL_WAIT_S="5")
     try:
-        time.sleep(10)  # the outage
-        server = _serve(store, port)
-        out, err = run.communicate(timeout=600)
-        assert run.returncode == 0, err[-3000:]
-        client = MlflowClient(uri)
-        (finished,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
-        assert finished.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(finished.info.run_id, "ks")]
-        assert sorted(steps) == list(range(0, 3001, 100))  # every evaluation, once
-    finally:
-        run.kill()
-        if server is not None:
-            os.killpg(server.pid, signal.SIGKILL)
+        for run in (outlives, ends_in):
+            while not run.stdout.readline().startswith("[it "):  # training, and logging
+                assert run.poll() is None, run.stderr.read()[-3000:]
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
-
-def test_a_run_that_ends_while_its_server_is_down_is_spooled_and_sent_later(tmp_path):
-    import signal
-
-    # down until after the run has ended (and the 5 s it then waits for the server)
-    store, port, uri, run = _kill_the_server_mid_run(tmp_path, 1000, 500, GANLAB_SPOOL_WAIT_S="5")
-    server = None
-    try:
-        out, err = run.communicate(timeout=600)
+        out, err = ends_in.communicate(timeout=600)
         lines = [line for line in err.splitlines() if line.startswith("ganlab:")]
-        assert run.returncode == 2 and len(lines) == 1, err[-3000:]
+        assert ends_in.returncode == 2 and len(lines) == 1, err[-3000:]
         assert "ended FINISHED, but the tracking server" in lines[0] and "python -m ganlab.tracking_spool" in lines[0]
         assert "Traceback" not in err
+
         server = _serve(store, port)
+        out, err = outlives.communicate(timeout=600)
+        assert outlives.returncode == 0, err[-3000:]
         sent = subprocess.run([sys.executable, "-m", "ganlab.tracking_spool"], cwd=tmp_path, capture_output=True,
                               text=True, timeout=300)
         assert sent.returncode == 0 and "sent" in sent.stdout, sent.stderr
+
         client = MlflowClient(uri)
-        (finished,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
-        assert finished.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(finished.info.run_id, "ks")]
-        assert sorted(steps) == list(range(0, 1001, 100))  # every evaluation, once
-        assert "samples.npy" in artifact_paths(client, finished.info.run_id)
-        assert not (tmp_path / "mlruns" / "spool" / finished.info.run_id).exists()
+        for experiment, iterations in (("outlives", 3000), ("ends-in", 1000)):
+            (finished,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+            assert finished.info.status == "FINISHED", experiment
+            steps = [m.step for m in client.get_metric_history(finished.info.run_id, "ks")]
+            assert sorted(steps) == list(range(0, iterations + 1, 100)), experiment  # every evaluation, once
+            assert "samples.npy" in artifact_paths(client, finished.info.run_id), experiment
+            assert not (tmp_path / "mlruns" / "spool" / finished.info.run_id).exists(), experiment
     finally:
-        run.kill()
-        if server is not None:
+        outlives.kill()
+        ends_in.kill()
+        with contextlib.suppress(ProcessLookupError):  # the first server, if the second did not start
             os.killpg(server.pid, signal.SIGKILL)
 
 
