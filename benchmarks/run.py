@@ -170,7 +170,11 @@ def main() -> None:
                 print(f"| {how} | {r['trials']} | {r['complete']} | {r['pruned']} | {r['wall_s']:.0f} | "
                       f"{r['trials_per_hour']:.0f} | {r['best_ks']:.4f} |")
             print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if k.startswith("ratio_"))
-                  + f" (target >= {res['target_ratio']}x)\n-> {path}")
+                  + f" (target >= {res['target_ratio']}x); best configs alone (median KS over seeds "
+                  f"{res['standalone_rerun']['seeds']}): population "
+                  f"{res['standalone_rerun']['standalone_median_ks']:.4f}, workers "
+                  f"{res['standalone_rerun_workers']['standalone_median_ks']:.4f} "
+                  f"(ratio {res['best_config_ratio']:.2f}, no worse: <= 1)\n-> {path}")
 
     if args.only in (None, "population_start"):
         print(f"population start: {args.population_start_trials} trials of the default sweep asked, written, "
