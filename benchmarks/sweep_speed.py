@@ -42,9 +42,11 @@ def _fixed_trials(trials: int, seed: int = 0) -> list[dict]:
 
 
 def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = None,
-         population: int | None = None, sweep: str = "default") -> dict:
+         population: int | None = None, sweep: str = "default", sampler_seed: int | None = None) -> dict:
     spec = yaml.safe_load((ROOT / "sweeps" / f"{sweep}.yaml").read_text())
     spec["trials"] = trials
+    if sampler_seed is not None:
+        spec["sampler"]["seed"] = sampler_seed
     if not pruning:
         spec["pruner"] = {"name": "none"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +74,7 @@ def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = 
         best = best_trial.value
         best_overrides = [o for o in best_trial.user_attrs["overrides"] if not o.startswith("tracking.")]
     row = {"workers": workers, "population": population, "pruning": pruning,
-           "sampler": "fixed set" if enqueue else "tpe",
+           "sampler": "fixed set" if enqueue else "tpe", "sampler_seed": spec["sampler"].get("seed"),
            "trials": len(states), "complete": states.count("COMPLETE"),
            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "wall_s": wall,
            "trials_per_hour": 3600 * len(states) / wall, "best_ks": best, "best_overrides": best_overrides}
@@ -108,11 +110,14 @@ def run(trials: int = 20) -> dict:
 def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: int = 1, sweep: str = "default") -> dict:
     """A sweep as defined (``sweeps/<sweep>.yaml``: TPE, median pruner), ``trials`` trials: a population
     of K in one process (every core) against two process workers (one core each), on the same machine,
-    in turn."""
+    in turn. Repeat r seeds the sampler with the sweep's seed + r, so each pair follows its own TPE
+    path (one path says little about which side finds the better config)."""
+    base_seed = yaml.safe_load((ROOT / "sweeps" / f"{sweep}.yaml").read_text())["sampler"].get("seed", 0)
     rows = []
-    for _ in range(repeats):
-        rows.append(_run(2, pruning=True, trials=trials, sweep=sweep))
-        rows.extend(_run(1, pruning=True, trials=trials, population=k, sweep=sweep) for k in sizes)
+    for r in range(repeats):
+        rows.append(_run(2, pruning=True, trials=trials, sweep=sweep, sampler_seed=base_seed + r))
+        rows.extend(_run(1, pruning=True, trials=trials, population=k, sweep=sweep, sampler_seed=base_seed + r)
+                    for k in sizes)
     workers = [r for r in rows if not r["population"]]
     out = {"sweep": sweep, "trials": trials, "runs": rows, "target_ratio": 2.0}
     for k in sizes:
