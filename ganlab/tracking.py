@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import functools
 import logging
+import math
 import os
 import re
 import subprocess
@@ -37,6 +38,7 @@ from ganlab.signals import signals_held
 from ganlab.stored_runs import list_checkpoints
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.tracking_spool import PROBE_EVERY_S, Spool, TrackingSpooled, is_unreachable, server_answers
+from ganlab.training.optimizers import short_run_boost
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 SPOOL_WAIT_S = 60  # a run that ends while its server is down waits this long for it before spooling its end
@@ -112,6 +114,14 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
             return client, client.get_experiment_by_name(name).experiment_id
 
 
+def stamped_metrics(metrics: dict[str, float], step: int) -> list[Metric]:
+    """MLflow metrics for one evaluation, stamped now. A metric with no value yet (NaN: the losses
+    before the first update, the reverse KL while no sample is high-quality) is left out, so a curve
+    starts where its values do, not at the 0 MLflow's store keeps for NaN."""
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items() if not math.isnan(v)]
+
+
 class Tracker(RunFiles):
     """One MLflow run. Metrics go out in one ``log_batch`` call per evaluation, never per step.
 
@@ -156,6 +166,9 @@ class Tracker(RunFiles):
         tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
                 "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name,
                 "recipe": recipe_summary(cfg), **(tags or {})}
+        boost = short_run_boost(cfg.optim, cfg.train.iterations)
+        if boost != 1.0:  # the logged optim.d_lr / g_lr are what was typed or chosen; this is what trained
+            tags["short_run_boost"] = f"{boost:.3g}"
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id, self._owns_status = run.info.run_id, True
         self.artifact_uri = run.info.artifact_uri
@@ -204,8 +217,7 @@ class Tracker(RunFiles):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if step <= self.logged_until:  # replayed after a resume: the same values are already logged
             return
-        now = int(time.time() * 1000)
-        self.log_metric_batch([Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.log_metric_batch(stamped_metrics(metrics, step))
 
     def log_metric_batch(self, batch: list[Metric]) -> None:
         """Metrics already stamped (a population's trial buffers its evaluations and sends them together)."""

@@ -36,9 +36,14 @@ def test_cli_run_is_recorded_in_mlflow(tmp_path):
     assert run.info.run_id in proc.stdout
     assert run.data.params["optim.d_lr"] == "0.001" and run.data.params["train.iterations"] == "40"
     assert run.data.tags["seed"] == "0" and run.data.tags["ganlab_version"]
-    for key in ("mean", "std", "skewness", "kurtosis", "ks", "w1_over_std", "d_real", "d_fake", "loss_d", "loss_g"):
+    # 40 iterations of the 1D recipe (reference 2,000): rates x4 at most, said on the first line and in a tag
+    assert "a short run: learning rates x4, d_lr 0.004, g_lr 0.004" in proc.stdout
+    assert run.data.tags["short_run_boost"] == "4"
+    for key in ("mean", "std", "skewness", "kurtosis", "ks", "w1_over_std", "d_real", "d_fake"):
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == [0, 10, 20, 30, 40], key
+    for key in ("loss_d", "loss_g"):  # no loss before the first update: not a fake 0 at step 0
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [10, 20, 30, 40], key
     arts = artifact_paths(client, run.info.run_id)
     for expected in ("config.yaml", "samples.npy", "model/generator.pt", "model/discriminator.pt",
                      "model/generator_ema.pt", "plots/histogram.gif", "plots/metrics.png",

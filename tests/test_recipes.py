@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ganlab.config.compose import compose_config, group_options
+from ganlab.config.compose import ConfigFamily, compose_config, group_options
 from ganlab.config.recipes import recipe_summary
 from ganlab.errors import ConfigError
 from ganlab.training.optimizers import short_run_boost
@@ -165,11 +165,28 @@ def test_only_sgd_or_a_per_sample_d_on_the_mixture_gets_the_r1_penalty(overrides
     assert compose_config(overrides).train.r1_gamma == r1_gamma
 
 
-@pytest.mark.parametrize(("reference", "iterations", "boost"), [(2000, 1000, 2.0), (2000, 500, 4.0),
-                                                                (2000, 2000, 1.0), (2000, 9000, 1.0), (0, 100, 1.0)])
+@pytest.mark.parametrize(("reference", "iterations", "boost"), [
+    (2000, 1000, 2.0), (2000, 500, 4.0), (2000, 2000, 1.0), (2000, 9000, 1.0), (0, 100, 1.0),
+    (2000, 100, 4.0), (2000, 10, 4.0),  # at most x4: x200 at 10 iterations threw G to a point
+])
 def test_short_runs_raise_the_learning_rates_by_the_shortfall(reference, iterations, boost):
     optim = OmegaConf.create({"name": "adam", "short_run_reference": reference})
     assert short_run_boost(optim, iterations) == pytest.approx(boost)
+
+
+@pytest.mark.parametrize(("typed", "reference"), [
+    ([], 2000),  # the recipe's rates: boosted
+    (["optim.d_lr=1e-3"], 0),  # what you type wins: a typed rate is the rate that trains
+    (["optim.g_lr=5e-4"], 0),
+    (["optim.d_lr=1e-3", "optim.short_run_reference=2000"], 2000),  # unless the boost is typed too
+])
+def test_typed_learning_rates_are_not_raised_in_short_runs(typed, reference):
+    overrides = ["train.iterations=100", *typed]
+    for cfg in (compose_config(overrides), ConfigFamily().compose(overrides)):  # a run, and a sweep's trial
+        assert cfg.optim.short_run_reference == reference
+    module = build_module(compose_config(overrides))
+    opt_d, _ = module.configure_optimizers()[0]
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(module.optim_cfg.d_lr * (4.0 if reference else 1.0))
 
 
 @pytest.mark.parametrize(("overrides", "schedule"), [

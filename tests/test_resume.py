@@ -79,7 +79,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     for key in ("ks", "loss_d", "mean"):  # and the whole history, each step logged once
         mine = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
         theirs = [(m.step, m.value) for m in fresh_client.get_metric_history(reference.info.run_id, key)]
-        np.testing.assert_array_equal(sorted(mine), sorted(theirs), err_msg=key)  # nan == nan (loss at step 0)
+        np.testing.assert_array_equal(sorted(mine), sorted(theirs), err_msg=key)
     samples = [np.load(Path(r.info.artifact_uri.removeprefix("file://")) / "samples.npy") for r in (done, reference)]
     np.testing.assert_array_equal(samples[0], samples[1])
     assert _checkpoints(done) == [checkpoint_name(600)]  # keep 1: the newest

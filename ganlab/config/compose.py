@@ -79,7 +79,8 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
 
     The returned config carries the resolved MLflow experiment name in ``tracking.experiment``.
     """
-    return _finish(*_compose_with_hydra(list(overrides or [])))
+    overrides = list(overrides or [])
+    return _finish(*_compose_with_hydra(overrides), typed=_typed_keys(overrides))
 
 
 def _compose_with_hydra(overrides: list[str]) -> tuple[DictConfig, dict[str, str | None]]:
@@ -106,12 +107,13 @@ def _compose_with_hydra(overrides: list[str]) -> tuple[DictConfig, dict[str, str
     return cfg, choices
 
 
-def _finish(cfg: DictConfig, choices: dict[str, str | None]) -> DictConfig:
+def _finish(cfg: DictConfig, choices: dict[str, str | None], typed: set[str]) -> DictConfig:
     _names_are_the_options(cfg, choices)
     with read_write(cfg), open_dict(cfg):
         if cfg.tracking.experiment is None:
             cfg.tracking.experiment = choices["experiment"] or "default"
         _resolve_defaults(cfg)
+        _typed_rates_are_kept(cfg, typed)
     validate(cfg)
     return cfg
 
@@ -154,7 +156,7 @@ class ConfigFamily:
                 OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
         except (OmegaConfBaseException, ValueError):
             return compose_config(overrides)  # Hydra's own message for it
-        return _finish(cfg, choices)
+        return _finish(cfg, choices, typed=_typed_keys(overrides))
 
 
 def _split_values(overrides: list[str]) -> tuple[tuple[str, ...], list[Override]] | None:
@@ -174,6 +176,19 @@ def _split_values(overrides: list[str]) -> tuple[tuple[str, ...], list[Override]
         else:
             groups.append(line)
     return tuple(groups), values
+
+
+def _typed_keys(overrides: list[str]) -> set[str]:
+    """The keys a user typed (``optim.d_lr=1e-3`` -> ``optim.d_lr``), prefixes ``+``/``++``/``~`` dropped."""
+    return {line.split("=", 1)[0].lstrip("+~") for line in overrides}
+
+
+def _typed_rates_are_kept(cfg: DictConfig, typed: set[str]) -> None:
+    """What you type wins: a recipe's short-run boost raises the recipe's own learning rates, not rates
+    the user (or a sweep) typed, so a rate found in a short run is the rate a long run gets. Typing
+    ``optim.short_run_reference`` as well keeps the boost."""
+    if typed & {"optim.d_lr", "optim.g_lr"} and "optim.short_run_reference" not in typed:
+        cfg.optim.short_run_reference = 0
 
 
 def _resolve_defaults(cfg: DictConfig) -> None:

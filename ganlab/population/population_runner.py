@@ -27,6 +27,7 @@ from ganlab.population.cohort import Cohort
 from ganlab.population.population_evaluation import PopulationEvaluator, headline_key
 from ganlab.population.population_module import PopulationModule
 from ganlab.training.history import History
+from ganlab.training.optimizers import short_run_note
 from ganlab.training.runner import (
     RunResult,
     TrainingFailed,
@@ -170,7 +171,8 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     if verbose:
         print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' ({cfg.model.name} on "
               f"{cfg.data.name}, seeds {seeds[0]}-{seeds[-1]} together, {cfg.train.iterations} iterations, "
-              f"{accelerator}; recipe {recipe_summary(cfg)}); no checkpoints for train.seeds runs yet",
+              f"{accelerator}; recipe {recipe_summary(cfg)}{short_run_note(cfg.optim, cfg.train.iterations)}); "
+              "no checkpoints for train.seeds runs yet",
               flush=True)
     monitor = PopulationMonitor(PopulationEvaluator(cohort, cfg.train.eval_samples, cfg.train.seed), plotter,
                                 tracker, cfg.train, history, verbose)

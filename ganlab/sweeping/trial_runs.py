@@ -30,7 +30,7 @@ from mlflow.entities import Metric
 
 from ganlab.config.uris import resolve_tracking_uri
 from ganlab.errors import GanlabError, one_line
-from ganlab.tracking import SPOOL_WAIT_S, Tracker, TrackingStoreError
+from ganlab.tracking import SPOOL_WAIT_S, Tracker, TrackingStoreError, stamped_metrics
 from ganlab.tracking_spool import TrackingSpooled, is_unreachable, server_answers
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -156,8 +156,7 @@ class TrialRuns:
         def call() -> None:
             tracker = self._trackers[trial]
             if step > tracker.logged_until:
-                now = int(time.time() * 1000)
-                self._pending.setdefault(trial, []).extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+                self._pending.setdefault(trial, []).extend(stamped_metrics(metrics, step))
 
         self._submit(call)
 

@@ -72,18 +72,33 @@ def make_optimizer(optim_cfg, params, lr: float) -> torch.optim.Optimizer:
         return cls(params, lr=lr, foreach=True, **kwargs)
 
 
+MAX_SHORT_RUN_BOOST = 4.0
+
+
 def short_run_boost(optim_cfg, iterations: int) -> float:
     """How much both learning rates rise in a run shorter than ``optim.short_run_reference``
-    iterations: reference / iterations, so the weights can travel as far in fewer steps (Adam's step
-    is about the rate). Measured with the 1D recipe as 16-seed populations (seeds 100-115, median
-    KS): 500 iterations 0.075 unboosted, 0.096 at x2.8 (the earlier square-root law), 0.040 at x4 (this
-    law), 0.054 at x5.7; 1,000 iterations 0.021 at x2 (this law), 0.033 at x2.5; 2,000 iterations
-    0.015 unboosted, 0.013 at x1.4. 1 for longer runs, when the reference is 0 (off, as in every
-    reproduction), and for SGD, whose step grows with the gradient (x66 at 30 iterations diverged)."""
+    iterations: reference / iterations, at most x4, so the weights can travel about as far in fewer
+    steps (Adam's step is about the rate). Measured with the 1D recipe as 16-seed populations (seeds
+    100-115, median KS): 500 iterations 0.075 unboosted, 0.096 at x2.8 (the earlier square-root law),
+    0.040 at x4 (this law), 0.054 at x5.7; 1,000 iterations 0.021 at x2 (this law), 0.033 at x2.5;
+    2,000 iterations 0.015 unboosted, 0.013 at x1.4. The cap (2026-12-06, standard units): uncapped,
+    a 20-iteration run got x100 and G collapsed to a point (KS 0.61, 0.35 unboosted, 0.21 at x4); 50
+    iterations 0.30 / 0.17 / 0.057 (uncapped / none / x4), 200 0.034 / 0.073 / 0.017; docs/recipes.md.
+    1 for longer runs, when the reference is 0 (off: every reproduction, and any run whose rates were
+    typed), and for SGD, whose step grows with the gradient (x66 at 30 iterations diverged)."""
     reference = optim_cfg.short_run_reference
     if not OPTIMIZERS[optim_cfg.name].rate_sized_steps:
         return 1.0
-    return reference / iterations if 0 < iterations < reference else 1.0
+    return min(reference / iterations, MAX_SHORT_RUN_BOOST) if 0 < iterations < reference else 1.0
+
+
+def short_run_note(optim_cfg, iterations: int) -> str:
+    """'' or, for the run's first line, how much its learning rates were raised and how to turn it off."""
+    boost = short_run_boost(optim_cfg, iterations)
+    if boost == 1.0:
+        return ""
+    return (f"; a short run: learning rates x{boost:.3g}, d_lr {boost * optim_cfg.d_lr:.3g}, g_lr "
+            f"{boost * optim_cfg.g_lr:.3g} (optim.short_run_reference={optim_cfg.short_run_reference}; 0: off)")
 
 
 def make_schedule(optim_cfg, optimizer: torch.optim.Optimizer, iterations: int) -> LRScheduler | None:

@@ -37,6 +37,7 @@ from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.evaluation import Evaluator, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
 from ganlab.training.history import History
+from ganlab.training.optimizers import short_run_note
 
 FINAL_SAMPLES = 10_000
 FINAL_SAMPLES_MAX_VALUES = 4_000_000  # samples.npy stays under ~16 MB: 10,000 digits, 5,102 MNIST, 1,302 CIFAR
@@ -199,7 +200,7 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         action = f"resumed at iteration {first} of" if resume is not None else "in"
         print(f"ganlab: run {tracker.run_id} {action} experiment '{tracker.experiment_name}' "
               f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator}; "
-              f"recipe {recipe_summary(cfg)})", flush=True)
+              f"recipe {recipe_summary(cfg)}{short_run_note(cfg.optim, cfg.train.iterations)})", flush=True)
     monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
                               history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
     loader = training_loader(module.target, cfg.train, first)
