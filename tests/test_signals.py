@@ -155,3 +155,38 @@ def test_sigterm_stays_ganlab_s_while_lightning_trains(tracking_uri, monkeypatch
     with signals.stop_on_signals():
         runner.run_training(cfg, verbose=False)
     assert seen and all(handler is signals._raise_stopped for handler in seen)
+
+
+class _SignalsWhilePickled:
+    """Sends SIGINT to this process while torch.save pickles it: a Ctrl-C in the middle of a write."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return (int, (0,))
+
+
+def test_a_ctrl_c_during_a_checkpoint_write_waits_for_the_write(tmp_path):
+    """Cut inside torch's zip writer, the KeyboardInterrupt surfaced as a RuntimeError ("unexpected
+    pos"), which a sweep recorded as the trial's failure; now the write ends, then the Ctrl-C arrives."""
+    import torch
+
+    from ganlab.atomic_files import save_atomic
+
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"cut": _SignalsWhilePickled(), "weights": torch.arange(100_000.0)}, path)
+    assert torch.equal(torch.load(path, weights_only=False)["weights"], torch.arange(100_000.0))
+
+
+def test_an_error_raised_while_a_ctrl_c_was_handled_is_a_stop_not_a_failure():
+    from ganlab.training.runner import interruption_behind
+
+    interrupt = KeyboardInterrupt()
+    try:
+        try:
+            raise interrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("unexpected pos 36160 vs 36052") from None  # a library's own error instead
+    except RuntimeError as exc:
+        assert interruption_behind(exc) is interrupt  # __context__ survives `from None`
+    assert interruption_behind(RuntimeError("a real failure")) is None

@@ -9,7 +9,8 @@ import optuna
 
 from ganlab.sweeping.definition import load
 from ganlab.sweeping.study import make_storage, open_study
-from ganlab.sweeping.worker_faults import budget_used, fail_and_retry, finished
+from ganlab.sweeping.summary import counts, failure_lines
+from ganlab.sweeping.worker_faults import budget_used, fail_and_retry, finished, recover_dead_workers, to_run
 
 
 def test_concurrent_workers_never_take_the_same_waiting_trial(tmp_path):
@@ -73,8 +74,48 @@ def test_a_retried_failure_is_not_counted_as_a_finished_trial(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heartbeats warn outside study.optimize
         stopped = study.ask()
-        fail_and_retry(study, study._storage.get_trial(stopped._trial_id), "stopped by SIGINT; retried")
+        fail_and_retry(study, study._storage.get_trial(stopped._trial_id), "stopped by SIGINT")
         retry = study.ask()  # takes the WAITING copy
         study.tell(retry, 1.0)
         study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a real failure counts
     assert retry.number != stopped.number and finished(study) == 2 == budget_used(study)
+
+
+def _stop_running_trial(study: optuna.Study, stopped_by: str | None) -> None:
+    """The sweep's one RUNNING trial, its worker gone: as the driver finds it after a stop or a crash."""
+    (running,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    study._storage.set_trial_user_attr(running._trial_id, "worker", "localhost:999999999")  # no such process
+    recover_dead_workers(study, {"localhost:999999999"}, stopped_by=stopped_by)
+
+
+def test_a_sweep_stopped_again_and_again_still_queues_its_trial(tmp_path):
+    """Stopping a sweep (SIGTERM, Ctrl-C) queues the trial it was training again however often that
+    happens: it is the user's stop, not the trial's fault. Before, the second stop left the study with
+    nothing to run, "0 to run ... 2 fail", and a reason that said "retried" though it was not."""
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        for _ in range(3):
+            _stop_running_trial(study, "SIGTERM")
+            study.ask()  # the next invocation takes the WAITING copy
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "FAIL", "RUNNING"]
+    assert all(t.user_attrs["failure_reason"] == "stopped with the sweep (SIGTERM); queued again" for t in trials[:3])
+    assert "failure_reason" not in trials[3].user_attrs  # a copy does not carry its predecessor's reason
+    assert counts(study) == {"retried": 3, "running": 1} and budget_used(study) == 1 and to_run(study, 1) == 0
+
+
+def test_a_trial_whose_worker_dies_twice_is_not_run_a_third_time_and_says_so(tmp_path):
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        _stop_running_trial(study, None)
+        study.ask()
+        _stop_running_trial(study, None)
+    first, second = study.get_trials()
+    assert first.user_attrs["failure_reason"].endswith("died (its process is gone); queued again")
+    assert second.user_attrs["failure_reason"].endswith("; not queued again (it was retried 1 time(s))")
+    assert counts(study) == {"retried": 1, "fail": 1} and to_run(study, 1) == 0
+    assert failure_lines(study) == [f"  trial 1: {second.user_attrs['failure_reason']}"]

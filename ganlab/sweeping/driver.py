@@ -116,10 +116,10 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
                 pool.fill(min(workers, to_run(study, sweep.trials)) - len(pool.procs))
     except (KeyboardInterrupt, Stopped) as exc:
         pool.stop()
-        recover_dead_workers(study)
+        name = exc.name if isinstance(exc, Stopped) else "SIGINT"
+        recover_dead_workers(study, stopped_by=name)
         close_orphaned_child_runs(study, tracking_uri, parent_run_id)
         finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
-        name = exc.name if isinstance(exc, Stopped) else "SIGINT"
         print(f"ganlab sweep: stopped by {name}; run the same command again to continue the study", file=sys.stderr)
         return exc.exit_code if isinstance(exc, Stopped) else 130
     except Exception as exc:  # the study or MLflow refuses the driver's writes (a full disk, a dead server)
@@ -201,14 +201,15 @@ class _Pool:
 def print_results(study, sweep, seconds: float, tracking_uri: str | None = None) -> int:
     """The end of a sweep: the counts, the best trials as a table, how to re-run the best (recording
     to the sweep's store). Returns an exit code."""
-    from ganlab.sweeping.summary import best_trials, counts, rerun_command
+    from ganlab.sweeping.summary import best_trials, counts, failure_lines, rerun_command
 
     n = counts(study)
     print(f"\nganlab sweep '{sweep.name}' done in {seconds:.0f} s: "
           + ", ".join(f"{v} {k}" for k, v in sorted(n.items())))
     best = best_trials(study)
     if not best:
-        print("no trial completed; see the failure reasons above and in MLflow")
+        print("no trial completed; why the trials failed (also in MLflow, each child run's failure_reason):",
+              *failure_lines(study), sep="\n")
         return 1
     names = [o.metric for o in sweep.objectives]
     print("\n| rank | trial | " + " | ".join(names) + " | " + " | ".join(p.key for p in sweep.space) + " |")

@@ -17,7 +17,7 @@ from ganlab.config.uris import local_store_uri
 from ganlab.errors import one_line
 from ganlab.stored_runs import RunReadError, StoredRun
 from ganlab.sweeping.definition import SweepDefinition
-from ganlab.sweeping.worker_faults import finished
+from ganlab.sweeping.worker_faults import finished, retried_failures
 from ganlab.tracking import open_experiment
 
 ROLE_TAG, STUDY_TAG, STORAGE_TAG = "ganlab.role", "ganlab.study", "ganlab.storage"
@@ -79,10 +79,22 @@ def close_orphaned_child_runs(study: optuna.Study, tracking_uri: str, parent_run
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per state; a failed trial that was queued again (the sweep was stopped, its worker died)
+    counts as ``retried``, not ``fail``: its copy is the trial now."""
+    retried = retried_failures(study)
     out: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
-        out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        key = "retried" if t.number in retried else t.state.name.lower()
+        out[key] = out.get(key, 0) + 1
     return out
+
+
+def failure_lines(study: optuna.Study, limit: int = 5) -> list[str]:
+    """'trial N: <reason>' for the failed trials that were not queued again, the last ``limit``."""
+    retried = retried_failures(study)
+    failed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+              if t.number not in retried]
+    return [f"  trial {t.number}: {t.user_attrs.get('failure_reason', 'no reason recorded')}" for t in failed[-limit:]]
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -209,7 +221,7 @@ def _log_summary(client: MlflowClient, study: optuna.Study, sweep: SweepDefiniti
                  parent_run_id: str, register: bool) -> None:
     # a resumed or extended sweep logs these again: each time at a later step (the study's trial count)
     # and the time now, so MLflow's latest value is this one, and a count that fell to 0 says 0
-    n = {state.name.lower(): 0 for state in optuna.trial.TrialState} | counts(study)
+    n = {state.name.lower(): 0 for state in optuna.trial.TrialState} | {"retried": 0} | counts(study)
     step, now = len(study.get_trials(deepcopy=False)), int(time.time() * 1000)
     metrics = [Metric(f"trials_{k}", v, now, step) for k, v in n.items()]
     best = best_trials(study)

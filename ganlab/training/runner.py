@@ -219,6 +219,10 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         tracker.finish("FAILED", str(exc))
         raise TrainingFailed(str(exc), tracker.run_id) from exc
     except Exception as exc:
+        interruption = interruption_behind(exc)
+        if interruption is not None:  # a library turned a Ctrl-C into its own error: still a stop
+            finish_killed(tracker, interruption)
+            raise interruption from None
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id) from exc
@@ -228,6 +232,19 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri,
                      history.last(), time.perf_counter() - start, fit_s, module.iteration, history.rows, registered)
+
+
+def interruption_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or stop signal (KeyboardInterrupt, ``Stopped``, SystemExit) an error was raised while
+    handling, if any: e.g. torch's zip writer, cut mid-write, raises a RuntimeError of its own."""
+    seen: set[int] = set()
+    link = exc.__cause__ or exc.__context__
+    while link is not None and id(link) not in seen:
+        if not isinstance(link, Exception):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
 
 
 def finish_killed(tracker: Tracker | TrackerProcess, exc: BaseException) -> None:
