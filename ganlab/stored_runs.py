@@ -141,8 +141,13 @@ class StoredRun:
         try:
             state, _ = self.newest_checkpoint()
         except RunReadError:
+            run = self.client.get_run(self.run_id)
+            ended = ""
+            if run.info.status != "FINISHED":  # why there is nothing to sample, in the run's own words
+                why = run.data.tags.get("failure_reason") or run.data.tags.get("stopped_reason")
+                ended = f": it ended {run.info.status}" + (f" ({why[:200]})" if why else "")
             raise RunReadError(f"run {self.run_id} has no generator weights (model/*.pt) and no readable "
-                               "checkpoint") from None
+                               f"checkpoint{ended}") from None
         if state["ema"] is not None:
             return {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
         return state["generator"]

@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from ganlab.config.uris import browse_hint
 from ganlab.errors import ConfigError, GanlabError
 from ganlab.runtime import configure_runtime
 from ganlab.signals import Stopped, stop_on_signals
@@ -63,8 +64,7 @@ def _summary(result) -> str:
         f"  plots, samples.npy, weights: {result.artifact_uri}",
         f"  generator model: runs:/{result.run_id}/generator"
         + (f", registered as {result.registered}" if result.registered else ""),
-        f"  tracking store: {result.tracking_uri}   "
-        + ("(its web UI: open that address)" if result.tracking_uri.startswith("http") else "(browse with `make ui`)"),
+        f"  tracking store: {result.tracking_uri}   {browse_hint(result.tracking_uri)}",
     ])
 
 

@@ -26,7 +26,7 @@ def test_cli_run_is_recorded_in_mlflow(tmp_path):
     assert "[it 40/40] KS" in proc.stdout and "finished run" in proc.stdout
     first = next(line for line in proc.stdout.splitlines() if line.startswith("[it "))
     assert first.startswith("[it  0/40]") and first.endswith("(before training)")  # was "loss D nan G nan"
-    assert "nan" not in proc.stdout and "(browse with `make ui`)" in proc.stdout
+    assert "nan" not in proc.stdout and f"(browse with: mlflow ui --backend-store-uri {uri})" in proc.stdout
     assert not (tmp_path / "outputs").exists()  # no stray Hydra folder
 
     client = MlflowClient(uri)

@@ -1,6 +1,8 @@
 """Every config option and experiment composes; experiments hold their write-up's settings; bad input
 fails with one clear line that names the bad key or value."""
 
+from pathlib import Path
+
 import optuna
 import pytest
 from omegaconf import OmegaConf
@@ -144,7 +146,10 @@ BAD = [
     (["model=devnag", "preprocess=none"], "model=devnag judges whole batches"),
     (["model=devnag", "preprocess=sorted", "train.batch_size=500"],
      "preprocess.group_size=128 is not allowed; must divide"),
-    (["data.colour=1"], "data.colour"),
+    (["data.colour=1"], "data.colour is not a key; data has: mean, name, std"),
+    (["optim.lr=1e-3"], "did you mean optim.g_lr or optim.d_lr?"),  # not OmegaConf's "not in 'AdamConfig'"
+    (["train.iteration=100"], "did you mean train.iterations?"),
+    (["model.g.hidden=64"], "model.g.hidden=64 is not allowed; it takes a list, e.g. model.g.hidden=[64]"),
     (["+data.colour=1"], "data.colour=1"),
     (["data.std=0"], "data.std=0.0"),
     (["data=mixture_1d", "data.weights=[0.5,0.6]"], "sum to 1"),
@@ -241,3 +246,14 @@ def test_a_typed_group_size_is_kept_and_checked():
         compose_config(["preprocess.group_size=128", "train.batch_size=64"])
     with pytest.raises(ConfigError, match="null is preprocess=auto's own"):
         compose_config(["preprocess=sorted", "preprocess.group_size=null"])
+
+
+def test_the_end_of_a_run_says_how_to_browse_its_own_store(tmp_path):
+    """`make ui` serves the repository's mlruns/ only: another store gets its own `mlflow ui` line."""
+    from ganlab.config.uris import browse_hint
+
+    repo_store = Path(__file__).resolve().parents[1] / "mlruns" / "mlflow.db"
+    assert browse_hint(f"sqlite:///{repo_store}") == "(browse with `make ui`)"
+    other = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert browse_hint(other) == f"(browse with: mlflow ui --backend-store-uri {other})"
+    assert browse_hint("http://127.0.0.1:5000") == "(its web UI: open that address)"

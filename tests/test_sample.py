@@ -197,3 +197,15 @@ def test_sampling_ten_million_values_stays_within_a_memory_bound(tracking_uri, t
     samples = np.load(tmp_path / "large.npy", mmap_mode="r")
     assert samples.shape == (10_000_000, 1) and np.isfinite(samples[-1000:]).all()
     assert large - small < 40, (small, large)
+
+
+def test_sampling_a_run_that_failed_before_saving_weights_says_how_it_ended(tracking_uri, tmp_path, capsys):
+    from ganlab.training.runner import TrainingFailed
+
+    with pytest.raises(TrainingFailed) as failed:  # SGD at 1e12: non-finite losses within a few iterations
+        run_training(compose_config(["optim=sgd", "optim.d_lr=1e12", "optim.g_lr=1e12", *TINY,
+                                     "train.iterations=20"]), verbose=False)
+    assert main([f"run_id={failed.value.run_id}", f"out={tmp_path / 'x.npy'}"]) == 2
+    err = capsys.readouterr().err
+    assert "no generator weights" in err and "it ended FAILED (" in err and "iteration" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -92,6 +92,12 @@ def test_unknown_sweep_name_lists_the_available_ones():
         load("no_such_sweep")
 
 
+@pytest.mark.parametrize("path", ["sweeps/nope.yaml", "/tmp/no/such/sweep.yml", "my_sweeps/x"])
+def test_a_sweep_file_that_does_not_exist_is_named_as_a_missing_file(path):
+    with pytest.raises(ConfigError, match=f"no sweep file {path} .*or a sweep name: .*default"):
+        load(path)
+
+
 def test_overrides_make_a_study_of_their_own_and_follow_the_data_s_headline_metric():
     """`ganlab.sweep default data=ring8` used to be impossible; done with a file it optimised KS, which a
     2D run never logs, so every trial failed on a missing metric."""

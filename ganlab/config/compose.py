@@ -8,6 +8,8 @@ allowed, so users never see a stack trace from inside Hydra.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import functools
 import re
 from pathlib import Path
@@ -19,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from ganlab.config.schema import SCHEMAS, PackPreprocessConfig, register_schemas
 from ganlab.config.validate import validate
@@ -56,6 +58,9 @@ def hydra_error_message(exc: BaseException) -> str:
     if text.startswith("Error parsing override"):
         lines = text.splitlines()
         return f"{lines[0]}: {lines[1] if len(lines) > 1 else ''} (overrides look like group=option or key=value)"
+    known = _schema_message(exc)
+    if known:
+        return known
     key = re.search(r"full_key:\s*(\S+)", text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
@@ -64,6 +69,24 @@ def hydra_error_message(exc: BaseException) -> str:
     if key and key.group(1) not in first:
         first = f"{key.group(1)}: {first}"
     return first
+
+
+def _schema_message(exc: BaseException) -> str | None:
+    """An unknown key or a value where a list goes, said in ganlab's terms (not OmegaConf's class names):
+    the keys the node has, and the closest one; or how to type a list."""
+    schema, full_key = getattr(exc, "object_type", None), getattr(exc, "full_key", None)
+    if not (dataclasses.is_dataclass(schema) and full_key):
+        return None
+    parent, _, name = full_key.rpartition(".")
+    fields = sorted(f.name for f in dataclasses.fields(schema))
+    if isinstance(exc, ConfigAttributeError | ConfigKeyError) and name not in fields:
+        close = difflib.get_close_matches(name, fields, n=2)
+        hint = f"did you mean {' or '.join(f'{parent}.{c}' for c in close)}? " if close else ""
+        return f"{full_key} is not a key; {hint}{parent or 'the config'} has: {', '.join(fields)}"
+    if "is not a ListConfig, list or tuple" in str(exc):
+        value = getattr(exc, "value", None)
+        return f"{full_key}={value} is not allowed; it takes a list, e.g. {full_key}=[{value}]"
+    return None
 
 
 def _missing_option_message(exc: MissingConfigException) -> str:

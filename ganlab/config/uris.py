@@ -112,3 +112,15 @@ def sqlite_file(uri: str) -> Path | None:
 def local_store_uri() -> str:
     """The local SQLite store under ./mlruns (what runs use when no URI is given)."""
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def browse_hint(uri: str) -> str:
+    """How to look at a store's runs: `make ui` serves the repository's own mlruns/ only; any other
+    SQLite store needs its own `mlflow ui`, a server its address."""
+    if uri.startswith(("http://", "https://")):
+        return "(its web UI: open that address)"
+    db = sqlite_file(uri)
+    repo_store = Path(__file__).resolve().parents[2] / DEFAULT_STORE / "mlflow.db"
+    if db is not None and db.resolve() == repo_store.resolve():
+        return "(browse with `make ui`)"
+    return f"(browse with: mlflow ui --backend-store-uri {uri})"

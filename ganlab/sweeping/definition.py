@@ -128,6 +128,9 @@ def resolve_path(name_or_path: str) -> Path:
     candidate = SWEEPS_DIR / f"{name_or_path}.yaml"
     if candidate.exists():
         return candidate
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:  # meant as a file
+        raise ConfigError(f"no sweep file {name_or_path} (from {Path.cwd()}); give an existing .yaml file "
+                          f"or a sweep name: {', '.join(available())}")
     known = ", ".join(available())
     raise ConfigError(f"unknown sweep '{name_or_path}'; available: {known} (or a path to a .yaml file)")
 
