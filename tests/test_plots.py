@@ -51,3 +51,26 @@ def test_a_frame_without_iteration_or_d_titles_neither(data):
     titles = [ax.get_title() for ax in trained.axes] + [trained._suptitle.get_text() if trained._suptitle else ""]
     plt.close(trained)
     assert any("iteration 300" in t for t in titles), titles
+
+
+@pytest.mark.parametrize("with_d", [False, True])
+def test_a_1d_figure_makes_room_for_d_only_when_d_is_drawn(with_d):
+    """ganlab.sample's plot (no D) put a peak of 0.32 under an axis that ran to 1.3."""
+    target = build_target(compose_config([]).data)  # N(4, 1.25): peak density 0.32
+    plotter = build_plotter(target)
+    samples = np.random.default_rng(0).normal(4.0, 1.25, (20_000, 1)).astype(np.float32)
+    frame = plotter.frame(samples, None, None, (lambda xs, k: np.full(len(xs), 0.5)) if with_d else
+                          (lambda xs, k: None))
+    top = plotter.figure(frame, {}).axes[0].get_ylim()[1]
+    assert top >= 1.0 if with_d else 0.35 < top < 0.6
+
+
+def test_the_modes_centres_are_drawn_above_the_samples():
+    """On ring8 the eight centre markers were drawn under the samples and could not be seen."""
+    target = build_target(compose_config(["data=ring8"]).data)
+    plotter = build_plotter(target)
+    frame = plotter.frame(target.sample(2000).numpy(), None, None, lambda points, label: None)
+    collections = plotter.figure(frame, {}).axes[0].collections
+    centres = next(c for c in collections if len(c.get_offsets()) == 8)
+    samples = max(collections, key=lambda c: len(c.get_offsets()))
+    assert centres.get_zorder() > samples.get_zorder()

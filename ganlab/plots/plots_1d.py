@@ -47,7 +47,9 @@ def draw_histogram(ax, frame: HistogramFrame, target: Target1D, ymax: float | No
 
 def histogram_figure(frame: HistogramFrame, target: Target1D, metrics: dict[str, float] | None = None) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    ymax = 1.3 * max(float(target.pdf(frame.xs).max()), float(frame.density.max()), 1.0)
+    # D(x) shares the axis: room for its 0-1 range when it is drawn, else fitted to the densities
+    floor = 1.0 if frame.d_curve is not None else 0.0
+    ymax = 1.3 * max(float(target.pdf(frame.xs).max()), float(frame.density.max()), floor)
     draw_histogram(ax, frame, target, ymax)
     if metrics:
         ax.text(0.01, 0.97, f"KS {metrics['ks']:.3f}\nW1/std {metrics['w1_over_std']:.3f}",

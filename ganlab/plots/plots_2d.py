@@ -52,7 +52,8 @@ def _background(ax, target: Target2D, label: int | None) -> None:
     elif isinstance(target, GaussianMixture2D):
         for mean in target.means:  # the high-quality region of each mode
             ax.add_patch(Circle(tuple(mean), HQ_STDS * target.std, color="tab:blue", alpha=0.35, lw=0))
-        ax.scatter(target.means[:, 0], target.means[:, 1], marker="+", color="tab:blue", s=30, lw=1)
+        # the modes' centres above the samples (zorder), which used to hide them
+        ax.scatter(target.means[:, 0], target.means[:, 1], marker="+", color="black", s=40, lw=1.2, zorder=3)
 
 
 def draw_panels(axes, frame: ScatterFrame, target: Target2D) -> None:
