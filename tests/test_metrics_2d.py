@@ -70,3 +70,10 @@ def test_sample_metrics_for_a_mixture_use_the_paper_sample_count():
     m = sample_metrics(samples, RING, reference)
     assert m["modes"] == 1 and m["modes_full"] == 8  # the paper metric reads the first 2,500 only
     assert "modes 1" in headline(m) and "SW1" in headline(m)
+
+
+def test_the_progress_line_says_why_reverse_kl_has_no_value():
+    """Before any generated sample is near a mode, the reverse KL is undefined: the line printed "nan"."""
+    far = np.full((3000, 2), 50.0, dtype=np.float32)
+    m = sample_metrics(far, RING, RING.sample(5000).numpy())
+    assert np.isnan(m["reverse_kl"]) and "rev-KL - (no HQ sample)" in headline(m) and "nan" not in headline(m)

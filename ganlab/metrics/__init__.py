@@ -45,7 +45,9 @@ def headline(metrics: dict[str, float]) -> str:
         return line
     parts = [f"SW1 {metrics['sliced_w1']:.4f}"]
     if "modes" in metrics:
-        parts.append(f"modes {metrics['modes']:.0f}  HQ {metrics['hq_share']:.1%}  rev-KL {metrics['reverse_kl']:.3f}")
+        kl = metrics["reverse_kl"]  # NaN while no sample is high-quality: undefined, not a failure
+        kl_text = f"{kl:.3f}" if kl == kl else "- (no HQ sample)"
+        parts.append(f"modes {metrics['modes']:.0f}  HQ {metrics['hq_share']:.1%}  rev-KL {kl_text}")
     if "off_density" in metrics:
         parts.append(f"off-density {metrics['off_density']:.1%}")
     return "  ".join(parts)
