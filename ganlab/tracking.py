@@ -114,12 +114,17 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
             return client, client.get_experiment_by_name(name).experiment_id
 
 
+NO_VALUE_BEFORE_TRAINING = ("loss_d", "loss_g")  # NaN placeholders until the first update
+
+
 def stamped_metrics(metrics: dict[str, float], step: int) -> list[Metric]:
-    """MLflow metrics for one evaluation, stamped now. A metric with no value yet (NaN: the losses
-    before the first update, the reverse KL while no sample is high-quality) is left out, so a curve
-    starts where its values do, not at the 0 MLflow's store keeps for NaN."""
+    """MLflow metrics for one evaluation, stamped now. The losses before the first update are NaN
+    placeholders, not values: left out, so their curves start at the first update, not at the 0
+    MLflow's store keeps for NaN. Any other NaN (the reverse KL while no sample is high-quality) is
+    logged: the metric was computed and is undefined."""
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in metrics.items() if not math.isnan(v)]
+    return [Metric(k, float(v), now, step) for k, v in metrics.items()
+            if not (k in NO_VALUE_BEFORE_TRAINING and math.isnan(v))]
 
 
 class Tracker(RunFiles):
