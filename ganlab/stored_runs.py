@@ -141,8 +141,7 @@ class StoredRun:
         try:
             state, _ = self.newest_checkpoint()
         except RunReadError:
-            run = self.client.get_run(self.run_id)
-            ended = ""
+            run, ended = self.run, ""
             if run.info.status != "FINISHED":  # why there is nothing to sample, in the run's own words
                 why = run.data.tags.get("failure_reason") or run.data.tags.get("stopped_reason")
                 ended = f": it ended {run.info.status}" + (f" ({why[:200]})" if why else "")

@@ -38,7 +38,6 @@ from ganlab.signals import signals_held
 from ganlab.stored_runs import list_checkpoints
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.tracking_spool import PROBE_EVERY_S, Spool, TrackingSpooled, is_unreachable, server_answers
-from ganlab.training.optimizers import short_run_boost
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 SPOOL_WAIT_S = 60  # a run that ends while its server is down waits this long for it before spooling its end
@@ -124,7 +123,7 @@ def stamped_metrics(metrics: dict[str, float], step: int) -> list[Metric]:
     logged: the metric was computed and is undefined."""
     now = int(time.time() * 1000)
     return [Metric(k, float(v), now, step) for k, v in metrics.items()
-            if not (k in NO_VALUE_BEFORE_TRAINING and math.isnan(v))]
+            if not (step == 0 and k in NO_VALUE_BEFORE_TRAINING and math.isnan(v))]
 
 
 class Tracker(RunFiles):
@@ -171,6 +170,8 @@ class Tracker(RunFiles):
         tags = {"seed": str(cfg.train.seed), "git_commit": git_commit(),
                 "ganlab_version": ganlab.__version__, "model": cfg.model.name, "data": cfg.data.name,
                 "recipe": recipe_summary(cfg), **(tags or {})}
+        from ganlab.training.optimizers import short_run_boost  # torch: only once a run is made
+
         boost = short_run_boost(cfg.optim, cfg.train.iterations)
         if boost != 1.0:  # the logged optim.d_lr / g_lr are what was typed or chosen; this is what trained
             tags["short_run_boost"] = f"{boost:.3g}"

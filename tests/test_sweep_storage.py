@@ -116,6 +116,33 @@ def test_a_trial_whose_worker_dies_twice_is_not_run_a_third_time_and_says_so(tmp
         _stop_running_trial(study, None)
     first, second = study.get_trials()
     assert first.user_attrs["failure_reason"].endswith("died (its process is gone); queued again")
-    assert second.user_attrs["failure_reason"].endswith("; not queued again (it was retried 1 time(s))")
+    assert second.user_attrs["failure_reason"].endswith("; not queued again (its worker died 2 times)")
     assert counts(study) == {"retried": 1, "fail": 1} and to_run(study, 1) == 0
     assert failure_lines(study) == [f"  trial 1: {second.user_attrs['failure_reason']}"]
+
+
+def test_a_users_stops_do_not_use_up_the_retry_a_dead_worker_gets(tmp_path):
+    """Optuna's retry count includes the copies a stopped sweep queued: a trial stopped once, then
+    killed with its worker, was "not queued again"."""
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        _stop_running_trial(study, "SIGINT")
+        study.ask()
+        _stop_running_trial(study, None)  # its worker dies: the first death of this line
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "WAITING"]
+    assert study.get_trials()[1].user_attrs["failure_reason"].endswith("; queued again")
+
+
+def test_a_trial_whose_heartbeat_stopped_is_queued_again_once(tmp_path):
+    from ganlab.sweeping.worker_faults import retry_after_heartbeat_stopped
+
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(2):  # as Optuna's fail_stale_trials does: fail it, then call the storage's callback
+            trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            retry_after_heartbeat_stopped(study, study._storage.get_trial(trial._trial_id))
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL"]  # the copy ran and died too: no third

@@ -81,7 +81,7 @@ def _schema_message(exc: BaseException) -> str | None:
     fields = sorted(f.name for f in dataclasses.fields(schema))
     if isinstance(exc, ConfigAttributeError | ConfigKeyError) and name not in fields:
         close = difflib.get_close_matches(name, fields, n=2)
-        hint = f"did you mean {' or '.join(f'{parent}.{c}' for c in close)}? " if close else ""
+        hint = f"did you mean {' or '.join(f'{parent}.{c}' if parent else c for c in close)}? " if close else ""
         return f"{full_key} is not a key; {hint}{parent or 'the config'} has: {', '.join(fields)}"
     if "is not a ListConfig, list or tuple" in str(exc):
         value = getattr(exc, "value", None)

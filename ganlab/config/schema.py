@@ -197,7 +197,7 @@ class OptimConfig:
     g_lr: float = MISSING
     schedule: str = MISSING
     final_lr_fraction: float = MISSING
-    short_run_reference: int = MISSING  # runs shorter than this raise both lrs by this / iterations; 0: off
+    short_run_reference: int = MISSING  # shorter runs raise both lrs by this / iterations, at most x4; 0: off
 
 
 @dataclass

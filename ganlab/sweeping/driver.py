@@ -110,9 +110,12 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
                 for dead in pool.reap():
                     failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
                     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
+                    queued = [str(n) for n, retry in failed.items() if retry is not None]
+                    dropped = [str(n) for n, retry in failed.items() if retry is None]
                     print(f"ganlab sweep: worker {dead.tag} died (exit code {dead.exitcode})"
-                          + (f"; trial(s) {', '.join(map(str, failed))} failed and queued again" if failed else ""),
-                          flush=True)
+                          + (f"; trial(s) {', '.join(queued)} failed and queued again" if queued else "")
+                          + (f"; trial(s) {', '.join(dropped)} failed and not queued again (their workers died "
+                             "twice)" if dropped else ""), flush=True)
                 pool.fill(min(workers, to_run(study, sweep.trials)) - len(pool.procs))
     except (KeyboardInterrupt, Stopped) as exc:
         pool.stop()
@@ -208,8 +211,10 @@ def print_results(study, sweep, seconds: float, tracking_uri: str | None = None)
           + ", ".join(f"{v} {k}" for k, v in sorted(n.items())))
     best = best_trials(study)
     if not best:
+        lines = failure_lines(study) or ["  (no trial failed on its own: run the same command to train the "
+                                         "queued ones, or raise --trials)"]
         print("no trial completed; why the trials failed (also in MLflow, each child run's failure_reason):",
-              *failure_lines(study), sep="\n")
+              *lines, sep="\n")
         return 1
     names = [o.metric for o in sweep.objectives]
     print("\n| rank | trial | " + " | ".join(names) + " | " + " | ".join(p.key for p in sweep.space) + " |")

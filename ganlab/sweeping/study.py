@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 
 from ganlab.config.uris import sqlite_file
 from ganlab.errors import GanlabError, one_line
@@ -19,6 +19,7 @@ from ganlab.signals import signals_held
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import make_pruner, make_sampler
 from ganlab.sweeping.sole_writer_storage import SoleWriterStorage, claim_study
+from ganlab.sweeping.worker_faults import retry_after_heartbeat_stopped
 
 DEFAULT_STORAGE_DIR = Path("mlruns")
 HEARTBEAT_S = 5  # a worker that has not beaten for `stale_after` seconds is dead: its trial fails, then is retried
@@ -71,7 +72,7 @@ def _open_storage(url: str, stale_after: int) -> RDBStorage:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=min(HEARTBEAT_S, stale_after),
                              grace_period=stale_after,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+                             heartbeat_stale_trial_callback=retry_after_heartbeat_stopped)
     if sqlite:
         _serialise_transactions(storage.engine)
     return storage

@@ -20,18 +20,22 @@ from optuna.trial import TrialState
 from ganlab.run_heartbeat import alive_here, process_tag
 
 WORKER_ATTR = "worker"
-MAX_RETRY = 1
+MAX_RETRY = 1  # retries after worker deaths, per trial
+WORKER_DEATHS = "ganlab:worker_deaths"  # a system attr of each retry copy
 
 
-def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int | None) -> None:
-    """Optuna's retry callback (marked experimental, and exactly what is needed), without its warning.
-    The WAITING copy does not inherit the failed run's reason or worker: a copy carrying a reason
-    looked, once stopped by Ctrl-C, like a trial that had failed on its own, and was not retried."""
-    clean = copy.copy(trial)  # shallow: the setter below gives it its own user_attrs
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, worker_died: bool) -> None:
+    """Queue a WAITING copy through Optuna's retry callback (marked experimental, and exactly what is
+    needed), without its warning. The copy does not inherit the failed run's reason or worker: a copy
+    carrying a reason looked, once stopped by Ctrl-C, like a trial that had failed on its own. It
+    counts the worker deaths of its line (``WORKER_DEATHS``), which alone limit retries: a user's
+    stops do not use them up."""
+    clean = copy.copy(trial)  # shallow: the setters below give it its own attrs
     clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("failure_reason", WORKER_ATTR)}
+    clean.system_attrs = {**trial.system_attrs, WORKER_DEATHS: worker_deaths(trial) + int(worker_died)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, clean)
+        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, clean)
 
 
 def _retried_number(trial: optuna.trial.FrozenTrial) -> int | None:
@@ -40,10 +44,9 @@ def _retried_number(trial: optuna.trial.FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-def _retries_so_far(trial: optuna.trial.FrozenTrial) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return len(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+def worker_deaths(trial: optuna.trial.FrozenTrial) -> int:
+    """How many workers died running this trial's earlier copies (stops by the user not counted)."""
+    return int(trial.system_attrs.get(WORKER_DEATHS, 0))
 
 
 def _dead_here(tag: str | None) -> bool:
@@ -52,11 +55,12 @@ def _dead_here(tag: str | None) -> bool:
 
 
 def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str,
-                   max_retry: int | None = MAX_RETRY) -> int | None:
+                   worker_died: bool = True) -> int | None:
     """Mark a RUNNING trial FAIL with ``reason`` (saying whether it is queued again) and enqueue its
-    retry, at most ``max_retry`` times in a row (None: always); the retry's number."""
-    again = max_retry is None or _retries_so_far(trial) < max_retry
-    reason += "; queued again" if again else f"; not queued again (it was retried {_retries_so_far(trial)} time(s))"
+    retry: after a user's stop (``worker_died`` False) always, after a worker's death ``MAX_RETRY``
+    times in its line. Returns the retry's number, None when it was not queued."""
+    again = not worker_died or worker_deaths(trial) < MAX_RETRY
+    reason += "; queued again" if again else f"; not queued again (its worker died {worker_deaths(trial) + 1} times)"
     storage = study._storage  # noqa: SLF001 -- Optuna's documented way for an outside process to end a trial
     storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)  # noqa: SLF001
     if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
@@ -64,28 +68,37 @@ def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason:
     if not again:
         return None
     before = {t.number for t in study.get_trials(deepcopy=False)}
-    _retry(study, storage.get_trial(trial._trial_id), max_retry)  # noqa: SLF001
+    _retry(study, storage.get_trial(trial._trial_id), worker_died)  # noqa: SLF001
     added = [t.number for t in study.get_trials(deepcopy=False) if t.number not in before]
     return added[0] if added else None
 
 
+def retry_after_heartbeat_stopped(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """The storage's callback for a trial whose worker (on any machine) stopped beating, which Optuna
+    has failed: queued again if its line has not lost a worker before (a user's stops not counted)."""
+    if worker_deaths(trial) < MAX_RETRY:
+        _retry(study, trial, worker_died=True)
+
+
 def recover_dead_workers(study: optuna.Study, dead_tags: set[str] | None = None,
-                         exit_codes: dict[str, int] | None = None, stopped_by: str | None = None) -> list[int]:
+                         exit_codes: dict[str, int] | None = None,
+                         stopped_by: str | None = None) -> dict[int, int | None]:
     """Fail and retry the RUNNING trials of workers known dead (``dead_tags``) or found dead on this
-    host; returns the failed trials' numbers. A worker that died on its own is retried once (a trial
-    that kills its worker twice is not run a third time); ``stopped_by`` names the signal with which
-    the user stopped the sweep, and its trials are queued again however often that happens."""
-    failed = []
+    host; returns each failed trial's number -> its retry's number (None: not queued again). A trial
+    whose worker dies is retried once (a trial that kills its worker twice is not run a third time);
+    ``stopped_by`` names the signal with which the user stopped the sweep, and its trials are queued
+    again however often that happens."""
+    failed: dict[int, int | None] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tag = trial.user_attrs.get(WORKER_ATTR)
         if (dead_tags is not None and tag in dead_tags) or _dead_here(tag):
             if stopped_by is not None:
-                fail_and_retry(study, trial, f"stopped with the sweep ({stopped_by})", max_retry=None)
+                failed[trial.number] = fail_and_retry(study, trial, f"stopped with the sweep ({stopped_by})",
+                                                      worker_died=False)
             else:
                 code = (exit_codes or {}).get(tag)
                 how = f"exit code {code}" if code is not None else "its process is gone"
-                fail_and_retry(study, trial, f"its worker {tag} died ({how})")
-            failed.append(trial.number)
+                failed[trial.number] = fail_and_retry(study, trial, f"its worker {tag} died ({how})")
     return failed
 
 
@@ -151,4 +164,4 @@ def retry_interrupted(study: optuna.Study) -> None:
     for trial in trials:
         if (trial.state == TrialState.FAIL and trial.user_attrs.get(WORKER_ATTR) == me
                 and trial.number not in retried and "failure_reason" not in trial.user_attrs):
-            _retry(study, trial, max_retry=None)  # the user's stop, not the trial's fault: always
+            _retry(study, trial, worker_died=False)  # the user's stop, not the trial's fault: always

@@ -200,7 +200,9 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         action = f"resumed at iteration {first} of" if resume is not None else "in"
         print(f"ganlab: run {tracker.run_id} {action} experiment '{tracker.experiment_name}' "
               f"({cfg.model.name} on {cfg.data.name}, {cfg.train.iterations} iterations, {accelerator}; "
-              f"recipe {recipe_summary(cfg)}{short_run_note(cfg.optim, cfg.train.iterations)})", flush=True)
+              f"recipe {recipe_summary(cfg)}"
+              # a resumed run keeps its checkpoint's rates, whatever the new length would give
+              f"{short_run_note(cfg.optim, cfg.train.iterations) if resume is None else ''})", flush=True)
     monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
                               history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
     loader = training_loader(module.target, cfg.train, first)
@@ -234,13 +236,14 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
                      history.last(), time.perf_counter() - start, fit_s, module.iteration, history.rows, registered)
 
 
-def interruption_behind(exc: BaseException) -> BaseException | None:
-    """The Ctrl-C or stop signal (KeyboardInterrupt, ``Stopped``, SystemExit) an error was raised while
-    handling, if any: e.g. torch's zip writer, cut mid-write, raises a RuntimeError of its own."""
+def interruption_behind(exc: BaseException) -> KeyboardInterrupt | Stopped | None:
+    """The Ctrl-C or stop signal (KeyboardInterrupt, ``Stopped``) an error was raised while handling,
+    if any: e.g. torch's zip writer, cut mid-write, raises a RuntimeError of its own. Not SystemExit
+    or GeneratorExit: an error raised while those unwind is a failure of its own."""
     seen: set[int] = set()
     link = exc.__cause__ or exc.__context__
     while link is not None and id(link) not in seen:
-        if not isinstance(link, Exception):
+        if isinstance(link, KeyboardInterrupt | Stopped):
             return link
         seen.add(id(link))
         link = link.__cause__ or link.__context__
