@@ -109,8 +109,8 @@ def signals_held() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if received:
-            signal.raise_signal(received[0])
+        for signum in received:  # in order: a second Ctrl-C during the block still means "stop now"
+            signal.raise_signal(signum)
 
 
 def ignore_stop_signals() -> None:

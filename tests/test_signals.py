@@ -165,7 +165,7 @@ class _SignalsWhilePickled:
         return (int, (0,))
 
 
-def test_a_ctrl_c_during_a_checkpoint_write_waits_for_the_write(tmp_path):
+def test_a_ctrl_c_during_a_checkpoint_write_waits_for_the_write(tmp_path, ctrl_c_raises):
     """Cut inside torch's zip writer, the KeyboardInterrupt surfaced as a RuntimeError ("unexpected
     pos"), which a sweep recorded as the trial's failure; now the write ends, then the Ctrl-C arrives."""
     import torch
@@ -190,3 +190,18 @@ def test_an_error_raised_while_a_ctrl_c_was_handled_is_a_stop_not_a_failure():
     except RuntimeError as exc:
         assert interruption_behind(exc) is interrupt  # __context__ survives `from None`
     assert interruption_behind(RuntimeError("a real failure")) is None
+
+
+def test_a_second_ctrl_c_held_during_a_block_still_reaches_the_handler(ctrl_c_raises):
+    """Under a loop that defers the first stop to its iteration's end, a second Ctrl-C means "stop now":
+    a held block used to pass on only the first."""
+    from ganlab.signals import signals_held
+
+    seen = []
+    signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    with signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert seen == []
+    assert seen == [signal.SIGINT, signal.SIGINT]
