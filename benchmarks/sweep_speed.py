@@ -86,8 +86,8 @@ def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = 
         row["workers_busy_share"] = int(busy[1]) / 100
     how = f"population {population}" if population else f"workers {workers}"
     print(f"  {row['sampler']:<9}, {how}, pruning {'on ' if pruning else 'off'}: {row['trials']} trials "
-          f"({row['pruned']} pruned) in {wall:.0f} s = {row['trials_per_hour']:.0f} trials/h, best KS {best:.4f}",
-          flush=True)
+          f"({row['pruned']} pruned) in {wall:.0f} s = {row['trials_per_hour']:.0f} trials/h, best KS {best:.4f}\n"
+          f"    best trial: {' '.join(best_overrides)}", flush=True)  # so a run cut short can still be re-trained
     return row
 
 
