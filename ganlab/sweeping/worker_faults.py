@@ -38,12 +38,6 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, worker_died: bo
         RetryHeartbeatStaleTrialCallback(max_retry=None)(study, clean)
 
 
-def _retried_number(trial: optuna.trial.FrozenTrial) -> int | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-
-
 def worker_deaths(trial: optuna.trial.FrozenTrial) -> int:
     """How many workers died running this trial's earlier copies (stops by the user not counted)."""
     return int(trial.system_attrs.get(WORKER_DEATHS, 0))
@@ -159,9 +153,8 @@ def retry_interrupted(study: optuna.Study) -> None:
     running the sweep again completes them instead of counting them as failures, however often the
     sweep is stopped."""
     me = process_tag()
-    trials = study.get_trials(deepcopy=False)
-    retried = {_retried_number(t) for t in trials}
-    for trial in trials:
+    retried = retried_failures(study)  # every failed link of a retry chain, not only its first
+    for trial in study.get_trials(deepcopy=False):
         if (trial.state == TrialState.FAIL and trial.user_attrs.get(WORKER_ATTR) == me
                 and trial.number not in retried and "failure_reason" not in trial.user_attrs):
             _retry(study, trial, worker_died=False)  # the user's stop, not the trial's fault: always
