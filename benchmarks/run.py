@@ -164,6 +164,7 @@ def main() -> None:
                                              repeats=args.population_sweep_repeats, sweep=args.population_sweep)
             name = "population_sweep" + ("" if args.population_sweep == "default" else f"_{args.population_sweep}")
             path = _save(name, res)
+            pop, workers = res["standalone_rerun"], res["standalone_rerun_workers"]
             print("\n| run | trials | complete | pruned | wall s | trials/h | best KS |\n|---|---|---|---|---|---|---|")
             for r in res["runs"]:
                 how = f"population {r['population']}" if r["population"] else f"{r['workers']} workers"
@@ -171,10 +172,11 @@ def main() -> None:
                       f"{r['trials_per_hour']:.0f} | {r['best_ks']:.4f} |")
             print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if k.startswith("ratio_"))
                   + f" (target >= {res['target_ratio']}x); best configs alone (median KS over seeds "
-                  f"{res['standalone_rerun']['seeds']}): population "
-                  f"{res['standalone_rerun']['standalone_median_ks']:.4f}, workers "
-                  f"{res['standalone_rerun_workers']['standalone_median_ks']:.4f} "
-                  f"(ratio {res['best_config_ratio']:.2f}, no worse: <= 1)\n-> {path}")
+                  f"{pop['seeds']} on {pop['large_sample']:,} samples): population "
+                  f"{pop['standalone_median_ks_large']:.4f}, workers {workers['standalone_median_ks_large']:.4f} "
+                  f"(ratio {res['best_config_ratio']:.2f}, no worse: <= 1; on the runs' own evaluation "
+                  f"batches {pop['standalone_median_ks']:.4f} and {workers['standalone_median_ks']:.4f})"
+                  f"\n-> {path}")
 
     if args.only in (None, "population_start"):
         print(f"population start: {args.population_start_trials} trials of the default sweep asked, written, "

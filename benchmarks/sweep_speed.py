@@ -134,25 +134,57 @@ def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: in
     out["standalone_rerun"] = standalone_rerun(best_pop["best_overrides"], best_pop["best_ks"], "population")
     out["standalone_rerun_workers"] = standalone_rerun(best_workers["best_overrides"], best_workers["best_ks"],
                                                        "workers")
-    out["best_config_ratio"] = (out["standalone_rerun"]["standalone_median_ks"]
-                                / out["standalone_rerun_workers"]["standalone_median_ks"])
+    out["best_config_ratio_eval_samples"] = (out["standalone_rerun"]["standalone_median_ks"]
+                                             / out["standalone_rerun_workers"]["standalone_median_ks"])
+    out["best_config_ratio"] = (out["standalone_rerun"]["standalone_median_ks_large"]
+                                / out["standalone_rerun_workers"]["standalone_median_ks_large"])
     return out
 
 
 def standalone_rerun(overrides: list[str], sweep_ks: float, which: str = "population",
                      seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
     """A sweep's best trial trained alone (the single-run loop) over a few seeds: population members
-    draw other random batches than a standalone run, so quality is compared over seeds, not bit for bit."""
+    draw other random batches than a standalone run, so quality is compared over seeds, not bit for bit.
+    Each final generator is also judged on ``LARGE_SAMPLE`` fresh samples: KS on the run's 20,000
+    evaluation points reads 0.004-0.009 even for a perfect generator, about the gap between two good
+    configs, while on 10^6 points that noise is about 0.001."""
     from ganlab.config.compose import compose_config
     from ganlab.training.runner import run_training
 
-    ks = []
+    ks, ks_large = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             cfg = compose_config([*overrides, f"train.seed={seed}", f"tracking.uri=sqlite:///{tmp}/mlflow.db"])
-            ks.append(run_training(cfg, verbose=False).metrics["ks"])
-    median = sorted(ks)[len(ks) // 2]
+            result = run_training(cfg, verbose=False)
+            ks.append(result.metrics["ks"])
+            ks_large.append(generator_ks(result.tracking_uri, result.run_id))
+    median, median_large = _median(ks), _median(ks_large)
     print(f"  best {which} trial KS {sweep_ks:.4f}; alone, seeds {list(seeds)}: "
-          + ", ".join(f"{v:.4f}" for v in ks) + f" (median {median:.4f})", flush=True)
+          + ", ".join(f"{v:.4f}" for v in ks) + f" (median {median:.4f}); on {LARGE_SAMPLE:,} samples: "
+          + ", ".join(f"{v:.4f}" for v in ks_large) + f" (median {median_large:.4f})", flush=True)
     return {"overrides": overrides, "sweep_ks": sweep_ks, "seeds": list(seeds), "standalone_ks": ks,
-            "standalone_median_ks": median}
+            "standalone_median_ks": median, "large_sample": LARGE_SAMPLE, "standalone_ks_large": ks_large,
+            "standalone_median_ks_large": median_large}
+
+
+LARGE_SAMPLE = 1_000_000
+
+
+def generator_ks(tracking_uri: str, run_id: str, n: int = LARGE_SAMPLE, seed: int = 12345) -> float:
+    """KS of ``n`` fresh samples from a finished 1D run's logged generator against the exact target."""
+    import torch
+
+    from ganlab.metrics.metrics_1d import metrics_1d
+    from ganlab.stored_runs import StoredRun
+    from ganlab.training.runner import build_module
+
+    with StoredRun(tracking_uri, run_id) as run:
+        module = build_module(run.config())
+        module.eval_generator.load_state_dict(run.generator_state())
+    with torch.no_grad():
+        samples, _ = module.sample(n, torch.Generator().manual_seed(seed))
+    return metrics_1d(samples.numpy(), module.target)["ks"]
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
