@@ -165,12 +165,13 @@ def main() -> None:
             name = "population_sweep" + ("" if args.population_sweep == "default" else f"_{args.population_sweep}")
             path = _save(name, res)
             pop, workers = res["standalone_rerun"], res["standalone_rerun_workers"]
-            print("\n| run | trials | complete | pruned | wall s | trials/h | best KS |\n|---|---|---|---|---|---|---|")
+            print("\n| run | trials | complete | pruned | wall s | trials/h | trained iterations/h | best KS |\n"
+                  "|---|---|---|---|---|---|---|---|")
             for r in res["runs"]:
                 how = f"population {r['population']}" if r["population"] else f"{r['workers']} workers"
                 print(f"| {how} | {r['trials']} | {r['complete']} | {r['pruned']} | {r['wall_s']:.0f} | "
-                      f"{r['trials_per_hour']:.0f} | {r['best_ks']:.4f} |")
-            print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if k.startswith("ratio_"))
+                      f"{r['trials_per_hour']:.0f} | {r['iterations_per_hour']:,.0f} | {r['best_ks']:.4f} |")
+            print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if "ratio_population" in k)
                   + f" (target >= {res['target_ratio']}x); best configs alone (median KS over seeds "
                   f"{pop['seeds']} on {pop['large_sample']:,} samples): population "
                   f"{pop['standalone_median_ks_large']:.4f}, workers {workers['standalone_median_ks_large']:.4f} "

@@ -73,11 +73,15 @@ def _run(workers: int, pruning: bool, trials: int, enqueue: list[dict] | None = 
         best_trial = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
         best = best_trial.value
         best_overrides = [o for o in best_trial.user_attrs["overrides"] if not o.startswith("tracking.")]
+        # iterations each trial trained (a pruned one up to its last report): throughput that does not
+        # depend on how many trials the pruner happened to stop early
+        iterations = sum(_trained_iterations(t) for t in study.trials)
     row = {"workers": workers, "population": population, "pruning": pruning,
            "sampler": "fixed set" if enqueue else "tpe", "sampler_seed": spec["sampler"].get("seed"),
            "trials": len(states), "complete": states.count("COMPLETE"),
            "pruned": states.count("PRUNED"), "failed": states.count("FAIL"), "wall_s": wall,
-           "trials_per_hour": 3600 * len(states) / wall, "best_ks": best, "best_overrides": best_overrides}
+           "trials_per_hour": 3600 * len(states) / wall, "trained_iterations": iterations,
+           "iterations_per_hour": 3600 * iterations / wall, "best_ks": best, "best_overrides": best_overrides}
     share = re.search(r"evaluation took ([\d.]+) s of the ([\d.]+) s", proc.stdout)
     if share:  # a population sweep says how much of its training loop went to evaluating its members
         row["evaluation_share"] = float(share[1]) / float(share[2])
@@ -124,6 +128,9 @@ def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: in
         pops = [r for r in rows if r["population"] == k]
         ratios = [p["trials_per_hour"] / w["trials_per_hour"] for p, w in zip(pops, workers, strict=True)]
         out[f"ratio_population_{k}"] = sorted(ratios)[len(ratios) // 2]
+        iteration_ratios = [p["iterations_per_hour"] / w["iterations_per_hour"]
+                            for p, w in zip(pops, workers, strict=True)]
+        out[f"iterations_ratio_population_{k}"] = sorted(iteration_ratios)[len(iteration_ratios) // 2]
         out[f"best_ks_population_{k}"] = [p["best_ks"] for p in pops]
     out["best_ks_workers"] = [w["best_ks"] for w in workers]
     # A sweep's best KS is the lowest of dozens of single evaluations, each with its own sampling noise,
@@ -139,6 +146,15 @@ def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: in
     out["best_config_ratio"] = (out["standalone_rerun"]["standalone_median_ks_large"]
                                 / out["standalone_rerun_workers"]["standalone_median_ks_large"])
     return out
+
+
+def _trained_iterations(trial: optuna.trial.FrozenTrial) -> int:
+    """A completed trial's configured iterations; a pruned or failed one's last reported step."""
+    if trial.state.name == "COMPLETE":
+        typed = [o for o in trial.user_attrs.get("overrides", []) if o.startswith("train.iterations=")]
+        if typed:
+            return int(typed[-1].split("=", 1)[1])
+    return trial.last_step or 0
 
 
 def standalone_rerun(overrides: list[str], sweep_ks: float, which: str = "population",
