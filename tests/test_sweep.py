@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -153,6 +154,41 @@ def test_the_rerun_command_gives_each_key_once_with_the_value_that_won():
     from ganlab.config.uris import local_store_uri
 
     assert rerun_command(trial, local_store_uri()) == "python -m ganlab.train train.iterations=60 data=ring8"
+
+
+def test_a_summary_says_when_its_best_ks_values_are_within_the_evaluation_s_noise():
+    """KS of n points drawn from the target itself spreads as Kolmogorov's law / sqrt(n): at 20,000
+    points the top trials of a good sweep differ by less than that, and their order is partly luck."""
+    from dataclasses import replace
+
+    from optuna.trial import create_trial
+    from scipy import stats
+
+    from ganlab.sweeping.summary import ks_noise_note
+
+    rng = np.random.default_rng(0)  # the noise the note states, against an independent simulation
+    simulated = [stats.kstest(rng.normal(size=20000), "norm").statistic for _ in range(400)]
+    noise = float(np.std(simulated))
+    assert 0.85 * noise < 0.0018408 < 1.15 * noise
+
+    sweep = load("default")
+
+    def trials(*values: float, overrides: tuple[str, ...] = ()) -> list:
+        return [create_trial(value=v, user_attrs={"overrides": ["train.iterations=4000", *overrides]})
+                for v in values]
+
+    note = ks_noise_note(trials(0.0041, 0.0046, 0.0052, 0.0200), sweep)
+    assert note is not None and "20,000 evaluation points" in note and "±0.0018" in note
+    assert "the top 3 trials" in note and "train.eval_samples=200000" in note
+    assert ks_noise_note(trials(0.0041, 0.0200, 0.0300), sweep) is None  # a clear winner
+    # ten times the points: sqrt(10) less noise, so the same values stand apart
+    assert ks_noise_note(trials(0.0041, 0.0060, 0.0080), sweep) is not None
+    more = ks_noise_note(trials(0.0041, 0.0060, 0.0080, overrides=("train.eval_samples=200000",)), sweep)
+    assert more is None
+    assert "±0.0006" in ks_noise_note(trials(0.0041, 0.0045, overrides=("train.eval_samples=200000",)), sweep)
+    assert ks_noise_note(trials(0.0041, 0.0046), replace(sweep, second_objective=sweep.objective)) is None
+    w1 = replace(sweep, objective=replace(sweep.objective, metric="w1_over_std"))
+    assert ks_noise_note(trials(0.0041, 0.0046), w1) is None
 
 
 @pytest.mark.parametrize(("args", "expected"), [

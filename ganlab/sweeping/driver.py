@@ -204,7 +204,7 @@ class _Pool:
 def print_results(study, sweep, seconds: float, tracking_uri: str | None = None) -> int:
     """The end of a sweep: the counts, the best trials as a table, how to re-run the best (recording
     to the sweep's store). Returns an exit code."""
-    from ganlab.sweeping.summary import best_trials, counts, failure_lines, rerun_command
+    from ganlab.sweeping.summary import best_trials, counts, failure_lines, ks_noise_note, rerun_command
 
     n = counts(study)
     print(f"\nganlab sweep '{sweep.name}' done in {seconds:.0f} s: "
@@ -222,6 +222,9 @@ def print_results(study, sweep, seconds: float, tracking_uri: str | None = None)
     for rank, t in enumerate(best[:5], 1):
         params = " | ".join(_fmt(t.params.get(p.key)) for p in sweep.space)
         print(f"| {rank} | {t.number} | " + " | ".join(_fmt(v) for v in t.values) + f" | {params} |")
+    note = ks_noise_note(best, sweep)
+    if note:
+        print(f"\n{note}")
     print(f"\nre-run the best trial:\n  {rerun_command(best[0], tracking_uri)}")
     return 0
 

@@ -115,6 +115,27 @@ def trial_line(study: optuna.Study, sweep: SweepDefinition, trial: optuna.trial.
             f"({finished(study)}/{sweep.trials} done{best_text})")
 
 
+def ks_noise_note(best: list[optuna.trial.FrozenTrial], sweep: SweepDefinition, top: int = 5) -> str | None:
+    """A note when the best trials' KS values differ by less than KS's own sampling noise on the
+    evaluation points: their order is then partly luck (docs/sweeps.md, "A noisy objective")."""
+    from scipy.stats import kstwobign  # sqrt(n) * KS of a perfect generator follows Kolmogorov's law
+
+    if len(sweep.objectives) != 1 or sweep.objectives[0].metric != "ks" or len(best) < 2:
+        return None
+    try:
+        n = int(compose_config(best[0].user_attrs.get("overrides", [])).train.eval_samples)
+    except Exception:  # noqa: BLE001 -- a note, never a reason for the summary to fail
+        return None
+    noise = float(kstwobign.std()) / n ** 0.5
+    close = sum(abs(t.value - best[0].value) < 2 * noise for t in best[:top])
+    if close < 2:
+        return None
+    return (f"note: KS on {n:,} evaluation points has noise of about ±{noise:.4f} (a perfect generator reads "
+            f"{float(kstwobign.median()) / n ** 0.5:.4f}), and the top {close} trials are within twice that of "
+            f"the best: re-train them over seeds (train.seeds=3) before trusting their order, or add "
+            f"train.eval_samples=200000 to the sweep's fixed list (docs/sweeps.md)")
+
+
 def rerun_command(trial: optuna.trial.FrozenTrial, tracking_uri: str | None = None) -> str:
     """The trial as one training command; a key given twice (a file's fixed value, then a command-line
     override of it) appears once, with the value that won. ``tracking_uri``: the sweep's store, named
