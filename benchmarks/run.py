@@ -78,6 +78,9 @@ def main() -> None:
                              "default, results go to population_sweep_<name>.json")
     parser.add_argument("--population-sweep-repeats", type=int, default=1,
                         help="pairs (workers, then each population size) to run; ratios are their median")
+    parser.add_argument("--population-same-trials", type=int, default=0,
+                        help="also train this many fixed parameter sets, pruning off, with 2 workers and with "
+                             "the first --population-sweep-sizes (the engines alone; 0: skip)")
     parser.add_argument("--population-start-trials", type=int, default=1024,
                         help="population_start: how many slots one refill fills")
     parser.add_argument("--matrix-out", default="matrix", help="results file name (benchmarks/results/<name>.json)")
@@ -178,6 +181,18 @@ def main() -> None:
                   f"(ratio {res['best_config_ratio']:.2f}, no worse: <= 1; on the runs' own evaluation "
                   f"batches {pop['standalone_median_ks']:.4f} and {workers['standalone_median_ks']:.4f})"
                   f"\n-> {path}")
+
+        if args.population_device == "cpu" and args.population_same_trials:
+            size = args.population_sweep_sizes[0] if args.population_sweep_sizes else 8
+            print(f"population, same trials: {args.population_same_trials} fixed parameter sets of the default "
+                  f"sweep, pruning off, population {size} vs 2 process workers", flush=True)
+            res = sweep_speed.run_population_same_trials(args.population_same_trials, size)
+            path = _save("population_same_trials", res)
+            w, p = res["runs"]
+            print(f"\n| run | wall s | trained iterations/h |\n|---|---|---|\n"
+                  f"| 2 workers | {w['wall_s']:.0f} | {w['iterations_per_hour']:,.0f} |\n"
+                  f"| population {size} | {p['wall_s']:.0f} | {p['iterations_per_hour']:,.0f} |\n\n"
+                  f"population {res['ratio']:.2f}x the workers' speed on the same trials\n-> {path}")
 
     if args.only in (None, "population_start"):
         print(f"population start: {args.population_start_trials} trials of the default sweep asked, written, "
