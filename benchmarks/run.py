@@ -167,19 +167,20 @@ def main() -> None:
                                              repeats=args.population_sweep_repeats, sweep=args.population_sweep)
             name = "population_sweep" + ("" if args.population_sweep == "default" else f"_{args.population_sweep}")
             path = _save(name, res)
-            pop, workers = res["standalone_rerun"], res["standalone_rerun_workers"]
             print("\n| run | trials | complete | pruned | wall s | trials/h | trained iterations/h | best KS |\n"
                   "|---|---|---|---|---|---|---|---|")
             for r in res["runs"]:
                 how = f"population {r['population']}" if r["population"] else f"{r['workers']} workers"
                 print(f"| {how} | {r['trials']} | {r['complete']} | {r['pruned']} | {r['wall_s']:.0f} | "
                       f"{r['trials_per_hour']:.0f} | {r['iterations_per_hour']:,.0f} | {r['best_ks']:.4f} |")
+            print("\n| pair | population | best config alone: population | workers | ratio |\n|---|---|---|---|---|")
+            for b in res["best_configs"]:
+                alone = [b[side]["standalone_median_ks_large"] for side in ("population_alone", "workers_alone")]
+                print(f"| {b['pair']} | {b['population']} | {alone[0]:.4f} | {alone[1]:.4f} | {b['ratio']:.2f} |")
             print("\n" + ", ".join(f"{k}: {v:.2f}x" for k, v in res.items() if "ratio_population" in k)
-                  + f" (target >= {res['target_ratio']}x); best configs alone (median KS over seeds "
-                  f"{pop['seeds']} on {pop['large_sample']:,} samples): population "
-                  f"{pop['standalone_median_ks_large']:.4f}, workers {workers['standalone_median_ks_large']:.4f} "
-                  f"(ratio {res['best_config_ratio']:.2f}, no worse: <= 1; on the runs' own evaluation "
-                  f"batches {pop['standalone_median_ks']:.4f} and {workers['standalone_median_ks']:.4f})"
+                  + f" (target >= {res['target_ratio']}x); best configs alone (median KS over seeds 0-2 on "
+                  f"10^6 samples), population / workers, median of the pairs: {res['best_config_ratio']:.2f} "
+                  f"(no worse: <= 1; on the runs' own evaluation points {res['best_config_ratio_eval_samples']:.2f})"
                   f"\n-> {path}")
 
         if args.population_device == "cpu" and args.population_same_trials:

@@ -134,17 +134,24 @@ def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: in
         out[f"best_ks_population_{k}"] = [p["best_ks"] for p in pops]
     out["best_ks_workers"] = [w["best_ks"] for w in workers]
     # A sweep's best KS is the lowest of dozens of single evaluations, each with its own sampling noise,
-    # so it favours the sweep that completed more trials. "Best KS no worse" is judged on the best
-    # configs re-trained alone over the same seeds instead.
-    best_pop = min((r for r in rows if r["population"]), key=lambda r: r["best_ks"])
-    best_workers = min(workers, key=lambda r: r["best_ks"])
-    out["standalone_rerun"] = standalone_rerun(best_pop["best_overrides"], best_pop["best_ks"], "population")
-    out["standalone_rerun_workers"] = standalone_rerun(best_workers["best_overrides"], best_workers["best_ks"],
-                                                       "workers")
-    out["best_config_ratio_eval_samples"] = (out["standalone_rerun"]["standalone_median_ks"]
-                                             / out["standalone_rerun_workers"]["standalone_median_ks"])
-    out["best_config_ratio"] = (out["standalone_rerun"]["standalone_median_ks_large"]
-                                / out["standalone_rerun_workers"]["standalone_median_ks_large"])
+    # so it favours the sweep that completed more trials. "Best KS no worse" is judged per pair instead:
+    # both sides' best configs re-trained alone over the same seeds, on 10^6 samples of each generator.
+    pairs = []
+    for r in range(repeats):
+        pair = [row for row in rows if row["sampler_seed"] == base_seed + r]
+        worker_row = next(row for row in pair if not row["population"])
+        workers_alone = standalone_rerun(worker_row["best_overrides"], worker_row["best_ks"], f"workers, pair {r + 1}")
+        for row in pair:
+            if row["population"]:
+                alone = standalone_rerun(row["best_overrides"], row["best_ks"], f"population {row['population']}, "
+                                         f"pair {r + 1}")
+                large, small = "standalone_median_ks_large", "standalone_median_ks"
+                pairs.append({"pair": r + 1, "population": row["population"], "population_alone": alone,
+                              "workers_alone": workers_alone, "ratio": alone[large] / workers_alone[large],
+                              "ratio_eval_samples": alone[small] / workers_alone[small]})
+    out["best_configs"] = pairs
+    out["best_config_ratio"] = _median([p["ratio"] for p in pairs])
+    out["best_config_ratio_eval_samples"] = _median([p["ratio_eval_samples"] for p in pairs])
     return out
 
 
@@ -174,8 +181,8 @@ def standalone_rerun(overrides: list[str], sweep_ks: float, which: str = "popula
     """A sweep's best trial trained alone (the single-run loop) over a few seeds: population members
     draw other random batches than a standalone run, so quality is compared over seeds, not bit for bit.
     Each final generator is also judged on ``LARGE_SAMPLE`` fresh samples: KS on the run's 20,000
-    evaluation points reads 0.004-0.009 even for a perfect generator, about the gap between two good
-    configs, while on 10^6 points that noise is about 0.001."""
+    evaluation points reads 0.0059 +- 0.0018 even for a perfect generator, about the gap between two
+    good configs; on 10^6 points 0.0008 +- 0.0003."""
     from ganlab.config.compose import compose_config
     from ganlab.training.runner import run_training
 
