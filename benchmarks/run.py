@@ -77,7 +77,8 @@ def main() -> None:
                         help="the sweep (a name in sweeps/) of the population-vs-workers comparison; other than "
                              "default, results go to population_sweep_<name>.json")
     parser.add_argument("--population-sweep-repeats", type=int, default=1,
-                        help="pairs (workers, then each population size) to run; ratios are their median")
+                        help="pairs (workers, then each population size) to run, in the TPE comparison and in "
+                             "--population-same-trials; ratios are their median")
     parser.add_argument("--population-same-trials", type=int, default=0,
                         help="also train this many fixed parameter sets, pruning off, with 2 workers and with "
                              "the first --population-sweep-sizes (the engines alone; 0: skip)")
@@ -187,13 +188,15 @@ def main() -> None:
             size = args.population_sweep_sizes[0] if args.population_sweep_sizes else 8
             print(f"population, same trials: {args.population_same_trials} fixed parameter sets of the default "
                   f"sweep, pruning off, population {size} vs 2 process workers", flush=True)
-            res = sweep_speed.run_population_same_trials(args.population_same_trials, size)
+            res = sweep_speed.run_population_same_trials(args.population_same_trials, size,
+                                                         repeats=args.population_sweep_repeats)
             path = _save("population_same_trials", res)
-            w, p = res["runs"]
-            print(f"\n| run | wall s | trained iterations/h |\n|---|---|---|\n"
-                  f"| 2 workers | {w['wall_s']:.0f} | {w['iterations_per_hour']:,.0f} |\n"
-                  f"| population {size} | {p['wall_s']:.0f} | {p['iterations_per_hour']:,.0f} |\n\n"
-                  f"population {res['ratio']:.2f}x the workers' speed on the same trials\n-> {path}")
+            print("\n| run | wall s | trained iterations/h |\n|---|---|---|")
+            for r in res["runs"]:
+                how = f"population {size}" if r["population"] else "2 workers"
+                print(f"| {how} | {r['wall_s']:.0f} | {r['iterations_per_hour']:,.0f} |")
+            print(f"\npopulation {res['ratio']:.2f}x the workers' speed on the same trials (median of "
+                  f"{', '.join(f'{x:.2f}' for x in res['ratios'])})\n-> {path}")
 
     if args.only in (None, "population_start"):
         print(f"population start: {args.population_start_trials} trials of the default sweep asked, written, "

@@ -155,16 +155,21 @@ def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: in
     return out
 
 
-def run_population_same_trials(trials: int = 16, size: int = 8, seed: int = 0) -> dict:
+def run_population_same_trials(trials: int = 16, size: int = 8, seed: int = 0, repeats: int = 1) -> dict:
     """The engines alone: the same ``trials`` parameter sets of the default sweep (drawn by a seeded
     random sampler, enqueued), pruning off, trained by two process workers and by a population of
-    ``size``. The TPE comparison above also measures which trials each sampler path picked and how
-    many the pruner stopped; this one only how fast each side trains the same work."""
+    ``size``, ``repeats`` pairs in turn (the ratio is their median). The TPE comparison above also
+    measures which trials each sampler path picked and how many the pruner stopped; this one only
+    how fast each side trains the same work."""
     sets = _fixed_trials(trials, seed)
-    workers = _run(2, pruning=False, trials=trials, enqueue=sets)
-    pop = _run(1, pruning=False, trials=trials, enqueue=sets, population=size)
-    return {"trials": trials, "population": size, "seed": seed, "runs": [workers, pop],
-            "ratio": workers["wall_s"] / pop["wall_s"]}
+    runs, ratios = [], []
+    for _ in range(repeats):
+        workers = _run(2, pruning=False, trials=trials, enqueue=sets)
+        pop = _run(1, pruning=False, trials=trials, enqueue=sets, population=size)
+        runs += [workers, pop]
+        ratios.append(workers["wall_s"] / pop["wall_s"])
+    return {"trials": trials, "population": size, "seed": seed, "runs": runs, "ratios": ratios,
+            "ratio": _median(ratios)}
 
 
 def _trained_iterations(trial: optuna.trial.FrozenTrial) -> int:
