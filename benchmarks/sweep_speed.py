@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,10 +128,10 @@ def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: in
     for k in sizes:
         pops = [r for r in rows if r["population"] == k]
         ratios = [p["trials_per_hour"] / w["trials_per_hour"] for p, w in zip(pops, workers, strict=True)]
-        out[f"ratio_population_{k}"] = sorted(ratios)[len(ratios) // 2]
+        out[f"ratio_population_{k}"] = statistics.median_high(ratios)
         iteration_ratios = [p["iterations_per_hour"] / w["iterations_per_hour"]
                             for p, w in zip(pops, workers, strict=True)]
-        out[f"iterations_ratio_population_{k}"] = sorted(iteration_ratios)[len(iteration_ratios) // 2]
+        out[f"iterations_ratio_population_{k}"] = statistics.median_high(iteration_ratios)
         out[f"best_ks_population_{k}"] = [p["best_ks"] for p in pops]
     out["best_ks_workers"] = [w["best_ks"] for w in workers]
     # A sweep's best KS is the lowest of dozens of single evaluations, each with its own sampling noise,
@@ -150,8 +151,8 @@ def run_population(trials: int = 64, sizes: tuple[int, ...] = (16,), repeats: in
                               "workers_alone": workers_alone, "ratio": alone[large] / workers_alone[large],
                               "ratio_eval_samples": alone[small] / workers_alone[small]})
     out["best_configs"] = pairs
-    out["best_config_ratio"] = _median([p["ratio"] for p in pairs])
-    out["best_config_ratio_eval_samples"] = _median([p["ratio_eval_samples"] for p in pairs])
+    out["best_config_ratio"] = statistics.median_high([p["ratio"] for p in pairs])
+    out["best_config_ratio_eval_samples"] = statistics.median_high([p["ratio_eval_samples"] for p in pairs])
     return out
 
 
@@ -169,7 +170,7 @@ def run_population_same_trials(trials: int = 16, size: int = 8, seed: int = 0, r
         runs += [workers, pop]
         ratios.append(workers["wall_s"] / pop["wall_s"])
     return {"trials": trials, "population": size, "seed": seed, "runs": runs, "ratios": ratios,
-            "ratio": _median(ratios)}
+            "ratio": statistics.median_high(ratios)}
 
 
 def _trained_iterations(trial: optuna.trial.FrozenTrial) -> int:
@@ -198,7 +199,7 @@ def standalone_rerun(overrides: list[str], sweep_ks: float, which: str = "popula
             result = run_training(cfg, verbose=False)
             ks.append(result.metrics["ks"])
             ks_large.append(generator_ks(result.tracking_uri, result.run_id))
-    median, median_large = _median(ks), _median(ks_large)
+    median, median_large = statistics.median_high(ks), statistics.median_high(ks_large)
     print(f"  best {which} trial KS {sweep_ks:.4f}; alone, seeds {list(seeds)}: "
           + ", ".join(f"{v:.4f}" for v in ks) + f" (median {median:.4f}); on {LARGE_SAMPLE:,} samples: "
           + ", ".join(f"{v:.4f}" for v in ks_large) + f" (median {median_large:.4f})", flush=True)
@@ -215,16 +216,9 @@ def generator_ks(tracking_uri: str, run_id: str, n: int = LARGE_SAMPLE, seed: in
     import torch
 
     from ganlab.metrics.metrics_1d import metrics_1d
-    from ganlab.stored_runs import StoredRun
-    from ganlab.training.runner import build_module
+    from ganlab.sample import SampleArgs, module_from_run
 
-    with StoredRun(tracking_uri, run_id) as run:
-        module = build_module(run.config())
-        module.eval_generator.load_state_dict(run.generator_state())
+    module, _ = module_from_run(tracking_uri, SampleArgs(run_id=run_id))
     with torch.no_grad():
         samples, _ = module.sample(n, torch.Generator().manual_seed(seed))
     return metrics_1d(samples.numpy(), module.target)["ks"]
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]

@@ -116,7 +116,7 @@ def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
     if args.model_uri is not None:
         module, source = _module_from_model(uri, args.model_uri)
     else:
-        module, source = _module_from_run(uri, args)
+        module, source = module_from_run(uri, args)
     classes = module.conditioning.classes
     if args.label is not None and not classes:
         what = source if args.model_uri else f"run {source}"
@@ -136,7 +136,7 @@ def sample_run(args: SampleArgs) -> tuple[Path, Path | None, str]:
     return args.out, figure, source
 
 
-def _module_from_run(uri: str, args: SampleArgs):
+def module_from_run(uri: str, args: SampleArgs):
     """The run's module with its logged generator weights (the EMA copy when it had one)."""
     from mlflow.tracking import MlflowClient
 
