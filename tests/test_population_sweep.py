@@ -3,6 +3,7 @@ one MLflow child run per trial, the fallback for sweeps a population cannot trai
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -433,3 +434,27 @@ def test_kill_9_then_the_same_command_continues_every_trial_once(tmp_path):
         if child.data.tags["trial_state"] == "complete":
             steps = [m.step for m in client.get_metric_history(child.info.run_id, "ks")]
             assert steps == list(range(0, 2001, 100))  # every evaluation once, across the kill
+
+
+@pytest.mark.slow
+def test_a_cmaes_population_sweeps_generation_is_the_population_and_its_category_is_named_once(
+        tmp_path, monkeypatch, capsys):
+    """CMA-ES updates once a generation's trials have completed and ignores the rest of that
+    generation: with its default generation (4 trials for one number) most of a population's results
+    would be ignored, so a population sweep makes the generation the population. Its categorical
+    batch size is drawn at random, said once at load, not in Optuna's warning for every trial."""
+    path = _write(tmp_path, "cma", trials=6, sampler={"name": "cmaes", "seed": 0})
+    sweep = load(path)
+    assert sweep.notices == ["sampler cmaes draws train.batch_size at random: CMA-ES searches numbers, not "
+                             "categories (tpe searches both)"]
+    optuna_records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = optuna_records.append  # Optuna's own handler holds whichever stderr it first saw
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        code, _, study = _sweep_in_process(tmp_path, monkeypatch, path, size=5)
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert code == 0 and len(study.trials) == 6 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert "as a population of 5 on cpu (1 torch thread(s)); CMA-ES generations of 5 trials" in capsys.readouterr().out
+    assert not [r.getMessage() for r in optuna_records if r.levelno >= logging.WARNING]

@@ -391,6 +391,39 @@ def test_every_sampler_suggests_inside_the_space(tmp_path, sampler):
         study.tell(trial, values["optim.d_lr"])
 
 
+@pytest.mark.parametrize("numbers", [1, 2, 4, 7])
+def test_cmaes_default_generation_is_the_cmaes_packages_own(numbers):
+    import cmaes
+
+    from ganlab.sweeping.samplers import cmaes_default_popsize
+
+    assert cmaes_default_popsize(numbers) == cmaes.CMA(mean=np.zeros(numbers), sigma=1.0).population_size
+
+
+def test_a_population_makes_cmaes_wait_for_all_its_members_before_a_new_generation():
+    """With the population's spec, CMA-ES starts generation 1 only once all 10 members of generation 0
+    have completed; with its default generation (6 for two numbers) the 7th result would already start
+    it, and the last 4 of the 10 would be ignored. Explicit popsize and other samplers are left alone."""
+    from ganlab.sweeping.samplers import for_population, make_sampler
+
+    spec = for_population({"name": "cmaes", "seed": 0}, 10, numeric_params=2)
+    assert spec["popsize"] == 10
+    assert for_population({"name": "cmaes", "popsize": 7}, 10, 2)["popsize"] == 7
+    assert for_population({"name": "cmaes"}, 3, 2)["popsize"] == 6  # never below the package's default
+    assert for_population({"name": "tpe"}, 10, 2) == {"name": "tpe"}
+    space = {"x": optuna.distributions.FloatDistribution(-1, 1), "y": optuna.distributions.FloatDistribution(-1, 1)}
+    generations = {}
+    for name, sampler_spec in (("population", spec), ("default", {"name": "cmaes", "seed": 0})):
+        study = optuna.create_study(sampler=make_sampler(sampler_spec))
+        study.tell(study.ask(space), 1.0)  # CMA-ES's one start-up trial
+        members = [study.ask(space) for _ in range(10)]
+        for trial in members[:7]:
+            study.tell(trial, trial.params["x"] ** 2 + trial.params["y"] ** 2)
+        study.ask(space)
+        generations[name] = study.trials[-1].system_attrs["cma:generation"]
+    assert generations == {"population": 0, "default": 1}
+
+
 def test_grid_values_stay_inside_the_range(tmp_path):
     from ganlab.sweeping.study import grid_space
 

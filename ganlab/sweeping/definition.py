@@ -27,7 +27,7 @@ from ganlab.config.flatten import flatten_config
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
 from ganlab.metrics import HEADLINE_BY_FAMILY, LOGGED_METRICS, METRICS_BY_FAMILY
-from ganlab.sweeping.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from ganlab.sweeping.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler, sampler_notice
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 DIRECTIONS = ("minimize", "maximize")
@@ -317,6 +317,9 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
     if sampler["name"] == "grid" and any(p.type == "float" and p.step is None for p in sweep.space):
         _fail(path, "the grid sampler needs a step for every float parameter (or categorical choices)")
     _check_arguments(path, sampler, pruner)
+    notice = sampler_notice(sampler, [p.key for p in sweep.space if p.type == "categorical"])
+    if notice:
+        sweep.notices.append(notice)
     moved = _command_line_overrides(path, sweep, overrides) if overrides else False
     cfg = _check_against_schema(path, sweep)
     sweep.register = cfg.tracking.register

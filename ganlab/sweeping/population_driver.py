@@ -11,6 +11,7 @@ from its first iteration (a trial asked after the last checkpoint). No trial is 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -38,6 +39,7 @@ from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
 from ganlab.sweeping.population_slots import BestMember, PopulationSlots
+from ganlab.sweeping.samplers import for_population
 from ganlab.sweeping.sole_writer_storage import SoleWriterStorage
 from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_sole_writer_study, open_study
 from ganlab.sweeping.summary import (
@@ -167,6 +169,8 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     """Run (or resume) the study as a population of ``size`` members. Returns an exit code."""
     if not 1 <= size <= MAX_SEEDS:
         raise ConfigError(f"--population={size} must be between 1 and {MAX_SEEDS}")
+    numbers = sum(p.type != "categorical" for p in sweep.space)
+    sweep = dataclasses.replace(sweep, sampler=for_population(sweep.sampler, size, numbers))
     base = compose_config([*sweep.base, *sweep.fixed])
     largest_batch = max([base.train.batch_size, *(int(value) for p in sweep.space if p.key == "train.batch_size"
                                                   for value in p.extremes())])
@@ -202,6 +206,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
                  else f"({threads} torch thread(s))")
               + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
               + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
+              + (_cmaes_generations(sweep.sampler, existing) if sweep.sampler["name"] == "cmaes" else "")
               + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
                  "compares with completed trials)" if slots.open_slots() < size and budget > 0 else "")
               + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
@@ -247,6 +252,14 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
           f"({slots.eval_seconds / max(fit_s, 1e-9):.0%}), starting trials (ask, compose, build) "
           f"{slots.refill_seconds:.1f} s{busy}", flush=True)
     return print_results(study, sweep, fit_s, tracking_uri)
+
+
+def _cmaes_generations(spec: dict, existing: int) -> str:
+    """The start line's word on CMA-ES's generation size: a study's CMA-ES state is stored in it, so a
+    continued study keeps the size it began with, whatever --population is now."""
+    if existing:
+        return "; CMA-ES keeps the generation size this study began with"
+    return f"; CMA-ES generations of {spec['popsize']} trials"
 
 
 def _interrupted_before_training(study, sweep, tracking_uri, parent_run_id, runs: TrialRuns | None,
