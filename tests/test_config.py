@@ -160,7 +160,7 @@ BAD = [
     (["model.g.activations=[tanh]"], "one activation per hidden layer"),
     (["model.d.activations=[relu,swish]"], "'swish' is not allowed; allowed: none, relu"),
     (["train.loss=hinge"], "train.loss='hinge'"),
-    (["train.accelerator=tpu"], "allowed: cpu, gpu, auto"),
+    (["train.accelerator=tpu"], "allowed: cpu, gpu, cuda, auto"),
     (["train.ema_decay=1.0"], "train.ema_decay=1.0"),
     (["noise.low=2", "noise.high=1"], "noise.high=1.0"),
     (["experiment=devnag_moments", "train.batch_size=1"], "at least 2 samples"),

@@ -34,8 +34,18 @@ def test_missing_gpu_is_a_clear_error(tracking_uri):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ConfigError, match="no CUDA device"):
-        run_training(compose_config(["train.accelerator=gpu"]), verbose=False)
+    for name in ("gpu", "cuda"):
+        with pytest.raises(ConfigError, match=f"train.accelerator='{name}' but no CUDA device"):
+            run_training(compose_config([f"train.accelerator={name}"]), verbose=False)
+
+
+def test_cuda_is_the_gpu_by_its_other_name(monkeypatch):
+    import torch
+
+    from ganlab.training.runner import resolve_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert [resolve_accelerator(n) for n in ("cuda", "gpu", "auto", "cpu")] == ["gpu", "gpu", "gpu", "cpu"]
 
 
 @pytest.mark.slow

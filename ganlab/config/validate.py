@@ -24,7 +24,7 @@ from ganlab.preprocess import PER_COORDINATE, PREPROCESSES, samples_per_input
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import OPTIMIZERS, SCHEDULES
 
-ACCELERATORS = ("cpu", "gpu", "auto")
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")  # cuda: gpu by its other name (torch's, and Lightning's)
 MAX_EXPERIMENT_NAME = 500
 
 

@@ -101,8 +101,10 @@ def build_module(cfg: DictConfig) -> GANModule:
 
 def resolve_accelerator(name: str) -> str:
     """The Lightning accelerator for train.accelerator; a one-line ConfigError when a GPU is asked for and absent."""
-    if name == "gpu" and not torch.cuda.is_available():
-        raise ConfigError("train.accelerator='gpu' but no CUDA device is available; use cpu or auto")
+    if name in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.accelerator={name!r} but no CUDA device is available; use cpu or auto")
+        return "gpu"
     if name == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     return name
