@@ -147,6 +147,10 @@ class StoredRun:
                 ended = f": it ended {run.info.status}" + (f" ({why[:200]})" if why else "")
             raise RunReadError(f"run {self.run_id} has no generator weights (model/*.pt) and no readable "
                                f"checkpoint{ended}") from None
+        if "cohort" in state:  # a train.seeds run stopped before it logged its median seed's weights
+            raise RunReadError(f"run {self.run_id} trained seeds {state['seeds'][0]}-{state['seeds'][-1]} together "
+                               f"and stopped at iteration {state['iteration']}, before it logged its median seed's "
+                               f"generator; `python -m ganlab.train resume={self.run_id}` finishes it")
         if state["ema"] is not None:
             return {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
         return state["generator"]

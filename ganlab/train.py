@@ -178,13 +178,12 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_runtime()
 
-        seeds_together = cfg.train.seeds > 1 and resume is None  # a population run: no checkpoints yet
         try:
             with stop_on_signals():
-                if seeds_together:
+                if cfg.train.seeds > 1:  # seeds trained together (a population)
                     from ganlab.population.population_runner import run_population
 
-                    result = run_population(cfg, tracking=tracking)
+                    result = run_population(cfg, tracking=tracking, resume=resume)
                 else:
                     result = run_training(cfg, resume=resume, tracking=tracking)
         except TrainingFailed as exc:
@@ -197,10 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Stopped as exc:  # the run has been marked KILLED (and checkpointed, if it has checkpoints)
         run = exc.run_id or "<run_id>"
-        how = ("train.seeds runs keep no checkpoints yet: run the command again to start over"
-               if seeds_together else
-               f"python -m ganlab.train resume={run} continues it from its last checkpoint")
-        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow ({how})", file=sys.stderr)
+        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow "
+              f"(python -m ganlab.train resume={run} continues it from its last checkpoint)", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # before any run was created
         print("ganlab: interrupted before the run started", file=sys.stderr)

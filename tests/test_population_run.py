@@ -114,11 +114,39 @@ def test_asking_for_a_missing_gpu_fails_before_a_run_exists(tmp_path):
     assert not (tmp_path / "m.db").exists() or not MlflowClient(uri).search_runs(["0"])
 
 
-def test_resuming_a_seeds_run_says_why_it_cannot(tmp_path):
+def test_a_stopped_seeds_run_resumes_to_the_uninterrupted_result(tracking_uri, monkeypatch):
+    """A train.seeds run stopped by a signal checkpoints the iteration it stopped in and ends KILLED;
+    `resume=` goes on from there and ends exactly where the same run ends uninterrupted (CPU), with
+    every evaluation logged once; a finished one can be extended."""
+    import signal
+
+    from ganlab.signals import Stopped
+    from ganlab.stored_runs import RunReadError, StoredRun
+    from ganlab.training import checkpoints
     from ganlab.training.resume import prepare_resume
 
-    uri = mlflow_store(tmp_path / "m.db")
-    result = run_population(compose_config([*TINY, "train.seeds=2", f"tracking.uri={uri}"]), verbose=False)
-    with pytest.raises(ConfigError, match="2 seeds together") as err:
-        prepare_resume(result.run_id, [f"tracking.uri={uri}"])
-    assert "ganlab.sample" in str(err.value) and "\n" not in str(err.value)
+    cfg = compose_config(["train.seeds=3", "train.seed=5", "train.iterations=120", "train.eval_every=20",
+                          "train.plot_every=60", "train.eval_samples=2048", "train.ckpt_every=40"])
+    whole = run_population(cfg, verbose=False)
+    calls = iter(range(1, 10**6))  # the writer checks for a stop once an iteration
+    with monkeypatch.context() as patch, pytest.raises(Stopped) as stop:
+        patch.setattr(checkpoints, "check_stop", lambda: Stopped(signal.SIGTERM) if next(calls) == 50 else None)
+        run_population(cfg, verbose=False)
+    client = MlflowClient(tracking_uri)
+    stopped = client.get_run(stop.value.run_id)
+    assert stopped.info.status == "KILLED"
+    with pytest.raises(RunReadError, match=f"resume={stopped.info.run_id}` finishes it"):
+        StoredRun(tracking_uri, stopped.info.run_id).generator_state()  # nothing to sample yet: says why
+
+    again_cfg, point, _ = prepare_resume(stopped.info.run_id, [])
+    assert point.state["iteration"] == 50 and again_cfg.train.seeds == 3
+    again = run_population(again_cfg, resume=point, verbose=False)
+    assert again.run_id == stopped.info.run_id and again.iterations == 120
+    np.testing.assert_equal(again.metrics, whole.metrics)  # every seed's, the medians, min and max: exactly
+    history = [m.step for m in client.get_metric_history(again.run_id, "ks_seed6")]
+    assert history == list(range(0, 121, 20))  # each evaluation once, across the stop
+    assert client.get_run(again.run_id).info.status == "FINISHED"
+
+    longer_cfg, point, _ = prepare_resume(whole.run_id, ["train.iterations=160"])
+    longer = run_population(longer_cfg, resume=point, verbose=False)
+    assert longer.iterations == 160 and client.get_run(whole.run_id).info.status == "FINISHED"

@@ -57,17 +57,27 @@ def test_a_signal_ends_the_run_killed_with_a_checkpoint_and_its_exit_code(sig, c
 
 
 @pytest.mark.slow
-def test_a_stopped_seeds_run_does_not_suggest_a_resume_it_would_refuse(tmp_path):
-    """train.seeds runs keep no checkpoints, and resume= refuses them: the stop line must not offer it."""
+def test_a_stopped_seeds_run_says_how_to_resume_it_and_resume_finishes_it(tmp_path):
+    """train.seeds runs checkpoint as single runs do: the stop line offers resume=, which goes on from
+    the iteration the signal stopped and ends the same MLflow run FINISHED with its seeds' table."""
     uri = mlflow_store(tmp_path / "mlflow.db")
     proc = _start(tmp_path, uri, "train.seeds=2")
     run_id = _wait_for_training(proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert err.strip() == (f"ganlab: stopped by SIGINT; run {run_id} is marked KILLED in MLflow (train.seeds runs "
-                           "keep no checkpoints yet: run the command again to start over)")
-    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+    assert err.strip() == (f"ganlab: stopped by SIGINT; run {run_id} is marked KILLED in MLflow "
+                           f"(python -m ganlab.train resume={run_id} continues it from its last checkpoint)")
+    client = MlflowClient(uri)
+    (checkpoint,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
+    stopped_at = int(checkpoint.split("_")[-1].split(".")[0])
+    again = subprocess.run([sys.executable, "-m", "ganlab.train", f"resume={run_id}",
+                            f"train.iterations={stopped_at + 50}"], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "MLFLOW_TRACKING_URI": uri}, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"run {run_id} resumed at iteration {stopped_at} of" in again.stdout
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "seeds.json" in {a.path for a in client.list_artifacts(run_id)}
 
 
 @pytest.fixture

@@ -361,6 +361,22 @@ class Cohort(nn.Module):
         self.member_alive[k] = False
         self._masks()
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What continues this cohort exactly where it is: its tensors (weights, optimizer state, settings,
+        counts), its random stream and its members' failures; plain tensors and containers only."""
+        return {"tensors": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                "rng": None if self.rng is None else self.rng.get_state(),
+                "failures": {str(k): reason for k, reason in self.failures.items()}}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """The inverse of :meth:`checkpoint_state`, into a cohort built from the same configs."""
+        self.load_state_dict(state["tensors"])
+        if state["rng"] is not None:
+            self.rng.set_state(state["rng"])
+        self.failures = {int(k): reason for k, reason in state["failures"].items()}
+        self.alive = self.member_alive.tolist()
+        self._derive()
+
     def iterations_done(self) -> list[int]:
         return self.member_iteration.tolist()
 

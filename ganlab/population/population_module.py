@@ -76,8 +76,11 @@ class PopulationModule(pl.LightningModule):
     once and replayed (``cuda_graphs.py``)."""
 
     def __init__(self, cohorts: list[Cohort], threads: int = 1, cpu_pieces: bool = False,
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, stop_at_step_end: bool = True) -> None:
         super().__init__()
+        # raise a pending stop signal at the end of each step; False: a later callback raises it (a
+        # train.seeds run's CheckpointWriter, after the step's evaluation and its checkpoint)
+        self.stop_at_step_end = stop_at_step_end
         self.automatic_optimization = False
         self.threads = threads
         self.cpu_pieces = cpu_pieces  # training on CPU: cohorts given to set_cohorts are split by balance()
@@ -135,9 +138,10 @@ class PopulationModule(pl.LightningModule):
         self.mid_step = False
         self.last_steps = steps
         self.seconds_per_iteration = (time.perf_counter() - start) / steps
-        stop = check_stop()
-        if stop is not None:
-            raise stop
+        if self.stop_at_step_end:
+            stop = check_stop()
+            if stop is not None:
+                raise stop
 
     def on_fit_start(self) -> None:
         if self.device.type == "cpu":  # this process may train cohorts itself (one core, or a lone cohort)

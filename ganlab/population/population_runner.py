@@ -26,9 +26,12 @@ from ganlab.plots.plotter import build_plotter
 from ganlab.population.cohort import Cohort
 from ganlab.population.population_evaluation import PopulationEvaluator, headline_key
 from ganlab.population.population_module import PopulationModule
+from ganlab.population.seeds_checkpoints import restore_seeds_state, seeds_training_state
+from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.history import History
 from ganlab.training.optimizers import short_run_note
 from ganlab.training.runner import (
+    ResumePoint,
     RunResult,
     TrainingFailed,
     final_sample_count,
@@ -81,12 +84,13 @@ class PopulationMonitor(pl.Callback):
         self.evaluator, self.plotter, self.tracker, self.cfg = evaluator, plotter, tracker, train_cfg
         self.history, self.verbose = history, verbose
         self.rows: list[dict[str, float]] = []
-        self._start, self._last_print = time.perf_counter(), 0.0
+        self._start, self._last_print, self._first = time.perf_counter(), 0.0, 0
         self.seconds = 0.0  # spent evaluating and handing results to the tracker (its share of the fit is reported)
 
     def on_train_start(self, trainer, module: PopulationModule) -> None:
-        self._start = time.perf_counter()
-        self.evaluate(module, plot=True)
+        self._start, self._first = time.perf_counter(), module.iteration
+        if module.iteration == 0:  # a resumed run's checkpoint holds the evaluation of its own iteration
+            self.evaluate(module, plot=True)
 
     def on_train_batch_end(self, trainer, module: PopulationModule, outputs, batch, batch_idx: int) -> None:
         it, last = module.iteration, module.iteration >= self.cfg.iterations
@@ -116,10 +120,10 @@ class PopulationMonitor(pl.Callback):
         if self.verbose and (now - self._last_print >= 2.0 or it in (0, self.cfg.iterations)):
             self._last_print = now
             key = headline_key(self.rows[0])
-            rate = it / max(now - self._start, 1e-9)
+            rate = (it - self._first) / max(now - self._start, 1e-9)
             print(f"[it {it:>{len(str(self.cfg.iterations))}}/{self.cfg.iterations}] median of {len(alive)} seeds: "
                   f"{headline(summary)}  ({key} {summary[f'{key}_min']:.4f}-{summary[f'{key}_max']:.4f}; "
-                  f"{sum(alive)} training)" + (f"  ({rate:.0f} it/s)" if it else ""), flush=True)
+                  f"{sum(alive)} training)" + (f"  ({rate:.0f} it/s)" if it > self._first else ""), flush=True)
 
 
 def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,
@@ -154,32 +158,37 @@ def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: Hi
 
 
 def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
-                   tracking=None) -> RunResult:
-    """Train ``cfg.train.seeds`` seeds of ``cfg`` together; record one MLflow run (see the module docstring)."""
+                   tracking=None, resume: ResumePoint | None = None) -> RunResult:
+    """Train ``cfg.train.seeds`` seeds of ``cfg`` together; record one MLflow run (see the module docstring).
+    ``resume`` continues an existing run from its checkpoint (``ganlab.training.resume``)."""
     start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
     pl.seed_everything(cfg.train.seed, verbose=False)
     configs = member_configs(cfg)
     cohort = Cohort(configs, keys=[c.train.seed for c in configs])
-    module = PopulationModule([cohort])
+    # a stop signal is raised by the CheckpointWriter, after the step's evaluation and checkpoint
+    module = PopulationModule([cohort], stop_at_step_end=False)
     pl.seed_everything(cfg.train.seed, verbose=False)  # the training draws do not depend on how many were built
     history = History()
+    if resume is not None:
+        restore_seeds_state(module, history, resume.state)
     plotter = build_plotter(cohort.target)
-    tracker = open_tracker(cfg, run_name, {"seeds": str(cfg.train.seeds)}, None, tracking, plotter)
+    tracker = open_tracker(cfg, run_name, {"seeds": str(cfg.train.seeds)}, resume, tracking, plotter)
     seeds = cohort.keys
     if verbose:
-        print(f"ganlab: run {tracker.run_id} in experiment '{tracker.experiment_name}' ({cfg.model.name} on "
+        action = f"resumed at iteration {module.iteration} of" if resume is not None else "in"
+        print(f"ganlab: run {tracker.run_id} {action} experiment '{tracker.experiment_name}' ({cfg.model.name} on "
               f"{cfg.data.name}, seeds {seeds[0]}-{seeds[-1]} together, {cfg.train.iterations} iterations, "
-              f"{accelerator}; recipe {recipe_summary(cfg)}{short_run_note(cfg.optim, cfg.train.iterations)}); "
-              "no checkpoints for train.seeds runs yet",
-              flush=True)
+              f"{accelerator}; recipe {recipe_summary(cfg)}"
+              f"{short_run_note(cfg.optim, cfg.train.iterations) if resume is None else ''})", flush=True)
     monitor = PopulationMonitor(PopulationEvaluator(cohort, cfg.train.eval_samples, cfg.train.seed), plotter,
                                 tracker, cfg.train, history, verbose)
-    loader = torch.utils.data.DataLoader(range(cfg.train.iterations), batch_size=None)
+    checkpoints = CheckpointWriter(tracker, cfg, history, state_of=seeds_training_state)
+    loader = torch.utils.data.DataLoader(range(module.iteration, cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
     try:
-        make_trainer(cfg, [monitor]).fit(module, loader)
+        make_trainer(cfg, [monitor, checkpoints]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
         per_seed = _log_final_artifacts(cohort, monitor, history, tracker, cfg)
         tracker.set_tag("median_seed", str(per_seed["median_seed"]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except Exception as exc:  # truncated zip, foreign pickle, ...: torch raises several kinds
         raise CheckpointError(f"checkpoint {path.name} cannot be read safely ({one_line(exc)})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "generator" not in state:
+    # a single run's networks, or a train.seeds run's cohort (ganlab.population.seeds_checkpoints)
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or not {"generator", "cohort"} & set(state):
         raise CheckpointError(f"checkpoint {path.name} is not a ganlab checkpoint (format {FORMAT_VERSION})")
     return state
 
@@ -107,11 +109,15 @@ class CheckpointWriter(pl.Callback):
     (``checkpoints/ckpt_<iteration>.pt``), keeping the newest ``ckpt_keep``. Runs after the monitor,
     so a checkpoint's history includes the evaluation of its own iteration."""
 
-    def __init__(self, tracker, cfg: DictConfig, history) -> None:
+    def __init__(self, tracker, cfg: DictConfig, history,
+                 state_of: Callable[[Any, History, DictConfig], dict[str, Any]] | None = None) -> None:
         self.tracker, self.cfg, self.history = tracker, cfg, history
+        self.state_of = state_of or training_state  # a train.seeds run's: seeds_checkpoints.seeds_training_state
         self.every, self.keep = cfg.train.ckpt_every, cfg.train.ckpt_keep
 
-    def on_train_start(self, trainer, module) -> None:
+    def on_fit_start(self, trainer, module) -> None:
+        # from before the monitor's first evaluation (on_train_start): a signal during it waits for the
+        # end of the first iteration, which is checkpointed, so the resume= the stop line offers works
         defer_to_boundaries(True)
 
     def on_train_end(self, trainer, module) -> None:
@@ -124,7 +130,7 @@ class CheckpointWriter(pl.Callback):
         it = module.iteration
         stop = check_stop()
         if self.every and (it % self.every == 0 or it >= self.cfg.train.iterations or stop is not None):
-            self.tracker.save_checkpoint(training_state(module, self.history, self.cfg), checkpoint_name(it))
+            self.tracker.save_checkpoint(self.state_of(module, self.history, self.cfg), checkpoint_name(it))
             for old in self.tracker.list_checkpoints()[self.keep:]:  # newest first; delete only after the save
                 self.tracker.delete_checkpoint(old)
         if stop is not None:

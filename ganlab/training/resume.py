@@ -49,11 +49,6 @@ def prepare_resume(run_id: str, overrides: list[str]) -> tuple[DictConfig, Resum
                 raise ConfigError(f"resume={run_id}: {differences[0]}{more} cannot change on a resumed run; "
                                   f"only {', '.join(RESUMABLE_KEYS)} can")
             validate(cfg)
-            seeds = OmegaConf.select(cfg, "train.seeds", default=1)
-            if seeds > 1:
-                raise ConfigError(f"resume={run_id}: the run trained {seeds} seeds together (train.seeds), and such "
-                                  "runs write no checkpoints yet; start it again, or sample its median seed with "
-                                  f"`python -m ganlab.sample run_id={run_id}`")
             tags = run.run.data.tags
             if tags.get("population") == "true":
                 raise ConfigError(f"resume={run_id}: the run is trial {tags.get('trial_number', '?')} of the "
