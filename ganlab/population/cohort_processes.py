@@ -2,7 +2,7 @@
 
 Why processes and not threads: a cohort iteration is ~1,200 small torch operations whose Python and
 dispatch side holds the GIL, so two cohort threads of one process use about 1.3-1.6 cores of two,
-where two processes use 1.7-1.9 (``benchmarks/cohort_threads.py``, docs/population.md).
+where two processes use 1.7-1.9 (``benchmarks/cohort_threads.py``, docs/population_speed.md).
 
 Every tensor of a cohort (weights, Adam state, member settings and counters) is moved to shared memory
 before the cohort is sent to a worker, and every tensor that outlives an iteration is updated in place

@@ -5,7 +5,7 @@ top of its heap to the system whenever more than a few MB of it are free (its dy
 threshold), which happens every iteration, so the next iteration's tensors are fresh pages that fault
 and are zeroed on first touch. Telling glibc to keep up to ``TRIM_THRESHOLD`` free (and to serve
 allocations up to ``MMAP_THRESHOLD`` from the heap) made a cohort iteration of the default recipe
-13-19 % faster on the development machine (batch 1,024-2,048; docs/population.md, "Heap reuse, runs
+13-19 % faster on the development machine (batch 1,024-2,048; docs/population_speed.md, "Heap reuse, runs
 from one queue, pieces by L2"), and the single-run loop no faster (its tensors are half the size), so
 only processes that train cohorts on CPU set it (the cohort workers, and a population fit's own process).
 

@@ -35,7 +35,7 @@ from ganlab.signals import check_stop
 # On CPU a cohort's step slows per member once its activations outgrow the core's L2 cache: the default
 # recipe's cost per member-iteration falls from 1 to 4-16 members and rises again past about 4,096
 # samples (members x batch size) per cohort on a core with 512 KB of L2, and past 8,192-16,384 on one
-# with 2 MB (docs/population.md#cohorts-on-cpu). Larger cohorts are split into pieces of about this size.
+# with 2 MB (docs/population_speed.md#cohorts-on-cpu). Larger cohorts are split into pieces of about this size.
 BYTES_OF_L2_PER_SAMPLE = 128
 
 
