@@ -458,3 +458,21 @@ def test_a_cmaes_population_sweeps_generation_is_the_population_and_its_category
     assert code == 0 and len(study.trials) == 6 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert "as a population of 5 on cpu (1 torch thread(s)); CMA-ES generations of 5 trials" in capsys.readouterr().out
     assert not [r.getMessage() for r in optuna_records if r.levelno >= logging.WARNING]
+
+
+def test_the_progress_line_estimates_what_is_left_from_the_remaining_member_iterations():
+    """Two live members at iterations 300 and 100 of 400, three trials still to ask: 100 + 300 + 3 x 400
+    member-iterations left; at 160 member-iterations/s that is 10 s, said as a rounded estimate."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ganlab.sweeping.population_slots import time_left
+
+    cfg = OmegaConf.create({"train": {"eval_every": 100, "iterations": 400}})
+    live = {0: LiveTrial(None, cfg, joined_at=200, run=None), 1: LiveTrial(None, cfg, joined_at=400, run=None)}
+    slots = SimpleNamespace(live=live, budget=3)
+    assert PopulationSlots.member_iterations_left(slots, step=500) == 100 + 300 + 3 * 400
+    assert PopulationSlots.member_iterations_left(SimpleNamespace(live={}, budget=0), step=500) == 0
+    assert [time_left(s) for s in (1600 / 160, 0.2, 89, 600, 5399, 5400, 9000)] == [
+        "about 10 s", "about 1 s", "about 89 s", "about 10 min", "about 90 min", "about 1.5 h", "about 2.5 h"]

@@ -406,6 +406,24 @@ class PopulationSlots(pl.Callback):
         best_text = f"best {self.sweep.objective.metric} {best[0].values[0]:.4g}" if best else "no trial complete"
         rate = self._member_iterations / max(now - self._start, 1e-9)
         ended = f" ({', '.join(f'{v} {k}' for k, v in self.ended.items())})" if self.ended else ""
+        left = self.member_iterations_left(module.iteration)
+        eta = f", {time_left(left / rate)} left at this rate (less if trials are pruned)" if rate > 0 and left else ""
         print(f"[population] step {module.iteration}: {len(self.live)} trials training in {len(module.cohorts)} "
               f"cohort(s), {sum(self.ended.values())} ended{ended}, "
-              f"{best_text}; {rate:.0f} member-iterations/s", flush=True)
+              f"{best_text}; {rate:.0f} member-iterations/s{eta}", flush=True)
+
+    def member_iterations_left(self, step: int) -> int:
+        """What the sweep has left to train if no trial ends early: the live members' remaining iterations
+        and, for each trial still to ask, as many as the longest live member's (the trials' usual length)."""
+        lengths = [live.iterations for live in self.live.values()]
+        running = sum(max(live.iterations - live.iteration(step), 0) for live in self.live.values())
+        return running + self.budget * max(lengths, default=0)
+
+
+def time_left(seconds: float) -> str:
+    """'about 40 s', 'about 12 min', 'about 2.5 h': a progress line's estimate, rounded as it deserves."""
+    if seconds < 90:
+        return f"about {max(seconds, 1):.0f} s"
+    if seconds < 90 * 60:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
