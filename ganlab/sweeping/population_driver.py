@@ -54,7 +54,9 @@ from ganlab.system_metrics import start_system_metrics, stop_system_metrics
 from ganlab.training.runner import make_trainer, resolve_accelerator
 
 PROCESS_KEYS = ("train.accelerator", "train.threads")  # one process, one device: the population's, not a trial's
-CHECKPOINT_VERSION = 3  # 2: one flat weight tensor per network; 3: 1D members hold model.standardize's buffers
+# 2: one flat weight tensor per network; 3: 1D members hold model.standardize's buffers; 4: each cohort as
+# Cohort.checkpoint_state (also a train.seeds run's), with its members' failures
+CHECKPOINT_VERSION = 4
 
 
 def population_unsupported(sweep: SweepDefinition) -> str | None:
@@ -87,8 +89,7 @@ def checkpoint_path(sweep: SweepDefinition, storage_url: str) -> Path:
 
 def save_checkpoint(path: Path, module: PopulationModule, slots: PopulationSlots) -> None:
     state = {"version": CHECKPOINT_VERSION, "step": module.iteration, "rng": torch.get_rng_state(),
-             "cohorts": [{"trials": list(c.keys), "state": {k: v.detach().cpu() for k, v in c.state_dict().items()},
-                          "rng": None if c.rng is None else c.rng.get_state()} for c in module.cohorts],
+             "cohorts": [{"trials": list(c.keys), **c.checkpoint_state()} for c in module.cohorts],
              "members": {n: {"joined_at": live.joined_at, "evaluated_at": live.evaluated_at, "rows": live.rows,
                              "frames": live.frames} for n, live in slots.live.items()},
              "best": {n: {"cfg": kept.cfg, "run_id": kept.run_id, "rows": kept.rows, "frames": kept.frames,
@@ -124,9 +125,7 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
             numbers = part["trials"]
             configs = [slots.configs.compose(trials[n].user_attrs["overrides"]) for n in numbers]
             cohort = Cohort(configs, keys=numbers)
-            cohort.load_state_dict(part["state"])
-            if part["rng"] is not None:
-                cohort.rng.set_state(part["rng"])
+            cohort.load_checkpoint_state(part)
             keep = [i for i, n in enumerate(numbers) if n in running and n in saved["members"]]
             for i in keep:
                 continued[numbers[i]] = configs[i]
