@@ -5,7 +5,8 @@ Writes samples from a logged generator (its EMA copy when the run had one) to CS
 run instead of a run id; ``model_uri=models:/<name>/<version>`` samples a registered generator Model
 (any MLflow model URI of one; see ``ganlab.generator_model``). Weights are read with
 ``torch.load(weights_only=True)``: a file carrying pickled objects is refused, never unpickled. A
-run that was killed before its end is sampled from its newest checkpoint.
+run that was killed before its end is sampled from its newest checkpoint (a train.seeds run's: its
+median seed by the last evaluation).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def module_from_run(uri: str, args: SampleArgs):
     """The run's module with its logged generator weights (the EMA copy when it had one)."""
     from mlflow.tracking import MlflowClient
 
+    from ganlab.population.seeds_checkpoints import median_seed_generator
     from ganlab.stored_runs import RunReadError, StoredRun
     from ganlab.training.runner import build_module
 
@@ -147,7 +149,7 @@ def module_from_run(uri: str, args: SampleArgs):
     try:
         with StoredRun(uri, run_id) as run:
             cfg = run.config()
-            weights = run.generator_state()
+            weights = run.generator_state(from_cohort=median_seed_generator)
     except RunReadError as exc:
         prefix = f"run_id={run_id!r}: " if args.run_id is not None else ""
         raise SampleError(f"{prefix}{exc}") from None

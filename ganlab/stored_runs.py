@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,12 @@ class StoredRun:
                 skipped.append(f"{path}: {exc}")
         raise RunReadError(f"no checkpoint of the run can be read; {skipped[0]}")
 
-    def generator_state(self) -> dict[str, Any]:
+    def generator_state(self, from_cohort: Callable[[dict[str, Any], DictConfig], dict[str, Any]] | None = None
+                        ) -> dict[str, Any]:
         """The weights to sample from: the logged EMA generator, else the generator; for a run that
-        ended before logging them, its newest readable checkpoint's (EMA copy first)."""
+        ended before logging them, its newest readable checkpoint's (EMA copy first).
+        ``from_cohort(state, cfg)``: a train.seeds run's checkpoint to one generator's weights
+        (``ganlab.population.seeds_checkpoints.median_seed_generator``, passed in by the caller)."""
         import torch
 
         logged = {a.path for a in self.client.list_artifacts(self.run_id, "model")}
@@ -148,9 +152,10 @@ class StoredRun:
             raise RunReadError(f"run {self.run_id} has no generator weights (model/*.pt) and no readable "
                                f"checkpoint{ended}") from None
         if "cohort" in state:  # a train.seeds run stopped before it logged its median seed's weights
-            raise RunReadError(f"run {self.run_id} trained seeds {state['seeds'][0]}-{state['seeds'][-1]} together "
-                               f"and stopped at iteration {state['iteration']}, before it logged its median seed's "
-                               f"generator; `python -m ganlab.train resume={self.run_id}` finishes it")
+            if from_cohort is None:
+                raise RunReadError(f"run {self.run_id} trained seeds {state['seeds'][0]}-{state['seeds'][-1]} "
+                                   "together and logged no generator weights yet")
+            return from_cohort(state, self.config())
         if state["ema"] is not None:
             return {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
         return state["generator"]

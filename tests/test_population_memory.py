@@ -13,8 +13,8 @@ from ganlab.errors import ConfigError
 from ganlab.population import cohort as cohort_module
 from ganlab.population import population_evaluation
 from ganlab.population.cohort import Cohort
+from ganlab.population.member_settings import member_configs
 from ganlab.population.population_evaluation import PopulationEvaluator
-from ganlab.population.population_runner import member_configs
 
 
 def _cohort(overrides: list[str], seeds: int) -> Cohort:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import mlflow_store
 from helpers import artifact_paths, run_cli
 from mlflow.tracking import MlflowClient
@@ -120,6 +121,7 @@ def test_a_stopped_seeds_run_resumes_to_the_uninterrupted_result(tracking_uri, m
     every evaluation logged once; a finished one can be extended."""
     import signal
 
+    from ganlab.sample import SampleArgs, module_from_run
     from ganlab.signals import Stopped
     from ganlab.stored_runs import RunReadError, StoredRun
     from ganlab.training import checkpoints
@@ -135,8 +137,11 @@ def test_a_stopped_seeds_run_resumes_to_the_uninterrupted_result(tracking_uri, m
     client = MlflowClient(tracking_uri)
     stopped = client.get_run(stop.value.run_id)
     assert stopped.info.status == "KILLED"
-    with pytest.raises(RunReadError, match=f"resume={stopped.info.run_id}` finishes it"):
-        StoredRun(tracking_uri, stopped.info.run_id).generator_state()  # nothing to sample yet: says why
+    module, _ = module_from_run(tracking_uri, SampleArgs(run_id=stopped.info.run_id))  # its median seed, at 50
+    samples, _ = module.sample(4000, torch.Generator().manual_seed(0))
+    assert np.isfinite(samples.numpy()).all()
+    with pytest.raises(RunReadError, match="logged no generator weights yet"):
+        StoredRun(tracking_uri, stopped.info.run_id).generator_state()  # a caller that cannot read a cohort
 
     again_cfg, point, _ = prepare_resume(stopped.info.run_id, [])
     assert point.state["iteration"] == 50 and again_cfg.train.seeds == 3
@@ -150,3 +155,26 @@ def test_a_stopped_seeds_run_resumes_to_the_uninterrupted_result(tracking_uri, m
     longer_cfg, point, _ = prepare_resume(whole.run_id, ["train.iterations=160"])
     longer = run_population(longer_cfg, resume=point, verbose=False)
     assert longer.iterations == 160 and client.get_run(whole.run_id).info.status == "FINISHED"
+
+
+def test_a_seeds_checkpoint_is_sampled_from_its_median_seed():
+    """The median of the last evaluation's per-seed headline metric, failed seeds left out, the lower
+    middle one for an even count: as the run itself picks its median seed at the end."""
+    from ganlab.population.cohort import Cohort
+    from ganlab.population.member_settings import member_configs
+    from ganlab.population.seeds_checkpoints import median_seed_generator
+
+    cfg = compose_config(["train.seeds=3", "train.seed=5"])
+    cohort = Cohort(member_configs(cfg), keys=[5, 6, 7])
+    state = {"seeds": [5, 6, 7], "cohort": cohort.checkpoint_state(),
+             "history_rows": [{"iteration": 40, "ks": 0.2, "ks_seed5": 0.3, "ks_seed6": 0.1, "ks_seed7": 0.2}]}
+
+    def picked(state) -> int:
+        weights = median_seed_generator(state, cfg)
+        (k,) = [k for k in range(3) if all(torch.equal(weights[name], value)
+                                           for name, value in cohort.ema.member(k).state_dict().items())]
+        return k
+
+    assert picked(state) == 2  # seed 7: 0.2 is the median of 0.3, 0.1, 0.2
+    state["cohort"]["failures"] = {"2": "loss NaN"}
+    assert picked(state) == 1  # of seeds 5 and 6, the lower one (0.1)

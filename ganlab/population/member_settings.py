@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
@@ -66,6 +66,18 @@ def unsupported_reason(cfg: DictConfig) -> str | None:
     if any(cfg.model.g.batch_norm) or any(cfg.model.d.batch_norm) or cfg.model.g.dropout or cfg.model.d.dropout:
         return "batch norm or dropout is not supported by population training yet"
     return None
+
+
+def member_configs(cfg: DictConfig) -> list[DictConfig]:
+    """A train.seeds run's members: one config per seed, train.seed, train.seed + 1, ... (each with
+    train.seeds=1, as if run alone)."""
+    out = []
+    for k in range(cfg.train.seeds):
+        member = cfg.copy()
+        with open_dict(member):
+            member.train.seed, member.train.seeds = cfg.train.seed + k, 1
+        out.append(member)
+    return out
 
 
 def member_settings(configs: list[DictConfig]) -> MemberSettings:

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from ganlab.config.recipes import recipe_summary
 from ganlab.metrics import headline
 from ganlab.plots.plotter import build_plotter
 from ganlab.population.cohort import Cohort
+from ganlab.population.member_settings import member_configs
 from ganlab.population.population_evaluation import PopulationEvaluator, headline_key
 from ganlab.population.population_module import PopulationModule
 from ganlab.population.seeds_checkpoints import restore_seeds_state, seeds_training_state
@@ -43,17 +44,6 @@ from ganlab.training.runner import (
     register_if_asked,
     resolve_accelerator,
 )
-
-
-def member_configs(cfg: DictConfig) -> list[DictConfig]:
-    """One config per seed: train.seed, train.seed + 1, ... (each with train.seeds=1, as if run alone)."""
-    out = []
-    for k in range(cfg.train.seeds):
-        member = cfg.copy()
-        with open_dict(member):
-            member.train.seed, member.train.seeds = cfg.train.seed + k, 1
-        out.append(member)
-    return out
 
 
 def summarise(rows: list[dict[str, float]], seeds: list[int], alive: list[bool]) -> dict[str, float]:

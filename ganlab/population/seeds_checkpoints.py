@@ -10,29 +10,25 @@ stream, the global random states, the iteration and the metric history all come 
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from omegaconf import DictConfig
 
 from ganlab.errors import ConfigError
+from ganlab.population.cohort import Cohort
+from ganlab.population.member_settings import member_configs
 from ganlab.population.population_module import PopulationModule
-from ganlab.training.checkpoints import FORMAT_VERSION, config_hash, rng_states, set_rng_states
+from ganlab.training.checkpoints import run_state, set_rng_states
 from ganlab.training.history import History
 
 
 def seeds_training_state(module: PopulationModule, history: History, cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines how a train.seeds run goes on from ``module.iteration``."""
     (cohort,) = module.cohorts
-    return {
-        "format": FORMAT_VERSION,
-        "iteration": module.iteration,
-        "iterations": cfg.train.iterations,
-        "config_hash": config_hash(cfg),
-        "seeds": list(cohort.keys),
-        "cohort": cohort.checkpoint_state(),
-        "rng": rng_states(),
-        **history.state(),
-    }
+    return {**run_state(module.iteration, history, cfg), "seeds": list(cohort.keys),
+            "cohort": cohort.checkpoint_state()}
 
 
 def restore_seeds_state(module: PopulationModule, history: History, state: dict[str, Any]) -> None:
@@ -45,3 +41,18 @@ def restore_seeds_state(module: PopulationModule, history: History, state: dict[
     module.iteration = int(state["iteration"])
     history.restore(state)
     set_rng_states(state["rng"])
+
+
+def median_seed_generator(state: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
+    """The EMA generator weights of the checkpoint's median seed (by the headline metric of its last
+    evaluation, failed seeds left out), as a single run's generator state dict: what
+    ``python -m ganlab.sample`` draws from when the run stopped before logging its median seed."""
+    seeds, failed = list(state["seeds"]), set(state["cohort"]["failures"])
+    last = state["history_rows"][-1] if state["history_rows"] else {}
+    per_seed = {int(m[2]): value for name, value in last.items() if (m := re.fullmatch(r"(.+)_seed(\d+)", name))}
+    ranked = sorted((per_seed[s], k) for k, s in enumerate(seeds)
+                    if str(k) not in failed and s in per_seed and math.isfinite(per_seed[s]))
+    k = ranked[(len(ranked) - 1) // 2][1] if ranked else 0  # the lower middle one, as the run itself picks
+    cohort = Cohort(member_configs(cfg), keys=seeds)
+    cohort.load_checkpoint_state(state["cohort"])
+    return cohort.ema.member(k).state_dict()

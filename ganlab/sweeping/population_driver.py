@@ -205,7 +205,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
                  else f"({threads} torch thread(s))")
               + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
               + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
-              + (_cmaes_generations(sweep.sampler, existing) if sweep.sampler["name"] == "cmaes" else "")
+              + (_cmaes_generations(sweep.sampler, study) if sweep.sampler["name"] == "cmaes" else "")
               + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
                  "compares with completed trials)" if slots.open_slots() < size and budget > 0 else "")
               + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
@@ -253,10 +253,12 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     return print_results(study, sweep, fit_s, tracking_uri)
 
 
-def _cmaes_generations(spec: dict, existing: int) -> str:
-    """The start line's word on CMA-ES's generation size: a study's CMA-ES state is stored in it, so a
-    continued study keeps the size it began with, whatever --population is now."""
-    if existing:
+def _cmaes_generations(spec: dict, study: optuna.Study) -> str:
+    """The start line's word on CMA-ES's generation size. Optuna stores CMA-ES's state in the study once
+    a first generation has completed (``cma:optimizer:*`` on a trial), and a continued study then keeps
+    the generation size it began with, whatever --population is now; before that, it takes this one."""
+    stored = any(key.startswith("cma:optimizer") for t in study.get_trials(deepcopy=False) for key in t.system_attrs)
+    if stored:
         return "; CMA-ES keeps the generation size this study began with"
     return f"; CMA-ES generations of {spec['popsize']} trials"
 

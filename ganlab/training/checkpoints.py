@@ -70,22 +70,30 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+def run_state(iteration: int, history: History, cfg: DictConfig) -> dict[str, Any]:
+    """What every checkpoint holds besides the networks: where the run is, under which config, the
+    random states and the metric history (a single run's and a train.seeds run's alike)."""
+    return {
+        "format": FORMAT_VERSION,
+        "iteration": iteration,
+        "iterations": cfg.train.iterations,  # the planned length its learning-rate schedule follows
+        "config_hash": config_hash(cfg),
+        "rng": rng_states(),
+        **history.state(),
+    }
+
+
 def training_state(module, history: History, cfg: DictConfig) -> dict[str, Any]:
     """Everything that determines how the run goes on from ``module.iteration``."""
     opt_d, opt_g = module.optimizers()
     return {
-        "format": FORMAT_VERSION,
-        "iteration": module.iteration,
-        "iterations": cfg.train.iterations,  # the planned length its learning-rate schedule follows
-        "config_hash": config_hash(cfg),
+        **run_state(module.iteration, history, cfg),
         "generator": module.generator.state_dict(),
         "discriminator": module.discriminator.state_dict(),
         "ema": module.ema.state_dict() if module.ema is not None else None,
         "optimizers": [opt_d.optimizer.state_dict(), opt_g.optimizer.state_dict()],
         "schedules": [s.state_dict() for s in module.schedules()],
         "last_losses": list(module.last_losses),
-        "rng": rng_states(),
-        **history.state(),
     }
 
 
@@ -122,6 +130,9 @@ class CheckpointWriter(pl.Callback):
 
     def on_train_end(self, trainer, module) -> None:
         defer_to_boundaries(False)
+
+    def on_fit_end(self, trainer, module) -> None:
+        defer_to_boundaries(False)  # also when the fit loop was skipped (no iteration left): no on_train_end
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         defer_to_boundaries(False)
