@@ -178,3 +178,42 @@ def test_a_seeds_checkpoint_is_sampled_from_its_median_seed():
     assert picked(state) == 2  # seed 7: 0.2 is the median of 0.3, 0.1, 0.2
     state["cohort"]["failures"] = {"2": "loss NaN"}
     assert picked(state) == 1  # of seeds 5 and 6, the lower one (0.1)
+
+
+@pytest.mark.parametrize("stopped_at", [35, 50])
+def test_a_seeds_run_with_a_failed_seed_resumes_as_if_uninterrupted(tracking_uri, monkeypatch, stopped_at):
+    """Seed 6's weights turn NaN at iteration 30; the failure is noted on the device and read at the
+    evaluation at 40. Stopped in between (35) or after (50), the resumed run has the same failed seed
+    and metrics as the run that was not stopped."""
+    import signal
+
+    from ganlab.population.cohort import Cohort
+    from ganlab.signals import Stopped
+    from ganlab.training import checkpoints
+    from ganlab.training.resume import prepare_resume
+
+    train_iteration = Cohort.train_iteration
+
+    def poisoned(self) -> None:
+        train_iteration(self)
+        if int(self.member_iteration[1]) == 30 and bool(self.member_alive[1]):
+            with torch.no_grad():
+                self.generator.flat[1].fill_(float("nan"))
+
+    monkeypatch.setattr(Cohort, "train_iteration", poisoned)
+    cfg = compose_config(["train.seeds=3", "train.seed=5", "train.iterations=60", "train.eval_every=20",
+                          "train.plot_every=60", "train.eval_samples=2048", "train.ckpt_every=20"])
+    whole = run_population(cfg, verbose=False)
+    calls = iter(range(1, 10**6))
+    with monkeypatch.context() as patch, pytest.raises(Stopped) as stop:
+        patch.setattr(checkpoints, "check_stop",
+                      lambda: Stopped(signal.SIGTERM) if next(calls) == stopped_at else None)
+        run_population(cfg, verbose=False)
+    again_cfg, point, _ = prepare_resume(stop.value.run_id, [])
+    assert point.state["iteration"] == stopped_at
+    assert list(point.state["cohort"]["failures"]) == ([] if stopped_at < 40 else ["1"])  # read at 40
+    again = run_population(again_cfg, resume=point, verbose=False)
+    np.testing.assert_equal(again.metrics, whole.metrics)
+    client = MlflowClient(tracking_uri)
+    tags = [client.get_run(r.run_id).data.tags for r in (whole, again)]
+    assert tags[0]["failed_seeds"] == tags[1]["failed_seeds"] == "6"
