@@ -111,3 +111,29 @@ def test_evaluation_chunks_on_a_gpu_use_a_share_of_its_free_memory():
     free, _ = torch.cuda.mem_get_info()
     budget = chunk_budget(torch.device("cuda"), EVAL_CHUNK_BYTES)
     assert budget >= EVAL_CHUNK_BYTES and budget <= max(EVAL_CHUNK_BYTES, free // GPU_CHUNK_SHARE + 2**26)
+
+
+def test_a_seeds_run_stopped_on_the_device_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """The checkpoint holds CPU copies of the cohort and the device's random state: a resumed run
+    continues on the device where it stopped."""
+    import signal
+
+    import numpy as np
+
+    from ganlab.population.population_runner import run_population
+    from ganlab.signals import Stopped
+    from ganlab.training import checkpoints
+    from ganlab.training.resume import prepare_resume
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    cfg = compose_config(["train.seeds=3", "train.iterations=60", "train.eval_every=20", "train.plot_every=60",
+                          "train.eval_samples=2048", "train.ckpt_every=20", "train.accelerator=gpu"])
+    whole = run_population(cfg, verbose=False)
+    calls = iter(range(1, 10**6))
+    with monkeypatch.context() as patch, pytest.raises(Stopped) as stop:
+        patch.setattr(checkpoints, "check_stop", lambda: Stopped(signal.SIGTERM) if next(calls) == 30 else None)
+        run_population(cfg, verbose=False)
+    again_cfg, point, _ = prepare_resume(stop.value.run_id, [])
+    again = run_population(again_cfg, resume=point, verbose=False)
+    keys = sorted(whole.metrics)
+    np.testing.assert_allclose([again.metrics[k] for k in keys], [whole.metrics[k] for k in keys], rtol=1e-5)
