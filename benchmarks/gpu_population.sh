@@ -19,7 +19,7 @@ stage() { echo; echo "== $1 ($(date +%T))"; }
 
 if [ "$PART" = first ]; then
 stage "CUDA tests"
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
 
 stage "throughput: member-iterations/s vs the single run, default recipe (batch 1024), eager and graphed"
 timeout 300 python3 - "$OUT" <<'PY'
