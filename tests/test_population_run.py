@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
-from ganlab.population.population_runner import median_member, run_population, summarise
+from ganlab.population.population_evaluation import median_member
+from ganlab.population.population_runner import run_population, summarise
 
 TINY = ["train.iterations=30", "train.eval_every=10", "train.plot_every=30", "train.eval_samples=2048"]
 

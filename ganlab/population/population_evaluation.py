@@ -3,6 +3,8 @@ run's ``Evaluator``), the batched metrics on the device, one row of metrics per 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -19,6 +21,15 @@ HEADLINE = ("ks", "sliced_w1", "frechet_distance")  # the first a run has is wha
 
 def headline_key(row: dict[str, float]) -> str:
     return next(key for key in HEADLINE if key in row)
+
+
+def median_member(rows: list[dict[str, float]], alive: list[bool]) -> int:
+    """The live member whose headline metric is the median (the lower middle one for an even count):
+    a train.seeds run's median seed, whose artifacts it logs and from which a stopped one is sampled."""
+    key = headline_key(rows[0])
+    ranked = sorted((row[key], k) for k, (row, ok) in enumerate(zip(rows, alive, strict=True))
+                    if ok and math.isfinite(row[key]))
+    return ranked[(len(ranked) - 1) // 2][1] if ranked else 0
 
 
 # What the batched metrics hold per generated sample while they run, at most: 1D sorts and CDFs in

@@ -25,7 +25,7 @@ from ganlab.metrics import headline
 from ganlab.plots.plotter import build_plotter
 from ganlab.population.cohort import Cohort
 from ganlab.population.member_settings import member_configs
-from ganlab.population.population_evaluation import PopulationEvaluator, headline_key
+from ganlab.population.population_evaluation import PopulationEvaluator, headline_key, median_member
 from ganlab.population.population_module import PopulationModule
 from ganlab.population.seeds_checkpoints import restore_seeds_state, seeds_training_state
 from ganlab.training.checkpoints import CheckpointWriter
@@ -56,14 +56,6 @@ def summarise(rows: list[dict[str, float]], seeds: list[int], alive: list[bool])
     key = headline_key(rows[0])
     out.update({f"{key}_seed{s}": row[key] for s, row in zip(seeds, rows, strict=True)})
     return out
-
-
-def median_member(rows: list[dict[str, float]], alive: list[bool]) -> int:
-    """The live member whose headline metric is the median (the lower middle one for an even count)."""
-    key = headline_key(rows[0])
-    ranked = sorted((row[key], k) for k, (row, ok) in enumerate(zip(rows, alive, strict=True))
-                    if ok and np.isfinite(row[key]))
-    return ranked[(len(ranked) - 1) // 2][1] if ranked else 0
 
 
 class PopulationMonitor(pl.Callback):

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from ganlab.errors import ConfigError
 from ganlab.population.cohort import Cohort
 from ganlab.population.member_settings import member_configs
+from ganlab.population.population_evaluation import median_member
 from ganlab.population.population_module import PopulationModule
 from ganlab.training.checkpoints import run_state, set_rng_states
 from ganlab.training.history import History
@@ -49,10 +50,11 @@ def median_seed_generator(state: dict[str, Any], cfg: DictConfig) -> dict[str, A
     ``python -m ganlab.sample`` draws from when the run stopped before logging its median seed."""
     seeds, failed = list(state["seeds"]), set(state["cohort"]["failures"])
     last = state["history_rows"][-1] if state["history_rows"] else {}
-    per_seed = {int(m[2]): value for name, value in last.items() if (m := re.fullmatch(r"(.+)_seed(\d+)", name))}
-    ranked = sorted((per_seed[s], k) for k, s in enumerate(seeds)
-                    if str(k) not in failed and s in per_seed and math.isfinite(per_seed[s]))
-    k = ranked[(len(ranked) - 1) // 2][1] if ranked else 0  # the lower middle one, as the run itself picks
+    per_seed = {(m[1], int(m[2])): value for name, value in last.items()
+                if (m := re.fullmatch(r"(.+)_seed(\d+)", name))}  # the summary's <headline>_seed<s>
+    key = next(iter(per_seed), ("ks", 0))[0]
+    rows = [{key: per_seed.get((key, s), math.nan)} for s in seeds]
+    k = median_member(rows, [str(k) not in failed for k in range(len(seeds))])  # as the run itself picks
     cohort = Cohort(member_configs(cfg), keys=seeds)
     cohort.load_checkpoint_state(state["cohort"])
     return cohort.ema.member(k).state_dict()
