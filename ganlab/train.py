@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     tracking = None
     if not show_cfg and not resume_ids:  # MLflow's import and store open on another core, from now on
         tracking = _start_tracking()
+    cfg = None
     try:
         resume = None
         if resume_ids:
@@ -196,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Stopped as exc:  # the run has been marked KILLED (and checkpointed, if it has checkpoints)
         run = exc.run_id or "<run_id>"
-        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow "
-              f"(python -m ganlab.train resume={run} continues it from its last checkpoint)", file=sys.stderr)
+        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow ({how_to_go_on(cfg, run)})",
+              file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # before any run was created
         print("ganlab: interrupted before the run started", file=sys.stderr)
@@ -207,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             tracking.close()
     print(_summary(result))
     return 0
+
+
+def how_to_go_on(cfg, run_id: str) -> str:
+    """The stop line's advice: resume= continues a run that keeps checkpoints (every one writes one at
+    the iteration a signal stops it); one trained with train.ckpt_every=0 can only start over."""
+    if cfg is not None and not cfg.train.ckpt_every:
+        return "it keeps no checkpoints (train.ckpt_every=0): run the command again to start over"
+    return f"python -m ganlab.train resume={run_id} continues it from its last checkpoint"
 
 
 def _multirun(line: CommandLine) -> int:

@@ -215,3 +215,14 @@ def test_a_second_ctrl_c_held_during_a_block_still_reaches_the_handler(ctrl_c_ra
         time.sleep(0.05)
         assert seen == []
     assert seen == [signal.SIGINT, signal.SIGINT]
+
+
+def test_the_stop_line_offers_resume_only_to_a_run_that_keeps_checkpoints():
+    from ganlab.config.compose import compose_config
+    from ganlab.train import how_to_go_on
+
+    assert how_to_go_on(compose_config([]), "abc") == (
+        "python -m ganlab.train resume=abc continues it from its last checkpoint")
+    for overrides in (["train.ckpt_every=0"], ["train.ckpt_every=0", "train.seeds=2"]):
+        assert how_to_go_on(compose_config(overrides), "abc") == (
+            "it keeps no checkpoints (train.ckpt_every=0): run the command again to start over")
