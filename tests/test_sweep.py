@@ -62,8 +62,9 @@ BAD = [
     ({"space": {}}, "at least one config key"),
     ({"sampler": {"name": "bayes"}}, "sampler.name='bayes'"),
     ({"pruner": {"name": "aggressive"}}, "pruner.name='aggressive'"),
-    ({"fixed": ["train.seeds=4"]}, "train.seeds=4 cannot be used in a sweep"),
-    ({"space": {"train.seeds": {"type": "int", "low": 1, "high": 4}}}, "cannot be used in a sweep"),
+    ({"fixed": [*TINY, "model=minibatch", "train.seeds=4"]},
+     "train.seeds=4 is not allowed; needs population training, and model=minibatch is not supported"),
+    ({"space": {"train.seeds": {"type": "int", "low": 1, "high": 4}}}, "train.seeds cannot be searched"),
     ({"sampler": {"name": "tpe", "n_startup_trial": 5}}, "unexpected keyword argument 'n_startup_trial'"),
     ({"pruner": {"name": "median", "n_warmup_steps": -5}}, "warmup steps cannot be negative"),
     ({"objective": {"metric": "fid"}}, "objective metric 'fid' is not logged"),
@@ -204,6 +205,11 @@ def test_a_summary_says_when_its_best_ks_values_are_within_the_evaluation_s_nois
     w1 = replace(sweep, objective=replace(sweep.objective, metric="w1_over_std"))
     assert ks_noise_note(trials(0.0041, 0.0046), w1) is None
 
+    # a trial over seeds reports a median, whose noise is smaller: 0.0018 / sqrt(2) over two seeds
+    seeded = ks_noise_note(trials(0.0041, 0.0046, overrides=("train.seeds=2",)), sweep)
+    assert "the median of 2 seeds, has noise of about ±0.0013" in seeded and "train.seeds=4 in fixed" in seeded
+    assert ks_noise_note(trials(0.0041, 0.0070, overrides=("train.seeds=4",)), sweep) is None
+
     # ... and the end of a sweep prints it between the table and the re-run command
     study = optuna.create_study()
     for t in trials(0.0046, 0.0041, 0.0052):
@@ -212,6 +218,19 @@ def test_a_summary_says_when_its_best_ks_values_are_within_the_evaluation_s_nois
     assert print_results(study, sweep, 1.0) == 0
     out = capsys.readouterr().out
     assert out.index("| 1 |") < out.index("note: KS on about 20,000") < out.index("re-run the best trial")
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 4, 5, 8, 16])
+def test_the_noise_of_a_median_over_seeds_is_bounded_by_its_stated_factor(seeds):
+    """The note's factor against simulated medians of KS readings of a perfect generator (Kolmogorov's
+    law, scipy's kstwobign): never below the truth, at most 20 % above it."""
+    from scipy.stats import kstwobign
+
+    from ganlab.sweeping.summary import median_noise_factor
+
+    draws = kstwobign.rvs(size=(40_000, seeds), random_state=np.random.default_rng(seeds))
+    simulated = np.std(np.median(draws, axis=1)) / np.std(draws)
+    assert 0.98 * simulated <= median_noise_factor(seeds) <= 1.2 * simulated
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -325,8 +344,9 @@ def test_pruning_stops_a_clearly_worse_trial(tmp_path, tracking_uri):
     assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "pruned"
 
 
-def test_a_trial_stopped_by_ctrl_c_is_tagged_interrupted_not_running(tmp_path, tracking_uri, monkeypatch):
-    sweep = load(_write(tmp_path, "ctrlc"))
+@pytest.mark.parametrize("seeds", [1, 3])  # one run, or seeds trained together (train.seeds in fixed)
+def test_a_trial_stopped_by_ctrl_c_is_tagged_interrupted_not_running(tmp_path, tracking_uri, monkeypatch, seeds):
+    sweep = load(_write(tmp_path, "ctrlc", fixed=[*TINY, f"train.seeds={seeds}"]))
     study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
     objective = TrialObjective(sweep, open_parent_run(sweep, tracking_uri, "test"))
 

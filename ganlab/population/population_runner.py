@@ -13,6 +13,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.history import History
 from ganlab.training.optimizers import short_run_note
 from ganlab.training.runner import (
+    EarlyStop,
     ResumePoint,
     RunResult,
     TrainingFailed,
@@ -43,6 +45,7 @@ from ganlab.training.runner import (
     open_tracker,
     register_if_asked,
     resolve_accelerator,
+    stop_early,
 )
 
 
@@ -62,9 +65,9 @@ class PopulationMonitor(pl.Callback):
     """Evaluates every ``eval_every`` iterations: logs the summary, prints progress, plots the median seed."""
 
     def __init__(self, evaluator: PopulationEvaluator, plotter, tracker, train_cfg, history: History,
-                 verbose: bool) -> None:
+                 verbose: bool, on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> None:
         self.evaluator, self.plotter, self.tracker, self.cfg = evaluator, plotter, tracker, train_cfg
-        self.history, self.verbose = history, verbose
+        self.history, self.verbose, self.on_evaluate = history, verbose, on_evaluate
         self.rows: list[dict[str, float]] = []
         self._start, self._last_print, self._first = time.perf_counter(), 0.0, 0
         self.seconds = 0.0  # spent evaluating and handing results to the tracker (its share of the fit is reported)
@@ -106,6 +109,8 @@ class PopulationMonitor(pl.Callback):
             print(f"[it {it:>{len(str(self.cfg.iterations))}}/{self.cfg.iterations}] median of {len(alive)} seeds: "
                   f"{headline(summary)}  ({key} {summary[f'{key}_min']:.4f}-{summary[f'{key}_max']:.4f}; "
                   f"{sum(alive)} training)" + (f"  ({rate:.0f} it/s)" if it > self._first else ""), flush=True)
+        if self.on_evaluate is not None:  # last: an EarlyStop raised there ends a run whose evaluation is logged
+            self.on_evaluate(it, summary)
 
 
 def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,
@@ -140,9 +145,13 @@ def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: Hi
 
 
 def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
-                   tracking=None, resume: ResumePoint | None = None) -> RunResult:
+                   tracking=None, resume: ResumePoint | None = None,
+                   on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+                   tags: dict[str, str] | None = None) -> RunResult:
     """Train ``cfg.train.seeds`` seeds of ``cfg`` together; record one MLflow run (see the module docstring).
-    ``resume`` continues an existing run from its checkpoint (``ganlab.training.resume``)."""
+    ``resume`` continues an existing run from its checkpoint (``ganlab.training.resume``).
+    ``on_evaluate(iteration, summary)`` and ``tags`` as in :func:`run_training`: a sweep trial over seeds
+    reports the medians to its pruner, and an ``EarlyStop`` raised there ends the run KILLED."""
     start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
@@ -156,7 +165,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     if resume is not None:
         restore_seeds_state(module, history, resume.state)
     plotter = build_plotter(cohort.target)
-    tracker = open_tracker(cfg, run_name, {"seeds": str(cfg.train.seeds)}, resume, tracking, plotter)
+    tracker = open_tracker(cfg, run_name, {**(tags or {}), "seeds": str(cfg.train.seeds)}, resume, tracking, plotter)
     seeds = cohort.keys
     if verbose:
         action = f"resumed at iteration {module.iteration} of" if resume is not None else "in"
@@ -165,7 +174,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
               f"{accelerator}; recipe {recipe_summary(cfg)}"
               f"{short_run_note(cfg.optim, cfg.train.iterations) if resume is None else ''})", flush=True)
     monitor = PopulationMonitor(PopulationEvaluator(cohort, cfg.train.eval_samples, cfg.train.seed), plotter,
-                                tracker, cfg.train, history, verbose)
+                                tracker, cfg.train, history, verbose, on_evaluate)
     checkpoints = CheckpointWriter(tracker, cfg, history, state_of=seeds_training_state)
     loader = torch.utils.data.DataLoader(range(module.iteration, cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
@@ -180,6 +189,9 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
                   f"({monitor.seconds / fit_s:.0%})", flush=True)
         if cohort.failures:
             tracker.set_tag("failed_seeds", ", ".join(str(seeds[k]) for k in sorted(cohort.failures)))
+    except EarlyStop as exc:
+        stop_early(tracker, exc)
+        raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)

@@ -88,6 +88,11 @@ class SweepDefinition:
     register: str | None = None  # tracking.register of the base config: the best trial's generator, at the end
     grid: list[dict[str, Any]] = field(default_factory=list)  # trials enqueued in this order (a -m multirun)
     notices: list[str] = field(default_factory=list)  # what loading changed, for the command line to print
+    seeds: int = 1  # train.seeds of the fixed config: each trial trains that many seeds and reports their median
+
+    def objective_label(self, metric: str) -> str:
+        """How the summary names an objective: ``ks``, or ``ks (median of 3 seeds)``."""
+        return metric if self.seeds == 1 or metric in RUN_METRICS else f"{metric} (median of {self.seeds} seeds)"
 
     @property
     def objectives(self) -> list[Objective]:
@@ -201,11 +206,9 @@ def _check_against_schema(path: Path, sweep: SweepDefinition) -> DictConfig:
         cfg = compose_config([*sweep.base, *sweep.fixed])
     except ConfigError as exc:
         _fail(path, f"base/fixed overrides: {exc}")
-    searched = any(p.key == "train.seeds" for p in sweep.space)
-    if cfg.train.seeds > 1 or searched:  # a trial trains one seed: the setting was silently ignored
-        shown = "train.seeds in the space" if searched else f"train.seeds={cfg.train.seeds}"
-        _fail(path, f"{shown} cannot be used in a sweep (each trial is one run of one seed); search "
-                    "train.seed instead, or train trials together with --population")
+    if any(p.key == "train.seeds" for p in sweep.space):
+        _fail(path, "train.seeds cannot be searched (it is how many seeds judge a trial, not a hyperparameter); "
+                    "put train.seeds=N in fixed to judge every trial by its median over N seeds")
     keys = set(flatten_config(cfg))
     for p in sweep.space:
         if p.key in GROUPS:
@@ -219,7 +222,7 @@ def _check_against_schema(path: Path, sweep: SweepDefinition) -> DictConfig:
         values = {p.key: p.extremes()[min(extreme, len(p.extremes()) - 1)] for p in sweep.space}
         try:
             compose_config(sweep.overrides(values))
-        except ConfigError as exc:
+        except ConfigError as exc:  # also a train.seeds=N the population engine cannot train together
             _fail(path, f"the search space reaches a config the trainer refuses: {exc}")
     return cfg
 
@@ -322,7 +325,7 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
         sweep.notices.append(notice)
     moved = _command_line_overrides(path, sweep, overrides) if overrides else False
     cfg = _check_against_schema(path, sweep)
-    sweep.register = cfg.tracking.register
+    sweep.register, sweep.seeds = cfg.tracking.register, cfg.train.seeds
     _check_objectives(path, sweep, cfg, follow_data=moved)
     return sweep
 

@@ -98,8 +98,10 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     if left:
         print(f"ganlab sweep: trial(s) {', '.join(map(str, left))} stopped in a population sweep and stay RUNNING: "
               "only the same command with --population continues them (from its checkpoint)", flush=True)
+    over_seeds = (f"; each trains {sweep.seeds} seeds together and reports their median "
+                  f"{sweep.objective.metric}" if sweep.seeds > 1 else "")
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({budget_used(study)} already in the study, "
-          f"{remaining} to run) with {min(workers, remaining)} worker(s)\n  storage {storage_url}\n"
+          f"{remaining} to run) with {min(workers, remaining)} worker(s){over_seeds}\n  storage {storage_url}\n"
           f"  MLflow parent run {parent_run_id} in experiment '{sweep.experiment_name}' ({tracking_uri})", flush=True)
     start = time.perf_counter()
     pool = _Pool(sweep, storage_url, tracking_uri, parent_run_id, threads, stale_after)
@@ -216,7 +218,7 @@ def print_results(study, sweep, seconds: float, tracking_uri: str | None = None)
         print("no trial completed; why the trials failed (also in MLflow, each child run's failure_reason):",
               *lines, sep="\n")
         return 1
-    names = [o.metric for o in sweep.objectives]
+    names = [sweep.objective_label(o.metric) for o in sweep.objectives]
     print("\n| rank | trial | " + " | ".join(names) + " | " + " | ".join(p.key for p in sweep.space) + " |")
     print("|---" * (2 + len(names) + len(sweep.space)) + "|")
     for rank, t in enumerate(best[:5], 1):

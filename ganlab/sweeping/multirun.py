@@ -5,6 +5,7 @@ is parsed by Hydra's own parser and expanded, as Hydra's basic sweeper does, int
 of the swept values. The combinations become trials enqueued in order in an Optuna study, so they run
 through the sweep driver: its worker pool, one MLflow parent run with a child run per combination,
 the summary table ranked by the data's headline metric, and resume by running the same command again.
+With ``train.seeds=N`` each combination trains its N seeds together and is ranked by their median.
 """
 
 from __future__ import annotations
@@ -77,9 +78,6 @@ def _check(fixed: list[str], swept: dict[str, list[str]]) -> list[str]:
                 cfg = configs.compose([*fixed, *(f"{k}={v}" for k, v in chosen.items())])
             except ConfigError as exc:
                 raise (exc if f"{key}=" in str(exc) else ConfigError(f"{key}={value}: {exc}")) from None
-            if cfg.train.seeds > 1:
-                raise ConfigError(f"train.seeds={cfg.train.seeds} cannot be combined with -m (each combination is "
-                                  "one run); sweep the seed instead, e.g. 'train.seed=range(0,8)'")
             families.append(TARGETS[cfg.data.name].family)
     return families
 
@@ -100,7 +98,8 @@ def multirun_definition(overrides: list[str]) -> tuple[SweepDefinition, DictConf
         space=[Param(key, "categorical", choices=values) for key, values in swept.items()],
         objective=Objective(metric), second_objective=None, trials=len(grid), sampler={"name": "grid", "seed": 0},
         pruner={"name": "none"}, storage=None, description="python -m ganlab.train -m " + " ".join(overrides),
-        experiment=base.tracking.experiment, register=base.tracking.register, grid=grid), base
+        experiment=base.tracking.experiment, register=base.tracking.register, grid=grid,
+        seeds=base.train.seeds), base
 
 
 def run_multirun(overrides: list[str], workers: int, list_only: bool = False) -> int:

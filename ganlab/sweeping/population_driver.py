@@ -69,7 +69,10 @@ def population_unsupported(sweep: SweepDefinition) -> str | None:
             return f"it searches {p.key}, which is the population process's own setting"
     for extreme in range(max(len(p.extremes()) for p in sweep.space)):
         values = {p.key: p.extremes()[min(extreme, len(p.extremes()) - 1)] for p in sweep.space}
-        reason = unsupported_reason(compose_config(sweep.overrides(values)))
+        cfg = compose_config(sweep.overrides(values))
+        if cfg.train.seeds > 1:  # a member is one trial of one seed
+            return f"train.seeds={cfg.train.seeds}: each trial trains its seeds together in its own worker"
+        reason = unsupported_reason(cfg)
         if reason:
             return reason
     return None

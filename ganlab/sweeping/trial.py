@@ -1,5 +1,8 @@
 """One sweep trial: compose its config from the suggestions, train with the same code as
-``ganlab.train``, report every evaluation to the pruner, return the objective(s)."""
+``ganlab.train``, report every evaluation to the pruner, return the objective(s).
+
+A trial of a sweep with ``train.seeds=N`` trains its N seeds together (one ``train.seeds`` run) and is
+judged by their median, which is what its pruner sees too."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
+from ganlab.population.population_runner import run_population
 from ganlab.run_heartbeat import process_tag
 from ganlab.signals import Stopped
 from ganlab.sweeping.definition import SweepDefinition
@@ -51,9 +55,10 @@ class TrialObjective:
             raise
         tags = {"mlflow.parentRunId": self.parent_run_id, "sweep": self.sweep.name,
                 "trial_number": str(trial.number), "trial_state": "running"}
+        train = run_population if cfg.train.seeds > 1 else run_training
         try:
-            result = run_training(cfg, run_name=f"trial-{trial.number:03d}", verbose=False,
-                                  on_evaluate=self._reporter(trial), tags=tags)
+            result = train(cfg, run_name=f"trial-{trial.number:03d}", verbose=False,
+                           on_evaluate=self._reporter(trial), tags=tags)
         except EarlyStop as exc:
             trial.set_user_attr("mlflow_run_id", exc.run_id)
             MlflowClient().set_tag(exc.run_id, "trial_state", "pruned")

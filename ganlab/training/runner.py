@@ -215,9 +215,7 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
         _log_final_artifacts(module, plotter, history, tracker, cfg)
         registered = register_if_asked(tracker, cfg)
     except EarlyStop as exc:
-        tracker.set_tag("stopped_reason", str(exc))
-        tracker.finish("KILLED")
-        exc.run_id = tracker.run_id
+        stop_early(tracker, exc)
         raise
     except NonFiniteLossError as exc:
         tracker.finish("FAILED", str(exc))
@@ -236,6 +234,14 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri,
                      history.last(), time.perf_counter() - start, fit_s, module.iteration, history.rows, registered)
+
+
+def stop_early(tracker: Tracker | TrackerProcess, exc: EarlyStop) -> None:
+    """An ``on_evaluate`` hook ended the run (a pruned trial): KILLED, the reason in ``stopped_reason``;
+    the exception learns the run's id."""
+    tracker.set_tag("stopped_reason", str(exc))
+    tracker.finish("KILLED")
+    exc.run_id = tracker.run_id
 
 
 def interruption_behind(exc: BaseException) -> KeyboardInterrupt | Stopped | None:
