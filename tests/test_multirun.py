@@ -41,6 +41,8 @@ def test_cfg_lists_the_combinations_without_training(capsys, tmp_path, monkeypat
     (["-m", "model=minibatch", "train.seeds=2", "train.seed=0,1"],
      "train.seeds=2 is not allowed; needs population training, and model=minibatch is not supported"),
     (["-m", "train.iterations=100"], "-m needs at least one swept key"),
+    (["-m", "train.seeds=1,3"], "train.seeds=1,3: -m cannot sweep train.seeds"),
+    (["-m", "optim.d_lr=1e-3,2e-3", "++train.seeds=1,3"], "train.seeds=1,3: -m cannot sweep train.seeds"),
     (["optim.d_lr=1e-4,1e-3"], "is a sweep; add -m"),
     (["--config-name", "x"], "Hydra's --config-name is not supported by ganlab; pick a named config"),
     (["-m", "hydra/launcher=joblib", "a=1,2"], "hydra.* settings have no effect"),

@@ -218,3 +218,28 @@ def test_a_seeds_run_with_a_failed_seed_resumes_as_if_uninterrupted(tracking_uri
     client = MlflowClient(tracking_uri)
     tags = [client.get_run(r.run_id).data.tags for r in (whole, again)]
     assert tags[0]["failed_seeds"] == tags[1]["failed_seeds"] == "6"
+
+
+def test_a_seeds_run_whose_every_seed_failed_ends_failed_at_that_evaluation(tracking_uri, monkeypatch):
+    """Nothing is left to train once every seed has diverged: the run ends FAILED at the evaluation that
+    finds it (40), not after training dead members to its end (60)."""
+    from ganlab.population.cohort import Cohort
+    from ganlab.training.runner import TrainingFailed
+
+    train_iteration = Cohort.train_iteration
+
+    def all_diverge_at_30(self) -> None:
+        train_iteration(self)
+        if int(self.member_iteration[0]) == 30:
+            with torch.no_grad():
+                self.generator.flat.fill_(float("nan"))
+
+    monkeypatch.setattr(Cohort, "train_iteration", all_diverge_at_30)
+    cfg = compose_config(["train.seeds=3", "train.seed=5", "train.iterations=60", "train.eval_every=20",
+                          "train.plot_every=60", "train.eval_samples=2048"])
+    with pytest.raises(TrainingFailed, match="^every seed failed: loss became non-finite at iteration 31") as failed:
+        run_population(cfg, verbose=False)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(failed.value.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["failed_seeds"] == "5, 6, 7"
+    assert max(m.step for m in client.get_metric_history(run.info.run_id, "ks_seed5")) == 40

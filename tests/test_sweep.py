@@ -205,10 +205,11 @@ def test_a_summary_says_when_its_best_ks_values_are_within_the_evaluation_s_nois
     w1 = replace(sweep, objective=replace(sweep.objective, metric="w1_over_std"))
     assert ks_noise_note(trials(0.0041, 0.0046), w1) is None
 
-    # a trial over seeds reports a median, whose noise is smaller: 0.0018 / sqrt(2) over two seeds
-    seeded = ks_noise_note(trials(0.0041, 0.0046, overrides=("train.seeds=2",)), sweep)
-    assert "the median of 2 seeds, has noise of about ±0.0013" in seeded and "train.seeds=4 in fixed" in seeded
-    assert ks_noise_note(trials(0.0041, 0.0070, overrides=("train.seeds=4",)), sweep) is None
+    # a trial over seeds reports a median, but its seeds share the evaluation's noise draws: the same noise,
+    # and only more evaluation points help (no advice to re-train over seeds it already has)
+    seeded = ks_noise_note(trials(0.0041, 0.0046, overrides=("train.seeds=3",)), sweep)
+    assert "±0.0018 here (shared by the 3 seeds of a trial" in seeded and "train.seeds=3)" not in seeded
+    assert "add train.eval_samples=200000" in seeded
 
     # ... and the end of a sweep prints it between the table and the re-run command
     study = optuna.create_study()
@@ -218,19 +219,6 @@ def test_a_summary_says_when_its_best_ks_values_are_within_the_evaluation_s_nois
     assert print_results(study, sweep, 1.0) == 0
     out = capsys.readouterr().out
     assert out.index("| 1 |") < out.index("note: KS on about 20,000") < out.index("re-run the best trial")
-
-
-@pytest.mark.parametrize("seeds", [2, 3, 4, 5, 8, 16])
-def test_the_noise_of_a_median_over_seeds_is_bounded_by_its_stated_factor(seeds):
-    """The note's factor against simulated medians of KS readings of a perfect generator (Kolmogorov's
-    law, scipy's kstwobign): never below the truth, at most 20 % above it."""
-    from scipy.stats import kstwobign
-
-    from ganlab.sweeping.summary import median_noise_factor
-
-    draws = kstwobign.rvs(size=(40_000, seeds), random_state=np.random.default_rng(seeds))
-    simulated = np.std(np.median(draws, axis=1)) / np.std(draws)
-    assert 0.98 * simulated <= median_noise_factor(seeds) <= 1.2 * simulated
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -364,6 +352,7 @@ def test_a_trial_stopped_by_ctrl_c_is_tagged_interrupted_not_running(tmp_path, t
     (run,) = [r for r in client.search_runs([client.get_experiment_by_name("sweep-ctrlc").experiment_id])
               if "mlflow.parentRunId" in r.data.tags]
     assert run.info.status == "KILLED" and run.data.tags["trial_state"] == "interrupted"
+    assert run.data.tags.get("seeds", "1") == str(seeds)  # a trial over seeds is one train.seeds run
 
 
 @pytest.mark.slow

@@ -125,3 +125,62 @@ def test_a_multirun_over_seeds_ranks_each_combination_by_its_median(tmp_path, mo
         seeds = [child.data.metrics["ks_seed0"], child.data.metrics["ks_seed1"]]
         (trial,) = [t for t in trials if str(t.number) == child.data.tags["trial_number"]]
         assert trial.value == pytest.approx(statistics.median(seeds)) == pytest.approx(child.data.metrics["ks"])
+
+
+def _poison_member_at(monkeypatch, member: int, iteration: int) -> None:
+    """Member ``member``'s generator weights turn NaN at ``iteration`` (noted on the device, read at the next
+    evaluation), as a seed that diverges."""
+    import torch
+
+    from ganlab.population.cohort import Cohort
+
+    train_iteration = Cohort.train_iteration
+
+    def poisoned(self) -> None:
+        train_iteration(self)
+        if int(self.member_iteration[member]) == iteration and bool(self.member_alive[member]):
+            with torch.no_grad():
+                self.generator.flat[member].fill_(float("nan"))
+
+    monkeypatch.setattr(Cohort, "train_iteration", poisoned)
+
+
+def test_a_trial_with_one_failed_seed_fails_at_once_instead_of_reporting_the_survivors(tmp_path, tracking_uri,
+                                                                                       monkeypatch):
+    """The survivors' median would flatter a config that diverges one time in three: the trial FAILs with
+    the seed's reason, as a trial of one seed that diverges does, at the evaluation that finds it."""
+    _poison_member_at(monkeypatch, member=1, iteration=30)
+    sweep = load(_sweep(tmp_path, "one_fails"))
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
+    study.optimize(TrialObjective(sweep, open_parent_run(sweep, tracking_uri, "test")), n_trials=1,
+                   catch=(Exception,))
+    (trial,) = study.trials
+    assert trial.state.name == "FAIL"
+    reason = trial.user_attrs["failure_reason"]
+    assert reason.startswith("seed 1 failed (a trial over seeds fails with any of its seeds): loss became non-finite "
+                             "at iteration 31")  # poisoned after its 30th update: the 31st loss is NaN
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["trial_state"] == "failed"
+    assert run.data.tags["failed_seeds"] == "1"
+    assert max(m.step for m in client.get_metric_history(run.info.run_id, "ks")) == 40  # not trained on to 60
+
+
+@pytest.mark.slow
+def test_a_clearly_worse_trial_over_seeds_is_pruned_by_its_median(tmp_path, tracking_uri):
+    """The median pruner, fed the seeds' medians: a trial whose rates leave G where it started (KS near 1)
+    is pruned at its first report against a completed trial that learns."""
+    lrs = {"type": "float", "low": 1e-8, "high": 1e-2, "log": True}
+    sweep = load(_sweep(tmp_path, "prune", space={"optim.d_lr": lrs, "optim.g_lr": lrs},
+                        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}, trials=2))
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
+    study.enqueue_trial({"optim.d_lr": 3e-3, "optim.g_lr": 3e-3})
+    study.enqueue_trial({"optim.d_lr": 1e-8, "optim.g_lr": 1e-8})
+    study.optimize(TrialObjective(sweep, open_parent_run(sweep, tracking_uri, "test")), n_trials=2)
+    learned, stuck = study.trials
+    assert (learned.state.name, stuck.state.name) == ("COMPLETE", "PRUNED")
+    assert sorted(stuck.intermediate_values) == [20]
+    assert stuck.intermediate_values[20] > learned.intermediate_values[20]
+    run = MlflowClient(tracking_uri).get_run(stuck.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["stopped_reason"].startswith("pruned at iteration 20")
+    assert run.data.metrics["ks"] == pytest.approx(stuck.intermediate_values[20])  # the median it was judged by

@@ -145,8 +145,8 @@ def _validate_train(cfg: DictConfig) -> None:
     if train.seeds > 1:
         reason = unsupported_reason(cfg)
         require(reason is None, "train.seeds", train.seeds,
-                f"needs population training, and {reason}; python -m ganlab.train trains such seeds one run "
-                "each instead (-m over train.seed=)")
+                f"needs population training, and {reason}; train one run per train.seed= instead "
+                "(python -m ganlab.train train.seeds=N does that itself)")
     group = samples_per_input(cfg.preprocess)
     key = "preprocess.m" if cfg.preprocess.name == "pack" else "preprocess.group_size"
     require(group is not None, key, group, "must be a number of samples per D input (0: the whole batch); "

@@ -39,6 +39,7 @@ from ganlab.training.runner import (
     TrainingFailed,
     final_sample_count,
     finish_killed,
+    interruption_behind,
     log_history_figures,
     log_weights,
     make_trainer,
@@ -61,13 +62,20 @@ def summarise(rows: list[dict[str, float]], seeds: list[int], alive: list[bool])
     return out
 
 
+class SeedsFailed(RuntimeError):
+    """Raised at an evaluation that ends a train.seeds run FAILED: every seed has failed (nothing is left
+    to train), or, with ``all_must_live``, any one has."""
+
+
 class PopulationMonitor(pl.Callback):
     """Evaluates every ``eval_every`` iterations: logs the summary, prints progress, plots the median seed."""
 
     def __init__(self, evaluator: PopulationEvaluator, plotter, tracker, train_cfg, history: History,
-                 verbose: bool, on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> None:
+                 verbose: bool, on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+                 all_must_live: bool = False) -> None:
         self.evaluator, self.plotter, self.tracker, self.cfg = evaluator, plotter, tracker, train_cfg
         self.history, self.verbose, self.on_evaluate = history, verbose, on_evaluate
+        self.all_must_live = all_must_live
         self.rows: list[dict[str, float]] = []
         self._start, self._last_print, self._first = time.perf_counter(), 0.0, 0
         self.seconds = 0.0  # spent evaluating and handing results to the tracker (its share of the fit is reported)
@@ -109,8 +117,18 @@ class PopulationMonitor(pl.Callback):
             print(f"[it {it:>{len(str(self.cfg.iterations))}}/{self.cfg.iterations}] median of {len(alive)} seeds: "
                   f"{headline(summary)}  ({key} {summary[f'{key}_min']:.4f}-{summary[f'{key}_max']:.4f}; "
                   f"{sum(alive)} training)" + (f"  ({rate:.0f} it/s)" if it > self._first else ""), flush=True)
+        self._check_failures(cohort)
         if self.on_evaluate is not None:  # last: an EarlyStop raised there ends a run whose evaluation is logged
             self.on_evaluate(it, summary)
+
+    def _check_failures(self, cohort: Cohort) -> None:
+        failures = cohort.failures
+        if len(failures) == cohort.members:
+            raise SeedsFailed("every seed failed: " + failures[min(failures)])
+        if failures and self.all_must_live:
+            k = min(failures)
+            raise SeedsFailed(f"seed {cohort.keys[k]} failed (a trial over seeds fails with any of its seeds): "
+                              f"{failures[k]}")
 
 
 def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,
@@ -147,11 +165,13 @@ def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: Hi
 def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
                    tracking=None, resume: ResumePoint | None = None,
                    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
-                   tags: dict[str, str] | None = None) -> RunResult:
+                   tags: dict[str, str] | None = None, all_must_live: bool = False) -> RunResult:
     """Train ``cfg.train.seeds`` seeds of ``cfg`` together; record one MLflow run (see the module docstring).
     ``resume`` continues an existing run from its checkpoint (``ganlab.training.resume``).
     ``on_evaluate(iteration, summary)`` and ``tags`` as in :func:`run_training`: a sweep trial over seeds
-    reports the medians to its pruner, and an ``EarlyStop`` raised there ends the run KILLED."""
+    reports the medians to its pruner, and an ``EarlyStop`` raised there ends the run KILLED.
+    The run ends FAILED at the evaluation that finds every seed failed, or, ``all_must_live`` (a sweep
+    trial: the survivors' median would flatter a config that diverges), any one."""
     start = time.perf_counter()
     accelerator = resolve_accelerator(cfg.train.accelerator)  # fail on a missing GPU before a run exists
     torch.set_num_threads(cfg.train.threads)
@@ -174,7 +194,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
               f"{accelerator}; recipe {recipe_summary(cfg)}"
               f"{short_run_note(cfg.optim, cfg.train.iterations) if resume is None else ''})", flush=True)
     monitor = PopulationMonitor(PopulationEvaluator(cohort, cfg.train.eval_samples, cfg.train.seed), plotter,
-                                tracker, cfg.train, history, verbose, on_evaluate)
+                                tracker, cfg.train, history, verbose, on_evaluate, all_must_live)
     checkpoints = CheckpointWriter(tracker, cfg, history, state_of=seeds_training_state)
     loader = torch.utils.data.DataLoader(range(module.iteration, cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
@@ -192,17 +212,21 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     except EarlyStop as exc:
         stop_early(tracker, exc)
         raise
+    except SeedsFailed as exc:
+        tracker.set_tag("failed_seeds", ", ".join(str(seeds[k]) for k in sorted(cohort.failures)))
+        tracker.finish("FAILED", str(exc))
+        raise TrainingFailed(str(exc), tracker.run_id) from None
     except Exception as exc:
+        interruption = interruption_behind(exc)
+        if interruption is not None:  # a library turned a Ctrl-C into its own error: still a stop
+            finish_killed(tracker, interruption)
+            raise interruption from None
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id) from exc
     except BaseException as exc:
         finish_killed(tracker, exc)
         raise
-    if len(cohort.failures) == cohort.members:
-        reason = "every seed failed: " + cohort.failures[0]
-        tracker.finish("FAILED", reason)
-        raise TrainingFailed(reason, tracker.run_id)
     try:
         registered = register_if_asked(tracker, cfg)
     except Exception as exc:

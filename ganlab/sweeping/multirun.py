@@ -88,6 +88,10 @@ def multirun_definition(overrides: list[str]) -> tuple[SweepDefinition, DictConf
     fixed, swept = split_overrides(overrides)
     if not swept:
         raise ConfigError("-m needs at least one swept key, e.g. optim.d_lr=1e-4,1e-3 or 'train.seed=range(0,3)'")
+    for key, values in swept.items():
+        if key.lstrip("+~") == "train.seeds":  # a median of 3 would be ranked against single readings
+            raise ConfigError(f"train.seeds={','.join(values)}: -m cannot sweep train.seeds (how many seeds judge "
+                              "each combination); give it one value, e.g. train.seeds=3")
     base = compose_config(fixed)  # a bad fixed override is reported as itself, before the swept ones
     families = _check(fixed, swept)
     digest = hashlib.sha1("\n".join([*fixed, *(f"{k}={v}" for k, v in swept.items())]).encode()).hexdigest()[:8]

@@ -3,7 +3,6 @@ filled at the end with the best trial, its config as YAML, and Optuna's standard
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any
@@ -116,16 +115,6 @@ def trial_line(study: optuna.Study, sweep: SweepDefinition, trial: optuna.trial.
             f"({finished(study)}/{sweep.trials} done{best_text})")
 
 
-def median_noise_factor(seeds: int) -> float:
-    """The spread of the median of ``seeds`` independent readings, relative to one reading's: exactly
-    1/sqrt(2) for two (their mean), else the large-sample sqrt(pi / (2 N)), which overstates it, by 17 %
-    at most (at four seeds; simulated medians of Kolmogorov draws in the tests), so the note errs towards
-    speaking."""
-    if seeds <= 1:
-        return 1.0
-    return 0.5 ** 0.5 if seeds == 2 else min(1.0, (math.pi / (2 * seeds)) ** 0.5)
-
-
 def ks_noise_note(best: list[optuna.trial.FrozenTrial], sweep: SweepDefinition, top: int = 5) -> str | None:
     """A note when the best trials' KS values differ by less than KS's own sampling noise on the
     evaluation points: their order is then partly luck (docs/sweeps.md, "A noisy objective").
@@ -133,7 +122,8 @@ def ks_noise_note(best: list[optuna.trial.FrozenTrial], sweep: SweepDefinition, 
     For a perfect generator sqrt(n) * KS follows Kolmogorov's law (spread 0.26); for one that is off,
     KS is its error plus the empirical CDF's noise at the worst point, whose spread sqrt(F(1 - F) / n)
     reaches 0.5 / sqrt(n). Which applies is read from the best value against the perfect median. A trial
-    over seeds (``train.seeds=N``) reports the median of N readings, whose noise is smaller."""
+    over seeds (``train.seeds=N``) reports a median of N readings, but its seeds are evaluated on the same
+    noise draws, so their readings share this noise: only more evaluation points shrink it."""
     from scipy.stats import kstwobign
 
     if len(sweep.objectives) != 1 or sweep.objectives[0].metric != "ks" or len(best) < 2:
@@ -144,17 +134,20 @@ def ks_noise_note(best: list[optuna.trial.FrozenTrial], sweep: SweepDefinition, 
     except Exception:  # noqa: BLE001 -- a note, never a reason for the summary to fail
         return None
     perfect = float(kstwobign.median()) / n ** 0.5
-    noise = (float(kstwobign.std()) if best[0].value <= 2 * perfect else 0.5) / n ** 0.5 * median_noise_factor(seeds)
+    noise = (float(kstwobign.std()) if best[0].value <= 2 * perfect else 0.5) / n ** 0.5
     close = sum(abs(t.value - best[0].value) < 2 * noise for t in best[:top])
     if close < 2:
         return None
-    over = f", the median of {seeds} seeds," if seeds > 1 else ""
-    retrain = (f"train more seeds per trial (train.seeds={2 * seeds} in fixed)" if seeds > 1
-               else "re-train them over seeds (train.seeds=3)")
-    return (f"note: KS on about {n:,} evaluation points (train.eval_samples){over} has noise of about "
-            f"±{noise:.4f} here (a perfect generator reads {perfect:.4f}), and the top {close} trials are within "
-            f"twice that of the best: {retrain} before trusting their order, or add "
-            f"train.eval_samples={10 * n} to the sweep's fixed list (docs/sweeps.md)")
+    if seeds > 1:  # the seeds share the evaluation's noise draws (PopulationEvaluator): more seeds keep it
+        advice = f"add train.eval_samples={10 * n} to the sweep's fixed list before trusting their order"
+        over = f" (shared by the {seeds} seeds of a trial, so their median keeps it)"
+    else:
+        advice = (f"re-train them over seeds (train.seeds=3) before trusting their order, or add "
+                  f"train.eval_samples={10 * n} to the sweep's fixed list")
+        over = ""
+    return (f"note: KS on about {n:,} evaluation points (train.eval_samples) has noise of about ±{noise:.4f} "
+            f"here{over} (a perfect generator reads {perfect:.4f}), and the top {close} trials are within twice "
+            f"that of the best: {advice} (docs/sweeps.md)")
 
 
 def rerun_command(trial: optuna.trial.FrozenTrial, tracking_uri: str | None = None) -> str:

@@ -2,7 +2,7 @@
 ``ganlab.train``, report every evaluation to the pruner, return the objective(s).
 
 A trial of a sweep with ``train.seeds=N`` trains its N seeds together (one ``train.seeds`` run) and is
-judged by their median, which is what its pruner sees too."""
+judged by their median, which is what its pruner sees too; if one of its seeds fails, the trial fails."""
 
 from __future__ import annotations
 
@@ -55,10 +55,12 @@ class TrialObjective:
             raise
         tags = {"mlflow.parentRunId": self.parent_run_id, "sweep": self.sweep.name,
                 "trial_number": str(trial.number), "trial_state": "running"}
-        train = run_population if cfg.train.seeds > 1 else run_training
+        run = dict(run_name=f"trial-{trial.number:03d}", verbose=False, on_evaluate=self._reporter(trial), tags=tags)
         try:
-            result = train(cfg, run_name=f"trial-{trial.number:03d}", verbose=False,
-                           on_evaluate=self._reporter(trial), tags=tags)
+            if cfg.train.seeds > 1:  # a seed that fails fails the trial, as a trial of one seed that diverges
+                result = run_population(cfg, all_must_live=True, **run)
+            else:
+                result = run_training(cfg, **run)
         except EarlyStop as exc:
             trial.set_user_attr("mlflow_run_id", exc.run_id)
             MlflowClient().set_tag(exc.run_id, "trial_state", "pruned")
