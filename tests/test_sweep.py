@@ -208,7 +208,7 @@ def test_a_summary_says_when_its_best_ks_values_are_within_the_evaluation_s_nois
     # a trial over seeds reports a median, but its seeds share the evaluation's noise draws: the same noise,
     # and only more evaluation points help (no advice to re-train over seeds it already has)
     seeded = ks_noise_note(trials(0.0041, 0.0046, overrides=("train.seeds=3",)), sweep)
-    assert "±0.0018 here (shared by the 3 seeds of a trial" in seeded and "train.seeds=3)" not in seeded
+    assert "±0.0018 here, shared by the 3 seeds of a trial (a perfect" in seeded and "train.seeds=3)" not in seeded
     assert "add train.eval_samples=200000" in seeded
 
     # ... and the end of a sweep prints it between the table and the re-run command

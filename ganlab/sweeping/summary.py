@@ -140,7 +140,7 @@ def ks_noise_note(best: list[optuna.trial.FrozenTrial], sweep: SweepDefinition, 
         return None
     if seeds > 1:  # the seeds share the evaluation's noise draws (PopulationEvaluator): more seeds keep it
         advice = f"add train.eval_samples={10 * n} to the sweep's fixed list before trusting their order"
-        over = f" (shared by the {seeds} seeds of a trial, so their median keeps it)"
+        over = f", shared by the {seeds} seeds of a trial"
     else:
         advice = (f"re-train them over seeds (train.seeds=3) before trusting their order, or add "
                   f"train.eval_samples={10 * n} to the sweep's fixed list")
