@@ -226,3 +226,31 @@ def test_the_stop_line_offers_resume_only_to_a_run_that_keeps_checkpoints():
     for overrides in (["train.ckpt_every=0"], ["train.ckpt_every=0", "train.seeds=2"]):
         assert how_to_go_on(compose_config(overrides), "abc") == (
             "it keeps no checkpoints (train.ckpt_every=0): run the command again to start over")
+
+
+@pytest.mark.parametrize("seeds", [1, 3])  # run_training, run_population
+def test_a_library_error_raised_while_handling_ctrl_c_ends_the_run_killed_not_failed(seeds, tracking_uri,
+                                                                                    monkeypatch):
+    """As torch's zip writer cut mid-write does: the run is stopped (KILLED, a sweep queues its trial again),
+    not failed (a sweep would record a failure the trial never had)."""
+    from mlflow.tracking import MlflowClient
+
+    from ganlab.config.compose import compose_config
+    from ganlab.population import population_runner
+    from ganlab.training import runner
+
+    def cut_by_ctrl_c(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("unexpected pos 36160 vs 36052") from None
+
+    module = runner if seeds == 1 else population_runner
+    monkeypatch.setattr(module, "_log_final_artifacts", cut_by_ctrl_c)
+    cfg = compose_config([f"train.seeds={seeds}", "train.iterations=20", "train.eval_every=10",
+                          "train.plot_every=20", "train.eval_samples=2000", "train.ckpt_every=0"])
+    train = runner.run_training if seeds == 1 else population_runner.run_population
+    with pytest.raises(KeyboardInterrupt) as stop:
+        train(cfg, verbose=False)
+    run = MlflowClient(tracking_uri).get_run(stop.value.run_id)
+    assert run.info.status == "KILLED"
