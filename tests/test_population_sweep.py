@@ -218,6 +218,58 @@ def test_stopped_as_every_member_finished_then_the_same_command_asks_the_rest(tm
     assert all(c.info.status == "FINISHED" for c in children)
 
 
+@pytest.mark.parametrize("content", ["missing", "garbage", "format 3", "current"])
+def test_reading_a_checkpoint_says_why_its_trials_start_again_when_it_cannot_continue_them(tmp_path, content):
+    from ganlab.sweeping.population_driver import CHECKPOINT_VERSION, read_checkpoint
+
+    path = tmp_path / "default-1234abcd.pt"
+    if content == "garbage":
+        path.write_bytes(b"half a zip file")
+    elif content != "missing":
+        torch.save({"version": 3 if content == "format 3" else CHECKPOINT_VERSION, "step": 7}, path)
+    saved, why = read_checkpoint(path)
+    assert (saved is None) == (content != "current")
+    expected = {"missing": "asked after the last checkpoint", "current": "asked after the last checkpoint",
+                "garbage": "its checkpoint default-1234abcd.pt could not be read: ",
+                "format 3": (f"its checkpoint default-1234abcd.pt is of format 3, written by another ganlab "
+                             f"version; this one reads format {CHECKPOINT_VERSION}")}[content]
+    assert why.startswith(expected) and "\n" not in why
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_checkpoint_is_another_versions_starts_its_running_trials_again_and_says_why(
+        tmp_path, monkeypatch, capsys):
+    """Stopped mid-trial, then its checkpoint replaced by an older format's: the same command trains those
+    trials again from their first iteration (each keeps its one child run) and says why."""
+    from ganlab.signals import Stopped
+    from ganlab.sweeping.population_driver import checkpoint_path
+
+    path = _write(tmp_path, "old", trials=2)
+    whole_step = PopulationModule.training_step
+
+    def ctrl_c_at_30(self, batch, batch_idx):
+        whole_step(self, batch, batch_idx)
+        if self.iteration >= 30:
+            raise Stopped(signal.SIGINT)
+
+    with monkeypatch.context() as stop:
+        stop.setattr(PopulationModule, "training_step", ctrl_c_at_30)
+        code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 130 and [t.state.name for t in study.trials] == ["RUNNING", "RUNNING"]
+    checkpoint = checkpoint_path(load(path), f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert checkpoint.exists()
+    torch.save({"version": 3, "step": 30}, checkpoint)
+    capsys.readouterr()
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 0 and [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert "2 running trials start again (its checkpoint old-" in capsys.readouterr().out
+    client, _, children = _children(tracking, "old")
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1]  # each trial keeps its run
+    for child in children:  # trained again from iteration 0: its curve goes on to the end
+        assert child.info.status == "FINISHED"
+        assert max(m.step for m in client.get_metric_history(child.info.run_id, "ks")) == 60
+
+
 @pytest.mark.slow
 def test_trials_whose_config_is_refused_fail_and_their_slots_are_asked_again(tmp_path, monkeypatch):
     # a group of 256 cannot divide a batch of 128 (each alone is fine, so the sweep file passes its

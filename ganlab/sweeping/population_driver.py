@@ -109,17 +109,29 @@ def _child_run_id(client: MlflowClient, parent_run_id: str, number: int) -> str 
     return found[0].info.run_id if found else None
 
 
+def read_checkpoint(path: Path) -> tuple[dict | None, str]:
+    """The population checkpoint, or None and why its running trials must start again (said in the
+    start line): none was written since they were asked, or it is another version's, or unreadable."""
+    if not path.exists():
+        return None, "asked after the last checkpoint"
+    try:
+        saved = torch.load(path, weights_only=False)
+        version = saved.get("version")
+    except Exception as exc:  # noqa: BLE001 -- a bad file costs the trials' progress, never the sweep
+        return None, f"its checkpoint {path.name} could not be read: {one_line(exc)}"
+    if version != CHECKPOINT_VERSION:
+        return None, (f"its checkpoint {path.name} is of format {version}, written by another ganlab version; "
+                      f"this one reads format {CHECKPOINT_VERSION}")
+    return saved, "asked after the last checkpoint"
+
+
 def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: PopulationModule,
-             client: MlflowClient) -> tuple[int, int]:
+             client: MlflowClient) -> tuple[int, int, str]:
     """Rejoin every running population trial: from the checkpoint when it holds it, else from the start.
-    Returns (trials continued from the checkpoint, trials started again)."""
+    Returns (trials continued from the checkpoint, trials started again, why those start again)."""
     trials = study.get_trials(deepcopy=False)  # a checkpoint's cohorts may hold trials that ended since
     running = population_trials_running(study)
-    saved = None
-    if path.exists():
-        saved = torch.load(path, weights_only=False)
-        if saved.get("version") != CHECKPOINT_VERSION:
-            saved = None
+    saved, why = read_checkpoint(path)
     continued: dict[int, DictConfig] = {}
     cohorts: list[Cohort] = []
     if saved is not None:
@@ -154,7 +166,7 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
                    resume_run_id=_child_run_id(client, slots.parent_run_id, number))
         again.setdefault(cohort_signature(cfg), []).append((number, cfg))
     slots.assemble(module, again)
-    return len(continued), sum(len(v) for v in again.values())
+    return len(continued), sum(len(v) for v in again.values()), why
 
 
 def _best_member(saved: dict) -> BestMember:
@@ -200,14 +212,14 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
                                 best_artifacts=sweep.population["best_artifacts"], write_births=storage.write_births)
         module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu",
                                   cuda_graphs=sweep.population["cuda_graphs"])
-        continued, again = _restore(path, study, slots, module, client)
+        continued, again, why_again = _restore(path, study, slots, module, client)
         existing = budget_used(study)
         print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
               f"as a population of {size} on {accelerator} "
               + (f"({threads} cohort worker processes)" if accelerator == "cpu" and threads > 1
                  else f"({threads} torch thread(s))")
               + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
-              + (f"; {again} running trials start again (asked after the last checkpoint)" if again else "")
+              + (f"; {again} running trials start again ({why_again})" if again else "")
               + (_cmaes_generations(sweep.sampler, study) if sweep.sampler["name"] == "cmaes" else "")
               + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
                  "compares with completed trials)" if slots.open_slots() < size and budget > 0 else "")
