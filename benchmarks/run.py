@@ -11,6 +11,7 @@
     python -m benchmarks.run --only population  # K members trained together vs one run (minutes)
     python -m benchmarks.run --only threads   # two cohorts in two threads vs two processes (2 minutes)
     python -m benchmarks.run --only population_start  # starting 1,024 trials of a population sweep (2 minutes)
+    python -m benchmarks.run --only seeds     # the default recipe with train.seeds=1, 3, 8 (6 minutes)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from benchmarks import (
     population,
     population_start,
     quality,
+    seeds_cost,
     startup,
     sweep_speed,
 )
@@ -57,7 +59,7 @@ def _save(name: str, payload: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["overhead", "startup", "minibatch", "quality", "sweep", "modes", "images",
-                                           "matrix", "population", "population_start", "threads"])
+                                           "matrix", "population", "population_start", "threads", "seeds"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per reproduction")
     parser.add_argument("--default-seeds", type=int, default=5, help="seeds for the default recipe")
     parser.add_argument("--experiments", nargs="*", help="subset of: " + " ".join(quality.EXPERIMENTS))
@@ -104,6 +106,12 @@ def main() -> None:
         res = startup.run()
         path = _save("startup", res)
         print("\n" + startup.table(res) + f"\n-> {path}\n")
+
+    if args.only in (None, "seeds"):
+        print("seeds: the default recipe with train.seeds=N against one seed, whole process, one thread", flush=True)
+        res = seeds_cost.run()
+        path = _save("seeds_cost", res)
+        print("\n" + seeds_cost.table(res) + f"\n-> {path}\n")
 
     if args.only in (None, "minibatch"):
         print("minibatch: the minibatch-discrimination layer, cdist form vs broadcast form", flush=True)
