@@ -30,6 +30,7 @@ Examples:
   python -m ganlab.train resume=<run_id> train.iterations=20000   # extend a finished run
   python -m ganlab.train --cfg data=ring8                  # show the composed config (recipe included)
   python -m ganlab.train -m optim.d_lr=1e-4,3e-4,1e-3 'train.seed=range(0,3)'   # 9 runs, one MLflow parent run
+  python -m ganlab.train -m optim.d_lr=1e-4,1e-3 train.seeds=3   # 2 runs, each judged by its median over 3 seeds
 
 Config groups and options:
 """
