@@ -270,6 +270,87 @@ def test_a_sweep_whose_checkpoint_is_another_versions_starts_its_running_trials_
         assert max(m.step for m in client.get_metric_history(child.info.run_id, "ks")) == 60
 
 
+def _seeds_sweep(tmp_path, monkeypatch, stop_at: int | None = None, poison: bool = False):
+    """The population sweep over two seeds per trial (4 members: 2 trials at a time), 3 trials; optionally
+    stopped at a step and run again, or with seed 1 of trial 0 diverging at iteration 30."""
+    from ganlab.signals import Stopped
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = _write(tmp_path, "seeds", trials=3, fixed=[*TINY, "train.seeds=2"])
+    if poison:
+        train_iteration = Cohort.train_iteration
+
+        def seed_1_of_trial_0_diverges(self) -> None:
+            train_iteration(self)
+            for k, (key, cfg) in enumerate(zip(self.keys, self.configs, strict=True)):
+                if key == 0 and cfg.train.seed == 1 and int(self.member_iteration[k]) == 30:
+                    with torch.no_grad():
+                        self.generator.flat[k].fill_(float("nan"))
+
+        monkeypatch.setattr(Cohort, "train_iteration", seed_1_of_trial_0_diverges)
+    if stop_at is not None:
+        whole_step = PopulationModule.training_step
+
+        def stop(self, batch, batch_idx):
+            whole_step(self, batch, batch_idx)
+            if self.iteration >= stop_at:
+                raise Stopped(signal.SIGINT)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(PopulationModule, "training_step", stop)
+            code, _, study = _sweep_in_process(tmp_path, monkeypatch, path, size=4)
+        assert code == 130 and any(t.state.name == "RUNNING" for t in study.trials)
+    return _sweep_in_process(tmp_path, monkeypatch, path, size=4)
+
+
+@pytest.mark.slow
+def test_a_population_sweep_over_seeds_judges_each_trial_by_its_seeds_median(tmp_path, monkeypatch, capsys):
+    code, tracking, study = _seeds_sweep(tmp_path, monkeypatch)
+    assert code == 0 and "(2 trials of 2 seeds at a time, each judged by their median ks)" in capsys.readouterr().out
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    client, _, children = _children(tracking, "seeds")
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2]
+    for child in children:
+        trial = study.trials[int(child.data.tags["trial_number"])]
+        assert child.data.params["train.seeds"] == "2"
+        finals = [child.data.metrics["ks_seed0"], child.data.metrics["ks_seed1"]]
+        assert finals[0] != finals[1]  # two generators
+        assert trial.value == pytest.approx(np.median(finals)) == pytest.approx(child.data.metrics["ks"])
+        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "ks")}
+        assert sorted(history) == [0, 20, 40, 60]
+        assert trial.intermediate_values == pytest.approx({20: history[20], 40: history[40]})
+
+
+@pytest.mark.slow
+def test_a_population_sweep_over_seeds_stopped_and_continued_ends_as_if_uninterrupted(tmp_path, monkeypatch,
+                                                                                      capsys):
+    _, _, whole = _seeds_sweep(tmp_path / "whole", monkeypatch)
+    capsys.readouterr()
+    code, _, continued = _seeds_sweep(tmp_path / "stopped", monkeypatch, stop_at=30)
+    assert code == 0 and [t.state.name for t in continued.trials] == ["COMPLETE"] * 3
+    out = capsys.readouterr().out
+    assert "2 trials continue from the checkpoint at step" in out and "warm-up" not in out  # no pruner
+    # the two trials running at the stop continued from the checkpoint (one place per seed in its cohort):
+    # the same values, reports and all (the third was asked after it, by a sampler seeded anew)
+    for mine, theirs in zip(continued.trials[:2], whole.trials[:2], strict=True):
+        assert (mine.params, mine.value, mine.intermediate_values) == (
+            theirs.params, theirs.value, theirs.intermediate_values)
+
+
+@pytest.mark.slow
+def test_a_seed_that_fails_fails_its_trial_in_a_population_sweep_and_the_others_go_on(tmp_path, monkeypatch):
+    code, tracking, study = _seeds_sweep(tmp_path, monkeypatch, poison=True)
+    assert code == 0
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[0].user_attrs["failure_reason"].startswith(
+        "seed 1 failed (a trial over seeds fails with any of its seeds): loss became non-finite at iteration 31")
+    client, _, children = _children(tracking, "seeds")
+    (failed,) = [c for c in children if c.data.tags["trial_number"] == "0"]
+    assert failed.data.tags["failed_seeds"] == "1" and failed.data.tags["trial_state"] == "failed"
+    assert failed.info.status == "FAILED" and max(m.step for m in client.get_metric_history(
+        failed.info.run_id, "ks")) == 20  # its last evaluation before the failure was read (at 40)
+
+
 @pytest.mark.slow
 def test_trials_whose_config_is_refused_fail_and_their_slots_are_asked_again(tmp_path, monkeypatch):
     # a group of 256 cannot divide a batch of 128 (each alone is fine, so the sweep file passes its
@@ -347,6 +428,8 @@ def test_warm_up_opens_the_median_pruners_startup_trials_first_then_every_slot()
     assert PopulationSlots(study, sweep, None, 16, "parent", 0).open_slots() == 16
     sweep.population["warm_up"], sweep.pruner = True, {"name": "successive_halving"}  # compares running trials
     assert PopulationSlots(study, sweep, None, 16, "parent", 0).open_slots() == 16
+    sweep.seeds = 4  # a trial over 4 seeds is 4 members: 16 members hold 4 trials at a time
+    assert PopulationSlots(study, sweep, None, 16, "parent", 0).open_slots() == 4
 
 
 @pytest.mark.slow
@@ -523,8 +606,10 @@ def test_the_progress_line_estimates_what_is_left_from_the_remaining_member_iter
 
     cfg = OmegaConf.create({"train": {"eval_every": 100, "iterations": 400}})
     live = {0: LiveTrial(None, cfg, joined_at=200, run=None), 1: LiveTrial(None, cfg, joined_at=400, run=None)}
-    slots = SimpleNamespace(live=live, budget=3)
+    slots = SimpleNamespace(live=live, budget=3, seeds=1)
     assert PopulationSlots.member_iterations_left(slots, step=500) == 100 + 300 + 3 * 400
-    assert PopulationSlots.member_iterations_left(SimpleNamespace(live={}, budget=0), step=500) == 0
+    assert PopulationSlots.member_iterations_left(SimpleNamespace(live={}, budget=0, seeds=1), step=500) == 0
+    slots.seeds = 2  # trials over two seeds: each iteration of a trial is two member-iterations
+    assert PopulationSlots.member_iterations_left(slots, step=500) == 2 * (100 + 300 + 3 * 400)
     assert [time_left(s) for s in (1600 / 160, 0.2, 89, 600, 5399, 5400, 9000)] == [
         "about 10 s", "about 1 s", "about 89 s", "about 10 min", "about 90 min", "about 1.5 h", "about 2.5 h"]

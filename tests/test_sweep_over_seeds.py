@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from ganlab.errors import ConfigError
 from ganlab.sweeping.definition import load
-from ganlab.sweeping.population_driver import population_unsupported
+from ganlab.sweeping.population_driver import population_unsupported, run_population_sweep
 from ganlab.sweeping.study import open_study
 from ganlab.sweeping.summary import open_parent_run
 from ganlab.sweeping.trial import TrialObjective
@@ -90,9 +90,13 @@ def test_a_pruned_trial_over_seeds_is_pruned_and_its_run_killed_with_the_reason(
     assert max(m.step for m in MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "ks")) == 40
 
 
-def test_a_population_sweep_over_seeds_says_it_trains_each_trial_in_a_worker(tmp_path):
-    assert population_unsupported(load(_sweep(tmp_path))) == (
-        "train.seeds=3: each trial trains its seeds together in its own worker")
+def test_a_sweep_over_seeds_can_train_as_a_population_of_at_least_its_seeds(tmp_path):
+    sweep = load(_sweep(tmp_path))
+    assert population_unsupported(sweep) is None  # each trial: its seeds side by side
+    with pytest.raises(ConfigError, match=r"^--population=2 holds fewer members than train.seeds=3: a trial's seeds "
+                                          r"train together, so use --population 3 or more$"):
+        run_population_sweep(sweep, f"sqlite:///{tmp_path / 'o.db'}", "sqlite:///unused.db", size=2, threads=1)
+    assert not (tmp_path / "o.db").exists()  # refused before the study was opened
 
 
 def test_a_search_space_that_reaches_a_config_seeds_cannot_train_together_is_refused_before_anything_runs(tmp_path):

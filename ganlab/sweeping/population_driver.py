@@ -38,7 +38,7 @@ from ganlab.runtime import configure_runtime
 from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
-from ganlab.sweeping.population_slots import BestMember, PopulationSlots
+from ganlab.sweeping.population_slots import BestMember, PopulationSlots, trial_members
 from ganlab.sweeping.samplers import for_population
 from ganlab.sweeping.sole_writer_storage import SoleWriterStorage
 from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_sole_writer_study, open_study
@@ -69,10 +69,7 @@ def population_unsupported(sweep: SweepDefinition) -> str | None:
             return f"it searches {p.key}, which is the population process's own setting"
     for extreme in range(max(len(p.extremes()) for p in sweep.space)):
         values = {p.key: p.extremes()[min(extreme, len(p.extremes()) - 1)] for p in sweep.space}
-        cfg = compose_config(sweep.overrides(values))
-        if cfg.train.seeds > 1:  # a member is one trial of one seed
-            return f"train.seeds={cfg.train.seeds}: each trial trains its seeds together in its own worker"
-        reason = unsupported_reason(cfg)
+        reason = unsupported_reason(compose_config(sweep.overrides(values)))
         if reason:
             return reason
     return None
@@ -137,13 +134,14 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
     if saved is not None:
         module.iteration = saved["step"]
         for part in saved["cohorts"]:
-            numbers = part["trials"]
-            configs = [slots.configs.compose(trials[n].user_attrs["overrides"]) for n in numbers]
-            cohort = Cohort(configs, keys=numbers)
+            numbers = part["trials"]  # a trial over seeds holds one place per seed, in seed order
+            trial_cfgs = {n: slots.configs.compose(trials[n].user_attrs["overrides"]) for n in numbers}
+            members = {n: iter(trial_members(cfg)) for n, cfg in trial_cfgs.items()}
+            cohort = Cohort([next(members[n]) for n in numbers], keys=numbers)
             cohort.load_checkpoint_state(part)
             keep = [i for i, n in enumerate(numbers) if n in running and n in saved["members"]]
             for i in keep:
-                continued[numbers[i]] = configs[i]
+                continued[numbers[i]] = trial_cfgs[numbers[i]]
             assembled = Cohort.assemble([(cohort, keep)])
             if assembled is not None:
                 cohorts.append(assembled)
@@ -164,9 +162,10 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
         cfg = slots.configs.compose(frozen.user_attrs["overrides"])
         slots.join(optuna.Trial(study, frozen._trial_id), cfg, module.iteration,
                    resume_run_id=_child_run_id(client, slots.parent_run_id, number))
-        again.setdefault(cohort_signature(cfg), []).append((number, cfg))
+        for member in trial_members(cfg):
+            again.setdefault(cohort_signature(member), []).append((number, member))
     slots.assemble(module, again)
-    return len(continued), sum(len(v) for v in again.values()), why
+    return len(continued), len({number for joining in again.values() for number, _ in joining}), why
 
 
 def _best_member(saved: dict) -> BestMember:
@@ -188,6 +187,9 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     base = compose_config([*sweep.base, *sweep.fixed])
     largest_batch = max([base.train.batch_size, *(int(value) for p in sweep.space if p.key == "train.batch_size"
                                                   for value in p.extremes())])
+    if base.train.seeds > size:
+        raise ConfigError(f"--population={size} holds fewer members than train.seeds={base.train.seeds}: a trial's "
+                          f"seeds train together, so use --population {base.train.seeds} or more")
     check_population_fits(base, size, "--population", largest_batch)
     accelerator = resolve_accelerator(base.train.accelerator)
     configure_runtime()
@@ -214,15 +216,17 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
                                   cuda_graphs=sweep.population["cuda_graphs"])
         continued, again, why_again = _restore(path, study, slots, module, client)
         existing = budget_used(study)
+        seeds = (f" ({slots.trial_slots} trial{'s' * (slots.trial_slots != 1)} of {slots.seeds} seeds at a time, "
+                 f"each judged by their median {sweep.objective.metric})" if slots.seeds > 1 else "")
         print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
-              f"as a population of {size} on {accelerator} "
+              f"as a population of {size}{seeds} on {accelerator} "
               + (f"({threads} cohort worker processes)" if accelerator == "cpu" and threads > 1
                  else f"({threads} torch thread(s))")
               + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
               + (f"; {again} running trials start again ({why_again})" if again else "")
               + (_cmaes_generations(sweep.sampler, study) if sweep.sampler["name"] == "cmaes" else "")
               + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
-                 "compares with completed trials)" if slots.open_slots() < size and budget > 0 else "")
+                 "compares with completed trials)" if slots.open_slots() < slots.trial_slots and budget > 0 else "")
               + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
               f"'{sweep.experiment_name}' ({tracking_uri})\n  checkpoint {path}", flush=True)
     except KeyboardInterrupt:

@@ -13,6 +13,10 @@ final state.
 Warm-up: a median pruner compares a trial only with completed ones, so none of K trials started
 together could be pruned. Until its ``n_startup_trials`` have completed, only that many slots are
 open (``population.warm_up``, on by default), as if that many process workers ran.
+
+Trials over seeds (``train.seeds=N`` in the sweep's fixed list): a trial is N members side by side in
+one cohort (its seeds, ``member_configs``), evaluated together and judged by their median, as a
+``train.seeds`` run is; a seed that fails fails its trial. K members then hold K // N trials.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ from ganlab.config.compose import ConfigFamily
 from ganlab.errors import ConfigError
 from ganlab.plots.plotter import build_plotter
 from ganlab.population.cohort import Cohort, build_member
-from ganlab.population.member_settings import cohort_signature
-from ganlab.population.population_evaluation import PopulationEvaluator
+from ganlab.population.member_settings import cohort_signature, member_configs
+from ganlab.population.population_evaluation import PopulationEvaluator, median_member
 from ganlab.population.population_module import PopulationModule
+from ganlab.population.population_runner import summarise
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import finished_trials_to_compare
 from ganlab.sweeping.summary import best_trials, trial_line
@@ -135,15 +140,17 @@ class PopulationSlots(pl.Callback):
         self._member_iterations = 0
         self.configs = ConfigFamily()  # the trials' configs share their group choices: composed once
         self.warm_up = finished_trials_to_compare(sweep.pruner) if sweep.population["warm_up"] else 0
+        self.seeds = max(int(sweep.seeds), 1)  # members per trial
+        self.trial_slots = max(size // self.seeds, 1)
 
     # -- joining -------------------------------------------------------------------------------------
     def open_slots(self) -> int:
         """How many trials train at once: ``size``, or during the warm-up (fewer trials completed than the
         pruner compares with) only that many, so that later trials can be pruned from their first wave."""
-        if self.warm_up == 0 or self.warm_up >= self.size:
-            return self.size
+        if self.warm_up == 0 or self.warm_up >= self.trial_slots:
+            return self.trial_slots
         done = len(self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-        return self.size if done >= self.warm_up else self.warm_up
+        return self.trial_slots if done >= self.warm_up else self.warm_up
 
     def _ask(self) -> tuple[optuna.Trial, list[str]]:
         with warnings.catch_warnings():  # the storage's heartbeats serve process workers; members have none
@@ -193,7 +200,8 @@ class PopulationSlots(pl.Callback):
         new: dict[str, list[tuple[int, DictConfig]]] = {}
         for trial, cfg in composed:
             self.join(trial, cfg, module.iteration)
-            new.setdefault(cohort_signature(cfg), []).append((trial.number, cfg))
+            for member in trial_members(cfg):
+                new.setdefault(cohort_signature(member), []).append((trial.number, member))
         self.assemble(module, new)
         self.refill_seconds += time.perf_counter() - start
 
@@ -226,7 +234,7 @@ class PopulationSlots(pl.Callback):
             trainer.should_stop = True
 
     def on_train_batch_end(self, trainer, module: PopulationModule, outputs, batch, batch_idx: int) -> None:
-        self._member_iterations += len(self.live) * module.last_steps
+        self._member_iterations += len(self.live) * self.seeds * module.last_steps
         if not self._evaluate(module):
             module.steps_per_call = self.steps_ahead(module)
             return
@@ -269,18 +277,27 @@ class PopulationSlots(pl.Callback):
         any_due = False
         start = time.perf_counter()
         for cohort in list(module.cohorts):
-            due = [k for k, key in enumerate(cohort.keys)
-                   if cohort.alive[k] and key in self.live and self._due(self.live[key], step)]
+            due: dict[int, list[int]] = {}  # trial number -> its members' places in the cohort
+            for k, key in enumerate(cohort.keys):
+                if cohort.alive[k] and key in self.live and self._due(self.live[key], step):
+                    due.setdefault(key, []).append(k)
             if not due:
                 continue
             any_due = True
             for k, reason in cohort.collect_failures().items():
-                self._end(cohort.keys[k], "fail", reason=reason)
+                number = cohort.keys[k]
+                if number in self.live:  # the first of its seeds to fail ends it; the others stop with it
+                    if self.seeds > 1:
+                        seed = cohort.configs[k].train.seed
+                        reason = f"seed {seed} failed (a trial over seeds fails with any of its seeds): {reason}"
+                        self.runs.call(number, "set_tag", "failed_seeds", str(seed))  # as a train.seeds run's
+                    self._stop_members(cohort, number)
+                    self._end(number, "fail", reason=reason)
             evaluator, plotter = self._evaluator(cohort)
             rows, samples = evaluator.evaluate(cohort)
-            for k in due:
-                if cohort.alive[k]:
-                    self._record(cohort, k, rows[k], samples[k], plotter, step)
+            for number, ks in due.items():
+                if number in self.live and all(cohort.alive[k] for k in ks):
+                    self._record(cohort, ks, rows, samples, plotter, step)
         self.eval_seconds += time.perf_counter() - start
         return any_due
 
@@ -292,9 +309,25 @@ class PopulationSlots(pl.Callback):
                                           build_plotter(cohort.target))
         return self.evaluators[signature]
 
-    def _record(self, cohort: Cohort, k: int, row: dict[str, float], samples: np.ndarray, plotter, step: int) -> None:
-        number = cohort.keys[k]
+    @staticmethod
+    def _stop_members(cohort: Cohort, number: int) -> None:
+        for k, key in enumerate(cohort.keys):
+            if key == number:
+                cohort.stop(k)
+
+    def _record(self, cohort: Cohort, ks: list[int], rows: list[dict[str, float]], samples: np.ndarray, plotter,
+                step: int) -> None:
+        """One trial's evaluation: its member's metrics, or over seeds their summary (medians, ranges and
+        each seed's headline metric, as a ``train.seeds`` run logs) with the median seed's samples."""
+        number = cohort.keys[ks[0]]
         live = self.live[number]
+        if len(ks) == 1:
+            k, row = ks[0], rows[ks[0]]
+        else:
+            members = [rows[k] for k in ks]
+            k = ks[median_member(members, [True] * len(ks))]
+            row = summarise(members, [int(cohort.configs[j].train.seed) for j in ks], [True] * len(ks))
+        sample = samples[k]
         live.evaluated_at = step
         it = live.iteration(step)
         train = live.cfg.train
@@ -303,7 +336,7 @@ class PopulationSlots(pl.Callback):
         if live.run.done() and "mlflow_run_id" not in live.trial.user_attrs:
             live.trial.set_user_attr("mlflow_run_id", live.run.result())
         if it % train.plot_every == 0 or it >= train.iterations:
-            live.frames.append(plotter.frame(samples, None, it, lambda points, label: None))
+            live.frames.append(plotter.frame(sample, None, it, lambda points, label: None))
         if it >= train.iterations:
             self._complete(cohort, k, row)
             return
@@ -314,12 +347,13 @@ class PopulationSlots(pl.Callback):
             warnings.simplefilter("ignore")
             live.trial.report(value if math.isfinite(value) else float("inf"), it)
         if live.trial.should_prune():
-            cohort.stop(k)
+            self._stop_members(cohort, number)
             self._end(number, "pruned", reason=f"pruned at iteration {it} ({self.sweep.objective.metric}={value:.4g})")
 
     def _complete(self, cohort: Cohort, k: int, row: dict[str, float]) -> None:
+        """The trial of member ``k`` (its median seed, over seeds) has trained its last iteration."""
         number = cohort.keys[k]
-        cohort.stop(k)
+        self._stop_members(cohort, number)
         values = [row.get(o.metric, math.nan) for o in self.sweep.objectives]
         bad = [o.metric for o, v in zip(self.sweep.objectives, values, strict=True) if not math.isfinite(v)]
         if bad:
@@ -363,7 +397,7 @@ class PopulationSlots(pl.Callback):
             nets = {"generator.pt": cohort.generator.member(k), "discriminator.pt": cohort.discriminator.member(k),
                     "generator_ema.pt": cohort.ema.member(k)}
             self.best_changed = True  # worth a checkpoint: these weights exist nowhere else
-            self.best[frozen.number] = BestMember(live.cfg, live.run.result(),
+            self.best[frozen.number] = BestMember(cohort.configs[k], live.run.result(),
                                                   {n: net.cpu() for n, net in nets.items()}, live.rows, live.frames)
         for number in [n for n in self.best if n not in best]:
             del self.best[number]
@@ -417,7 +451,12 @@ class PopulationSlots(pl.Callback):
         and, for each trial still to ask, as many as the longest live member's (the trials' usual length)."""
         lengths = [live.iterations for live in self.live.values()]
         running = sum(max(live.iterations - live.iteration(step), 0) for live in self.live.values())
-        return running + self.budget * max(lengths, default=0)
+        return (running + self.budget * max(lengths, default=0)) * self.seeds
+
+
+def trial_members(cfg: DictConfig) -> list[DictConfig]:
+    """A trial's members: itself, or over seeds (``train.seeds=N``) one config per seed, in seed order."""
+    return member_configs(cfg) if cfg.train.seeds > 1 else [cfg]
 
 
 def time_left(seconds: float) -> str:
