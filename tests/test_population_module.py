@@ -395,3 +395,25 @@ def test_an_iteration_writes_every_tensor_that_outlives_it_in_place(optim, state
     changed = {name for name, (t, _, old) in before.items() if not torch.equal(t, old)}
     assert {"generator.flat", "ema.flat", "member_iteration", "member_last_losses", "opt_d.lr",
             *(f"opt_d.{name}" for name in state)} <= changed
+
+
+def test_cpu_pieces_never_part_the_members_that_share_a_key():
+    """A sweep trial over seeds is several members under one key, evaluated together: the cache- and
+    worker-sized pieces cut only between keys (distinct keys still halve as before), and a cohort of one
+    key stays whole."""
+    from ganlab.population.member_settings import member_configs
+    from ganlab.population.population_module import balance
+
+    seeds = member_configs(compose_config(["train.seeds=2", "train.batch_size=256", "train.iterations=10"]))
+    cohort = Cohort(seeds * 3, keys=[0, 0, 1, 1, 2, 2])
+    for threads, samples in ((1, 256), (2, 10**6), (2, 600)):
+        pieces = balance([cohort], threads, samples=samples)
+        assert len(pieces) > 1  # split, ...
+        for piece in pieces:  # ... each piece holding whole trials, their seeds in order
+            assert piece.keys == sorted(piece.keys) and all(piece.keys.count(key) == 2 for key in piece.keys)
+            assert [int(c.train.seed) for c in piece.configs] == [0, 1] * (piece.members // 2)
+        assert sorted(key for piece in pieces for key in piece.keys) == [0, 0, 1, 1, 2, 2]
+    one_trial = Cohort(seeds, keys=[7, 7])
+    assert one_trial.split_point() is None and balance([one_trial], 2, samples=1) == [one_trial]
+    distinct = Cohort(seeds * 2, keys=[0, 1, 2, 3])
+    assert distinct.split_point() == 2 and [p.keys for p in distinct.split()] == [[0, 1], [2, 3]]

@@ -51,11 +51,11 @@ def _children(tracking_uri: str, study: str):
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int) -> tuple[int, str, optuna.Study]:
+def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int, threads: int = 1) -> tuple[int, str, optuna.Study]:
     monkeypatch.chdir(tmp_path)
     tracking, storage = mlflow_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     sweep = load(path)
-    code = run_population_sweep(sweep, storage, tracking, size=size, threads=1)
+    code = run_population_sweep(sweep, storage, tracking, size=size, threads=threads)
     return code, tracking, optuna.load_study(study_name=sweep.name, storage=storage)
 
 
@@ -270,9 +270,10 @@ def test_a_sweep_whose_checkpoint_is_another_versions_starts_its_running_trials_
         assert max(m.step for m in client.get_metric_history(child.info.run_id, "ks")) == 60
 
 
-def _seeds_sweep(tmp_path, monkeypatch, stop_at: int | None = None, poison: bool = False):
-    """The population sweep over two seeds per trial (4 members: 2 trials at a time), 3 trials; optionally
-    stopped at a step and run again, or with seed 1 of trial 0 diverging at iteration 30."""
+def _seeds_sweep(tmp_path, monkeypatch, stop_at: int | None = None, poison: bool = False, threads: int = 2):
+    """The population sweep over two seeds per trial (4 members: 2 trials at a time), 3 trials, with two
+    cohort worker processes (so cohorts are cut into pieces: a trial's seeds must stay together);
+    optionally stopped at a step and run again, or with seed 1 of trial 0 diverging at iteration 30."""
     from ganlab.signals import Stopped
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -298,9 +299,9 @@ def _seeds_sweep(tmp_path, monkeypatch, stop_at: int | None = None, poison: bool
 
         with monkeypatch.context() as patch:
             patch.setattr(PopulationModule, "training_step", stop)
-            code, _, study = _sweep_in_process(tmp_path, monkeypatch, path, size=4)
+            code, _, study = _sweep_in_process(tmp_path, monkeypatch, path, size=4, threads=threads)
         assert code == 130 and any(t.state.name == "RUNNING" for t in study.trials)
-    return _sweep_in_process(tmp_path, monkeypatch, path, size=4)
+    return _sweep_in_process(tmp_path, monkeypatch, path, size=4, threads=threads)
 
 
 @pytest.mark.slow
@@ -324,9 +325,9 @@ def test_a_population_sweep_over_seeds_judges_each_trial_by_its_seeds_median(tmp
 @pytest.mark.slow
 def test_a_population_sweep_over_seeds_stopped_and_continued_ends_as_if_uninterrupted(tmp_path, monkeypatch,
                                                                                       capsys):
-    _, _, whole = _seeds_sweep(tmp_path / "whole", monkeypatch)
+    _, whole_tracking, whole = _seeds_sweep(tmp_path / "whole", monkeypatch)
     capsys.readouterr()
-    code, _, continued = _seeds_sweep(tmp_path / "stopped", monkeypatch, stop_at=30)
+    code, tracking, continued = _seeds_sweep(tmp_path / "stopped", monkeypatch, stop_at=30)
     assert code == 0 and [t.state.name for t in continued.trials] == ["COMPLETE"] * 3
     out = capsys.readouterr().out
     assert "2 trials continue from the checkpoint at step" in out and "warm-up" not in out  # no pruner
@@ -335,11 +336,18 @@ def test_a_population_sweep_over_seeds_stopped_and_continued_ends_as_if_uninterr
     for mine, theirs in zip(continued.trials[:2], whole.trials[:2], strict=True):
         assert (mine.params, mine.value, mine.intermediate_values) == (
             theirs.params, theirs.value, theirs.intermediate_values)
+    # ... each seed's own curve under its own name (a member restored under another seed's config would
+    # swap or merge them)
+    for uri, trials in ((tracking, continued), (whole_tracking, whole)):
+        client = MlflowClient(uri)
+        trials.seed_finals = [[client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics[f"ks_seed{s}"]
+                               for s in (0, 1)] for t in trials.trials[:2]]
+    assert continued.seed_finals == whole.seed_finals
 
 
 @pytest.mark.slow
 def test_a_seed_that_fails_fails_its_trial_in_a_population_sweep_and_the_others_go_on(tmp_path, monkeypatch):
-    code, tracking, study = _seeds_sweep(tmp_path, monkeypatch, poison=True)
+    code, tracking, study = _seeds_sweep(tmp_path, monkeypatch, poison=True, threads=1)  # the patch: this process
     assert code == 0
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert study.trials[0].user_attrs["failure_reason"].startswith(

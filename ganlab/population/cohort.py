@@ -204,10 +204,19 @@ class Cohort(nn.Module):
             memo[id(getattr(self, name))] = type(getattr(self, name))()
         return copy.deepcopy(self, memo)
 
+    def split_point(self) -> int | None:
+        """Where :meth:`split` cuts: the change of key nearest the middle (members that share a key, a
+        sweep trial's seeds, stay together), or None when every member has the same key."""
+        cuts = [k for k in range(1, self.members) if self.keys[k] != self.keys[k - 1]]
+        return min(cuts, key=lambda k: (abs(2 * k - self.members), k)) if cuts else None
+
     def split(self) -> tuple[Cohort, Cohort]:
-        """Two cohorts of this one's first and second half of members (so that workers can share a cohort
-        that is most of a step's work). The second half draws from a stream forked off the first's."""
-        half = self.members // 2
+        """Two cohorts of this one's members before and after :meth:`split_point`, about half each (so that
+        workers can share a cohort that is most of a step's work). The second half draws from a stream
+        forked off the first's."""
+        half = self.split_point()
+        if half is None:
+            raise ValueError("a cohort whose members all share one key cannot be split")
         first = Cohort.assemble([(self, list(range(half)))])
         second = Cohort.assemble([(self, list(range(half, self.members)))])
         if first.rng is not None:

@@ -49,18 +49,20 @@ def balance(cohorts: list[Cohort], threads: int, samples: int | None = None,
     """CPU pieces: halve each cohort until members x batch size fits ``samples``; then, for ``threads``
     cohort workers, halve the costliest piece while it is over a worker's share of the step's work (at
     most ``most_parts`` pieces per worker): one cohort of most members, e.g. the batch size a sweep
-    converged on, would otherwise keep one worker busy while the others wait for it."""
+    converged on, would otherwise keep one worker busy while the others wait for it. Members that share
+    a key (a sweep trial's seeds, evaluated together) are never parted (:meth:`Cohort.split_point`)."""
     samples = cpu_samples_per_cohort() if samples is None else samples
     pieces, out = list(cohorts), []
     while pieces:
         cohort = pieces.pop()
-        if cohort.members > 1 and cohort.members * cohort.batch_size > samples:
+        if cohort.members * cohort.batch_size > samples and cohort.split_point() is not None:
             pieces.extend(cohort.split())
         else:
             out.append(cohort)
     while threads > 1 and len(out) < most_parts * threads:
         costliest = max(out, key=lambda c: c.cost, default=None)
-        if costliest is None or costliest.members < 2 or costliest.cost <= sum(c.cost for c in out) / threads:
+        if (costliest is None or costliest.split_point() is None
+                or costliest.cost <= sum(c.cost for c in out) / threads):
             break
         out.remove(costliest)
         out.extend(costliest.split())

@@ -55,7 +55,8 @@ from ganlab.training.runner import make_trainer, resolve_accelerator
 
 PROCESS_KEYS = ("train.accelerator", "train.threads")  # one process, one device: the population's, not a trial's
 # 2: one flat weight tensor per network; 3: 1D members hold model.standardize's buffers; 4: each cohort as
-# Cohort.checkpoint_state (also a train.seeds run's), with its members' failures
+# Cohort.checkpoint_state (also a train.seeds run's), with its members' failures; and each member's seed
+# ("seeds", read when present: a trial over seeds holds one place per seed)
 CHECKPOINT_VERSION = 4
 
 
@@ -89,7 +90,8 @@ def checkpoint_path(sweep: SweepDefinition, storage_url: str) -> Path:
 
 def save_checkpoint(path: Path, module: PopulationModule, slots: PopulationSlots) -> None:
     state = {"version": CHECKPOINT_VERSION, "step": module.iteration, "rng": torch.get_rng_state(),
-             "cohorts": [{"trials": list(c.keys), **c.checkpoint_state()} for c in module.cohorts],
+             "cohorts": [{"trials": list(c.keys), "seeds": [int(m.train.seed) for m in c.configs],
+                          **c.checkpoint_state()} for c in module.cohorts],
              "members": {n: {"joined_at": live.joined_at, "evaluated_at": live.evaluated_at, "rows": live.rows,
                              "frames": live.frames} for n, live in slots.live.items()},
              "best": {n: {"cfg": kept.cfg, "run_id": kept.run_id, "rows": kept.rows, "frames": kept.frames,
@@ -134,10 +136,11 @@ def _restore(path: Path, study: optuna.Study, slots: PopulationSlots, module: Po
     if saved is not None:
         module.iteration = saved["step"]
         for part in saved["cohorts"]:
-            numbers = part["trials"]  # a trial over seeds holds one place per seed, in seed order
+            numbers = part["trials"]  # a trial over seeds holds one place per seed
             trial_cfgs = {n: slots.configs.compose(trials[n].user_attrs["overrides"]) for n in numbers}
-            members = {n: iter(trial_members(cfg)) for n, cfg in trial_cfgs.items()}
-            cohort = Cohort([next(members[n]) for n in numbers], keys=numbers)
+            members = {n: {int(m.train.seed): m for m in trial_members(cfg)} for n, cfg in trial_cfgs.items()}
+            seeds = part.get("seeds") or [int(trial_cfgs[n].train.seed) for n in numbers]  # one seed a trial before
+            cohort = Cohort([members[n][seed] for n, seed in zip(numbers, seeds, strict=True)], keys=numbers)
             cohort.load_checkpoint_state(part)
             keep = [i for i, n in enumerate(numbers) if n in running and n in saved["members"]]
             for i in keep:
@@ -183,7 +186,8 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     if not 1 <= size <= MAX_SEEDS:
         raise ConfigError(f"--population={size} must be between 1 and {MAX_SEEDS}")
     numbers = sum(p.type != "categorical" for p in sweep.space)
-    sweep = dataclasses.replace(sweep, sampler=for_population(sweep.sampler, size, numbers))
+    trials_at_once = max(size // max(sweep.seeds, 1), 1)  # a trial over seeds is that many members
+    sweep = dataclasses.replace(sweep, sampler=for_population(sweep.sampler, trials_at_once, numbers))
     base = compose_config([*sweep.base, *sweep.fixed])
     largest_batch = max([base.train.batch_size, *(int(value) for p in sweep.space if p.key == "train.batch_size"
                                                   for value in p.extremes())])

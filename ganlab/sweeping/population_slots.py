@@ -284,15 +284,18 @@ class PopulationSlots(pl.Callback):
             if not due:
                 continue
             any_due = True
+            failed: dict[int, list[tuple[int, str]]] = {}  # trial -> its seeds found non-finite, and why
             for k, reason in cohort.collect_failures().items():
-                number = cohort.keys[k]
-                if number in self.live:  # the first of its seeds to fail ends it; the others stop with it
-                    if self.seeds > 1:
-                        seed = cohort.configs[k].train.seed
-                        reason = f"seed {seed} failed (a trial over seeds fails with any of its seeds): {reason}"
-                        self.runs.call(number, "set_tag", "failed_seeds", str(seed))  # as a train.seeds run's
-                    self._stop_members(cohort, number)
-                    self._end(number, "fail", reason=reason)
+                failed.setdefault(cohort.keys[k], []).append((int(cohort.configs[k].train.seed), reason))
+            for number, seeds in failed.items():
+                if number not in self.live:
+                    continue
+                reason = seeds[0][1]
+                if self.seeds > 1:  # one failed seed ends its trial; its other seeds stop with it
+                    reason = f"seed {seeds[0][0]} failed (a trial over seeds fails with any of its seeds): {reason}"
+                    self.runs.call(number, "set_tag", "failed_seeds", ", ".join(str(seed) for seed, _ in seeds))
+                self._stop_members(cohort, number)
+                self._end(number, "fail", reason=reason)
             evaluator, plotter = self._evaluator(cohort)
             rows, samples = evaluator.evaluate(cohort)
             for number, ks in due.items():
@@ -303,8 +306,9 @@ class PopulationSlots(pl.Callback):
 
     def _evaluator(self, cohort: Cohort) -> tuple[PopulationEvaluator, Any]:
         signature = cohort_signature(cohort.configs[0])
-        if signature not in self.evaluators:
-            cfg = cohort.configs[0].train
+        if signature not in self.evaluators:  # seeded by the trial's train.seed, not a member's seed + s
+            live = self.live.get(cohort.keys[0])
+            cfg = (live.cfg if live is not None else cohort.configs[0]).train
             self.evaluators[signature] = (PopulationEvaluator(cohort, cfg.eval_samples, cfg.seed),
                                           build_plotter(cohort.target))
         return self.evaluators[signature]
