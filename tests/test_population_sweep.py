@@ -59,6 +59,23 @@ def _sweep_in_process(tmp_path, monkeypatch, path: str, size: int, threads: int 
     return code, tracking, optuna.load_study(study_name=sweep.name, storage=storage)
 
 
+def _sweep_stopped_at(tmp_path, monkeypatch, path: str, size: int, iteration: int,
+                      threads: int = 1) -> tuple[int, str, optuna.Study]:
+    """The sweep, stopped by a Ctrl-C at the end of the population step that reaches ``iteration``."""
+    from ganlab.signals import Stopped
+
+    whole_step = PopulationModule.training_step
+
+    def ctrl_c_at(self, batch, batch_idx):
+        whole_step(self, batch, batch_idx)
+        if self.iteration >= iteration:
+            raise Stopped(signal.SIGINT)
+
+    with monkeypatch.context() as stop:
+        stop.setattr(PopulationModule, "training_step", ctrl_c_at)
+        return _sweep_in_process(tmp_path, monkeypatch, path, size=size, threads=threads)
+
+
 @pytest.mark.slow
 def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_trial(tmp_path, monkeypatch, capsys):
     path = _write(tmp_path, "refill", fixed=[*TINY, "tracking.register=refill-best"])
@@ -195,19 +212,8 @@ def test_stopped_as_every_member_finished_then_the_same_command_asks_the_rest(tm
     """Ctrl-C as both members reach their last iteration: the checkpoint holds them before that
     evaluation, which the next run makes first; it ends both, and their slots must be refilled with
     the trials not yet asked (found by a review: the sweep said 'done' with half its trials unasked)."""
-    from ganlab.signals import Stopped
-
     path = _write(tmp_path, "last", trials=4)
-    whole_step = PopulationModule.training_step
-
-    def ctrl_c_at_the_last_iteration(self, batch, batch_idx):
-        whole_step(self, batch, batch_idx)
-        if self.iteration >= 60:
-            raise Stopped(signal.SIGINT)
-
-    with monkeypatch.context() as stop:
-        stop.setattr(PopulationModule, "training_step", ctrl_c_at_the_last_iteration)
-        code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    code, tracking, study = _sweep_stopped_at(tmp_path, monkeypatch, path, size=2, iteration=60)
     assert code == 130 and [t.state.name for t in study.trials] == ["RUNNING", "RUNNING"]
     code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
     assert code == 0
@@ -241,20 +247,10 @@ def test_a_sweep_whose_checkpoint_is_another_versions_starts_its_running_trials_
         tmp_path, monkeypatch, capsys):
     """Stopped mid-trial, then its checkpoint replaced by an older format's: the same command trains those
     trials again from their first iteration (each keeps its one child run) and says why."""
-    from ganlab.signals import Stopped
     from ganlab.sweeping.population_driver import checkpoint_path
 
     path = _write(tmp_path, "old", trials=2)
-    whole_step = PopulationModule.training_step
-
-    def ctrl_c_at_30(self, batch, batch_idx):
-        whole_step(self, batch, batch_idx)
-        if self.iteration >= 30:
-            raise Stopped(signal.SIGINT)
-
-    with monkeypatch.context() as stop:
-        stop.setattr(PopulationModule, "training_step", ctrl_c_at_30)
-        code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    code, tracking, study = _sweep_stopped_at(tmp_path, monkeypatch, path, size=2, iteration=30)
     assert code == 130 and [t.state.name for t in study.trials] == ["RUNNING", "RUNNING"]
     checkpoint = checkpoint_path(load(path), f"sqlite:///{tmp_path / 'optuna.db'}")
     assert checkpoint.exists()
@@ -274,8 +270,6 @@ def _seeds_sweep(tmp_path, monkeypatch, stop_at: int | None = None, poison: bool
     """The population sweep over two seeds per trial (4 members: 2 trials at a time), 3 trials, with two
     cohort worker processes (so cohorts are cut into pieces: a trial's seeds must stay together);
     optionally stopped at a step and run again, or with seed 1 of trial 0 diverging at iteration 30."""
-    from ganlab.signals import Stopped
-
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = _write(tmp_path, "seeds", trials=3, fixed=[*TINY, "train.seeds=2"])
     if poison:
@@ -290,16 +284,7 @@ def _seeds_sweep(tmp_path, monkeypatch, stop_at: int | None = None, poison: bool
 
         monkeypatch.setattr(Cohort, "train_iteration", seed_1_of_trial_0_diverges)
     if stop_at is not None:
-        whole_step = PopulationModule.training_step
-
-        def stop(self, batch, batch_idx):
-            whole_step(self, batch, batch_idx)
-            if self.iteration >= stop_at:
-                raise Stopped(signal.SIGINT)
-
-        with monkeypatch.context() as patch:
-            patch.setattr(PopulationModule, "training_step", stop)
-            code, _, study = _sweep_in_process(tmp_path, monkeypatch, path, size=4, threads=threads)
+        code, _, study = _sweep_stopped_at(tmp_path, monkeypatch, path, size=4, iteration=stop_at, threads=threads)
         assert code == 130 and any(t.state.name == "RUNNING" for t in study.trials)
     return _sweep_in_process(tmp_path, monkeypatch, path, size=4, threads=threads)
 
