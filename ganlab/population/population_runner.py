@@ -62,6 +62,11 @@ def summarise(rows: list[dict[str, float]], seeds: list[int], alive: list[bool])
     return out
 
 
+def seed_failure(seed: int, reason: str) -> str:
+    """Why a sweep trial over seeds failed: one of its seeds did (a run or a population sweep's trial)."""
+    return f"seed {seed} failed (a trial over seeds fails with any of its seeds): {reason}"
+
+
 class SeedsFailed(RuntimeError):
     """Raised at an evaluation that ends a train.seeds run FAILED: every seed has failed (nothing is left
     to train), or, with ``all_must_live``, any one has."""
@@ -127,8 +132,7 @@ class PopulationMonitor(pl.Callback):
             raise SeedsFailed("every seed failed: " + failures[min(failures)])
         if failures and self.all_must_live:
             k = min(failures)
-            raise SeedsFailed(f"seed {cohort.keys[k]} failed (a trial over seeds fails with any of its seeds): "
-                              f"{failures[k]}")
+            raise SeedsFailed(seed_failure(cohort.keys[k], failures[k]))
 
 
 def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,

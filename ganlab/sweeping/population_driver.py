@@ -38,7 +38,7 @@ from ganlab.runtime import configure_runtime
 from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
-from ganlab.sweeping.population_slots import BestMember, PopulationSlots, trial_members
+from ganlab.sweeping.population_slots import BestMember, PopulationSlots, trial_members, trials_at_once
 from ganlab.sweeping.samplers import for_population
 from ganlab.sweeping.sole_writer_storage import SoleWriterStorage
 from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_sole_writer_study, open_study
@@ -186,8 +186,8 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     if not 1 <= size <= MAX_SEEDS:
         raise ConfigError(f"--population={size} must be between 1 and {MAX_SEEDS}")
     numbers = sum(p.type != "categorical" for p in sweep.space)
-    trials_at_once = max(size // max(sweep.seeds, 1), 1)  # a trial over seeds is that many members
-    sweep = dataclasses.replace(sweep, sampler=for_population(sweep.sampler, trials_at_once, numbers))
+    generation = trials_at_once(size, sweep.seeds)  # a trial over seeds is that many members
+    sweep = dataclasses.replace(sweep, sampler=for_population(sweep.sampler, generation, numbers))
     base = compose_config([*sweep.base, *sweep.fixed])
     largest_batch = max([base.train.batch_size, *(int(value) for p in sweep.space if p.key == "train.batch_size"
                                                   for value in p.extremes())])

@@ -45,7 +45,7 @@ from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import cohort_signature, member_configs
 from ganlab.population.population_evaluation import PopulationEvaluator, median_member
 from ganlab.population.population_module import PopulationModule
-from ganlab.population.population_runner import summarise
+from ganlab.population.population_runner import seed_failure, summarise
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import finished_trials_to_compare
 from ganlab.sweeping.summary import best_trials, trial_line
@@ -141,7 +141,7 @@ class PopulationSlots(pl.Callback):
         self.configs = ConfigFamily()  # the trials' configs share their group choices: composed once
         self.warm_up = finished_trials_to_compare(sweep.pruner) if sweep.population["warm_up"] else 0
         self.seeds = max(int(sweep.seeds), 1)  # members per trial
-        self.trial_slots = max(size // self.seeds, 1)
+        self.trial_slots = trials_at_once(size, self.seeds)
 
     # -- joining -------------------------------------------------------------------------------------
     def open_slots(self) -> int:
@@ -292,7 +292,7 @@ class PopulationSlots(pl.Callback):
                     continue
                 reason = seeds[0][1]
                 if self.seeds > 1:  # one failed seed ends its trial; its other seeds stop with it
-                    reason = f"seed {seeds[0][0]} failed (a trial over seeds fails with any of its seeds): {reason}"
+                    reason = seed_failure(seeds[0][0], reason)
                     self.runs.call(number, "set_tag", "failed_seeds", ", ".join(str(seed) for seed, _ in seeds))
                 self._stop_members(cohort, number)
                 self._end(number, "fail", reason=reason)
@@ -456,6 +456,11 @@ class PopulationSlots(pl.Callback):
         lengths = [live.iterations for live in self.live.values()]
         running = sum(max(live.iterations - live.iteration(step), 0) for live in self.live.values())
         return (running + self.budget * max(lengths, default=0)) * self.seeds
+
+
+def trials_at_once(members: int, seeds: int) -> int:
+    """How many trials ``members`` members hold when each trial is ``seeds`` of them (at least one)."""
+    return max(members // max(seeds, 1), 1)
 
 
 def trial_members(cfg: DictConfig) -> list[DictConfig]:
