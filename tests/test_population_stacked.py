@@ -6,7 +6,7 @@ import torch
 
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
-from ganlab.population.stacked_nets import StackedNets
+from ganlab.population.stacked_nets import NarrowProduct, StackedLinear, StackedNets
 from ganlab.training.runner import build_module
 
 CASES = [[], ["data=ring8"], ["data=ring8", "model.standardize=true"], ["data=image_density"],
@@ -73,3 +73,35 @@ def test_a_module_with_weights_it_cannot_stack_is_a_clear_error():
     cfg, members = _members(["model=minibatch", "train.batch_size=64"])
     with pytest.raises(ConfigError, match="not supported by population training"):
         StackedNets([m.discriminator for m in members])
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_a_narrow_layer_matches_the_plain_product_through_two_derivatives(outputs):
+    # NarrowProduct is baddbmm laid out for few outputs, with a hand-written backward that R1 differentiates
+    # again: check its values and both derivatives against baddbmm's own (float64, tight)
+    x, weight, bias = (torch.randn(3, 40, 5, dtype=torch.float64, requires_grad=True),
+                       torch.randn(3, 5, outputs, dtype=torch.float64, requires_grad=True),
+                       torch.randn(3, 1, outputs, dtype=torch.float64, requires_grad=True))
+    torch.testing.assert_close(NarrowProduct.apply(x, weight, bias), torch.baddbmm(bias, x, weight))
+    assert torch.autograd.gradcheck(NarrowProduct.apply, (x, weight, bias))
+    assert torch.autograd.gradgradcheck(NarrowProduct.apply, (x, weight, bias))
+
+
+def test_an_r1_penalty_through_a_narrow_layer_equals_the_plain_products():
+    # R1 differentiates D's input gradient again: the gradient of the penalty for the weights must be
+    # the one the plain product gives (the layer takes the narrow path for K > 1)
+    layer = StackedLinear(6, 1)
+    weight = torch.randn(4, 6, 1, requires_grad=True)
+    bias = torch.randn(4, 1, 1, requires_grad=True)
+    x = torch.randn(4, 32, 6, requires_grad=True)
+
+    def penalty_gradient(forward):
+        hidden = torch.sigmoid(x * 1.5)
+        (grad_x,) = torch.autograd.grad(forward(hidden).sum(), [x], create_graph=True)
+        return torch.autograd.grad(grad_x.pow(2).sum(), [weight])  # a bias does not move D's input gradient
+
+    layer.lent = (weight, bias)
+    narrow = penalty_gradient(layer)
+    plain = penalty_gradient(lambda h: torch.baddbmm(bias, h, weight))
+    for mine, theirs in zip(narrow, plain, strict=True):
+        torch.testing.assert_close(mine, theirs)

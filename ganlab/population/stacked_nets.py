@@ -35,6 +35,14 @@ from torch import nn
 from ganlab.errors import ConfigError
 from ganlab.preprocess import Preprocess
 
+# A layer with at most this many outputs (G's last layer: one per data dimension; D's: one logit)
+# computes its K products as :class:`NarrowProduct`, with the samples, not the few outputs, as the
+# matrices' long side: torch's CPU batched product is slow for narrow outputs (K = 2 members at batch
+# 2,048, 64 -> 1 after a sigmoid: 352 us forward and 830 us with its backward, against 188 and 622;
+# one thread, 2026-12-07, docs/population_speed.md). With one member the plain form is as fast or
+# faster, so K = 1 keeps it.
+NARROW_OUTPUT = 8
+
 
 class StackedLinear(nn.Module):
     """K Linear layers: x [K, n, in] -> [K, n, out] with one batched matrix product. The weights are
@@ -49,7 +57,35 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.lent
+        if self.out_features <= NARROW_OUTPUT and x.shape[0] > 1:
+            return NarrowProduct.apply(x, weight, bias)
         return torch.baddbmm(bias, x, weight)
+
+
+class NarrowProduct(torch.autograd.Function):
+    """``baddbmm(bias, x, weight)`` for a layer with few outputs, with the products laid out so that the
+    samples are the long side (see ``NARROW_OUTPUT``): forward out^T = W^T x^T; backward the input's
+    gradient as a broadcast product (one output) or a plain product, contiguous as the activation
+    before it expects (the transposed product's own backward gave a strided gradient, and the sigmoid
+    backward over it took 1.4x as long as over a contiguous one). Its backward is made of
+    differentiable operations, so R1's double backward goes through it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.transpose(1, 2), weight.transpose(1, 2), x.transpose(1, 2)).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad * weight.transpose(1, 2) if weight.shape[2] == 1 else torch.bmm(grad, weight.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(grad.transpose(1, 2), x).transpose(1, 2)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dim=1, keepdim=True)
+        return grad_x, grad_weight, grad_bias
 
 
 class MemberwisePreprocess(nn.Module):
