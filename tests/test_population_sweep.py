@@ -3,6 +3,7 @@ one MLflow child run per trial, the fallback for sweeps a population cannot trai
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -23,11 +24,13 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
 from ganlab.config.compose import compose_config
-from ganlab.population.cohort import Cohort
+from ganlab.population.cohort import Cohort, build_member
+from ganlab.population.member_settings import member_configs
 from ganlab.population.population_module import PopulationModule
 from ganlab.sweeping.definition import load
 from ganlab.sweeping.population_driver import population_unsupported, run_population_sweep
 from ganlab.sweeping.population_slots import LiveTrial, PopulationSlots
+from ganlab.training.runner import final_sample_count
 
 TINY = ["train.iterations=60", "train.eval_every=20", "train.plot_every=60", "train.eval_samples=2000"]
 
@@ -305,6 +308,27 @@ def test_a_population_sweep_over_seeds_judges_each_trial_by_its_seeds_median(tmp
         history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "ks")}
         assert sorted(history) == [0, 20, 40, 60]
         assert trial.intermediate_values == pytest.approx({20: history[20], 40: history[40]})
+        # seeds.json and the median_seed tag, as a trial over seeds in a process worker records them
+        per_seed = json.loads(Path(client.download_artifacts(child.info.run_id, "seeds.json", str(tmp_path)))
+                              .read_text())
+        assert [(s["seed"], s["status"]) for s in per_seed["seeds"]] == [(0, "FINISHED"), (1, "FINISHED")]
+        assert [s["ks"] for s in per_seed["seeds"]] == pytest.approx(finals)
+        median = per_seed["median_seed"]
+        assert child.data.tags["median_seed"] == str(median) and finals[median] == min(finals)  # the lower middle
+    # the best trial's samples.npy: its median seed's G on the noise a train.seeds run draws (the trial's
+    # train.seed + 1, not the median seed's own)
+    (best,) = [c for c in children if c.data.tags.get("best_artifacts") == "true"]
+    cfg = compose_config([*TINY, "train.seeds=2", *(f"{k}={v}" for k, v in study.best_params.items())])
+    member = member_configs(cfg)[int(best.data.tags["median_seed"])]
+    built = build_member(member)
+    generator = built.generator
+    generator.load_state_dict(torch.load(client.download_artifacts(best.info.run_id, "model/generator_ema.pt",
+                                                                   str(tmp_path))))
+    z = built.noise.sample(final_sample_count(1), generator=torch.Generator().manual_seed(cfg.train.seed + 1))
+    with torch.no_grad():
+        expected = generator(z).numpy()
+    np.testing.assert_allclose(np.load(client.download_artifacts(best.info.run_id, "samples.npy", str(tmp_path))),
+                               expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

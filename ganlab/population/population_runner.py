@@ -62,6 +62,26 @@ def summarise(rows: list[dict[str, float]], seeds: list[int], alive: list[bool])
     return out
 
 
+def per_seed_record(seeds: list[int], rows: list[dict[str, float]], failures: dict[int, str],
+                    median: int) -> dict:
+    """What ``seeds.json`` holds: the median seed, and each seed's status and final metrics (and why a
+    failed one failed); ``failures`` and ``median`` are positions in ``seeds``."""
+    return {"median_seed": seeds[median],
+            "seeds": [{"seed": s, "status": "FAILED" if i in failures else "FINISHED", **row,
+                       **({"failure": failures[i]} if i in failures else {})}
+                      for i, (s, row) in enumerate(zip(seeds, rows, strict=True))]}
+
+
+def log_per_seed(tracker, per_seed: dict) -> None:
+    """``seeds.json`` and the ``median_seed`` tag on a run over seeds (a train.seeds run, or a sweep's
+    trial over seeds, from a process worker or a population sweep)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "seeds.json"
+        path.write_text(json.dumps(per_seed, indent=1, default=float))
+        tracker.log_artifact(path)
+    tracker.set_tag("median_seed", str(per_seed["median_seed"]))
+
+
 def seed_failure(seed: int, reason: str) -> str:
     """Why a sweep trial over seeds failed: one of its seeds did (a run or a population sweep's trial)."""
     return f"seed {seed} failed (a trial over seeds fails with any of its seeds): {reason}"
@@ -136,23 +156,18 @@ class PopulationMonitor(pl.Callback):
 
 
 def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,
-                         cfg: DictConfig) -> dict:
+                         cfg: DictConfig) -> None:
     """seeds.json, and the median seed's samples, weights and generator Model; the figures."""
     seed = cfg.train.seed
     failures = cohort.failures
     alive = [k not in failures for k in range(cohort.members)]
     k = median_member(monitor.rows, alive)
-    seeds = cohort.keys
-    per_seed = {"median_seed": seeds[k],
-                "seeds": [{"seed": s, "status": "FINISHED" if ok else "FAILED", **row,
-                           **({"failure": failures[i]} if i in failures else {})}
-                          for i, (s, row, ok) in enumerate(zip(seeds, monitor.rows, alive, strict=True))]}
+    per_seed = per_seed_record(cohort.keys, monitor.rows, failures, k)
+    log_per_seed(tracker, per_seed)
     z = cohort.noise.sample(final_sample_count(cohort.target.dim), generator=torch.Generator().manual_seed(seed + 1))
     generator = cohort.ema.member(k)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        (tmp_path / "seeds.json").write_text(json.dumps(per_seed, indent=1, default=float))
-        tracker.log_artifact(tmp_path / "seeds.json")
         with torch.no_grad():
             samples = generator(z.to(cohort.device)).float().cpu().numpy()
         np.save(tmp_path / "samples.npy", samples)
@@ -163,7 +178,6 @@ def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: Hi
     tracker.log_generator(generator.cpu(), cohort.noise.sample(8, generator=torch.Generator().manual_seed(0)),
                           member_configs(cfg)[k])
     log_history_figures(tracker, history, monitor.plotter)
-    return per_seed
 
 
 def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool = True,
@@ -205,8 +219,7 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     try:
         make_trainer(cfg, [monitor, checkpoints]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
-        per_seed = _log_final_artifacts(cohort, monitor, history, tracker, cfg)
-        tracker.set_tag("median_seed", str(per_seed["median_seed"]))
+        _log_final_artifacts(cohort, monitor, history, tracker, cfg)
         tracker.set_tag("evaluation_share", f"{monitor.seconds / fit_s:.3f}")
         if verbose:
             print(f"ganlab: evaluation and logging took {monitor.seconds:.1f} s of the {fit_s:.1f} s fit "

@@ -95,6 +95,7 @@ def save_checkpoint(path: Path, module: PopulationModule, slots: PopulationSlots
              "members": {n: {"joined_at": live.joined_at, "evaluated_at": live.evaluated_at, "rows": live.rows,
                              "frames": live.frames} for n, live in slots.live.items()},
              "best": {n: {"cfg": kept.cfg, "run_id": kept.run_id, "rows": kept.rows, "frames": kept.frames,
+                          "sample_seed": kept.sample_seed,
                           "nets": {name: net.state_dict() for name, net in kept.nets.items()}}
                       for n, kept in slots.best.items()}}
     save_atomic(state, path)
@@ -177,7 +178,8 @@ def _best_member(saved: dict) -> BestMember:
             "generator_ema.pt": copy.deepcopy(member.generator)}
     for name, net in nets.items():
         net.load_state_dict(saved["nets"][name])
-    return BestMember(saved["cfg"], saved["run_id"], nets, saved["rows"], saved["frames"])
+    return BestMember(saved["cfg"], saved["run_id"], nets, saved["rows"], saved["frames"],
+                      saved.get("sample_seed", saved["cfg"].train.seed))  # absent before 2026-12-07
 
 
 def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri: str, size: int,

@@ -45,7 +45,7 @@ from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import cohort_signature, member_configs
 from ganlab.population.population_evaluation import PopulationEvaluator, median_member
 from ganlab.population.population_module import PopulationModule
-from ganlab.population.population_runner import seed_failure, summarise
+from ganlab.population.population_runner import log_per_seed, per_seed_record, seed_failure, summarise
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import finished_trials_to_compare
 from ganlab.sweeping.summary import best_trials, trial_line
@@ -86,6 +86,7 @@ class BestMember:
     nets: dict[str, torch.nn.Module]  # generator.pt, discriminator.pt, generator_ema.pt (plain modules, CPU)
     rows: list[dict[str, float]]
     frames: list
+    sample_seed: int  # samples.npy's noise seed + 1: the trial's train.seed (over seeds, not its median seed's)
 
 
 class _AskTellSampler(optuna.samplers.BaseSampler):
@@ -325,12 +326,14 @@ class PopulationSlots(pl.Callback):
         each seed's headline metric, as a ``train.seeds`` run logs) with the median seed's samples."""
         number = cohort.keys[ks[0]]
         live = self.live[number]
+        per_seed = None
         if len(ks) == 1:
             k, row = ks[0], rows[ks[0]]
         else:
-            members = [rows[k] for k in ks]
-            k = ks[median_member(members, [True] * len(ks))]
-            row = summarise(members, [int(cohort.configs[j].train.seed) for j in ks], [True] * len(ks))
+            members, seeds = [rows[k] for k in ks], [int(cohort.configs[j].train.seed) for j in ks]
+            median = median_member(members, [True] * len(ks))
+            k, row = ks[median], summarise(members, seeds, [True] * len(ks))
+            per_seed = per_seed_record(seeds, members, {}, median)
         sample = samples[k]
         live.evaluated_at = step
         it = live.iteration(step)
@@ -342,7 +345,7 @@ class PopulationSlots(pl.Callback):
         if it % train.plot_every == 0 or it >= train.iterations:
             live.frames.append(plotter.frame(sample, None, it, lambda points, label: None))
         if it >= train.iterations:
-            self._complete(cohort, k, row)
+            self._complete(cohort, k, row, per_seed)
             return
         if it == 0 or len(self.sweep.objectives) > 1:
             return
@@ -354,10 +357,13 @@ class PopulationSlots(pl.Callback):
             self._stop_members(cohort, number)
             self._end(number, "pruned", reason=f"pruned at iteration {it} ({self.sweep.objective.metric}={value:.4g})")
 
-    def _complete(self, cohort: Cohort, k: int, row: dict[str, float]) -> None:
-        """The trial of member ``k`` (its median seed, over seeds) has trained its last iteration."""
+    def _complete(self, cohort: Cohort, k: int, row: dict[str, float], per_seed: dict | None = None) -> None:
+        """The trial of member ``k`` (its median seed, over seeds, with ``per_seed``: what seeds.json
+        holds) has trained its last iteration."""
         number = cohort.keys[k]
         self._stop_members(cohort, number)
+        if per_seed is not None:  # as a trial over seeds in a process worker records it
+            self.runs.with_tracker(number, lambda tracker: log_per_seed(tracker, per_seed))
         values = [row.get(o.metric, math.nan) for o in self.sweep.objectives]
         bad = [o.metric for o, v in zip(self.sweep.objectives, values, strict=True) if not math.isfinite(v)]
         if bad:
@@ -402,7 +408,8 @@ class PopulationSlots(pl.Callback):
                     "generator_ema.pt": cohort.ema.member(k)}
             self.best_changed = True  # worth a checkpoint: these weights exist nowhere else
             self.best[frozen.number] = BestMember(cohort.configs[k], live.run.result(),
-                                                  {n: net.cpu() for n, net in nets.items()}, live.rows, live.frames)
+                                                  {n: net.cpu() for n, net in nets.items()}, live.rows, live.frames,
+                                                  int(live.cfg.train.seed))
         for number in [n for n in self.best if n not in best]:
             del self.best[number]
 
@@ -410,9 +417,8 @@ class PopulationSlots(pl.Callback):
         """What a single run logs at its end, for the best trials: samples.npy, weights, plots."""
         for number, kept in sorted(self.best.items()):
             member = build_member(kept.cfg)
-            seed = kept.cfg.train.seed
             z = member.noise.sample(final_sample_count(member.target.dim),
-                                    generator=torch.Generator().manual_seed(seed + 1))
+                                    generator=torch.Generator().manual_seed(kept.sample_seed + 1))
             with torch.no_grad():
                 samples = kept.nets["generator_ema.pt"](z).float().numpy()
             plotter = build_plotter(member.target)
