@@ -40,7 +40,7 @@ from ganlab.preprocess import Preprocess
 # matrices' long side: torch's CPU batched product is slow for narrow outputs (K = 2 members at batch
 # 2,048, 64 -> 1 after a sigmoid: 352 us forward and 830 us with its backward, against 188 and 622;
 # one thread, 2026-12-07, docs/population_speed.md). With one member the plain form is as fast or
-# faster, so K = 1 keeps it.
+# faster, so K = 1 keeps it; on a GPU, where it is unmeasured, so does every K.
 NARROW_OUTPUT = 8
 
 
@@ -57,7 +57,7 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.lent
-        if self.out_features <= NARROW_OUTPUT and x.shape[0] > 1:
+        if self.out_features <= NARROW_OUTPUT and x.shape[0] > 1 and x.device.type == "cpu":
             return NarrowProduct.apply(x, weight, bias)
         return torch.baddbmm(bias, x, weight)
 
