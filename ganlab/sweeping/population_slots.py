@@ -326,14 +326,12 @@ class PopulationSlots(pl.Callback):
         each seed's headline metric, as a ``train.seeds`` run logs) with the median seed's samples."""
         number = cohort.keys[ks[0]]
         live = self.live[number]
-        per_seed = None
         if len(ks) == 1:
             k, row = ks[0], rows[ks[0]]
         else:
             members, seeds = [rows[k] for k in ks], [int(cohort.configs[j].train.seed) for j in ks]
             median = median_member(members, [True] * len(ks))
             k, row = ks[median], summarise(members, seeds, [True] * len(ks))
-            per_seed = per_seed_record(seeds, members, {}, median)
         sample = samples[k]
         live.evaluated_at = step
         it = live.iteration(step)
@@ -345,7 +343,7 @@ class PopulationSlots(pl.Callback):
         if it % train.plot_every == 0 or it >= train.iterations:
             live.frames.append(plotter.frame(sample, None, it, lambda points, label: None))
         if it >= train.iterations:
-            self._complete(cohort, k, row, per_seed)
+            self._complete(cohort, k, row, per_seed_record(seeds, members, {}, median) if len(ks) > 1 else None)
             return
         if it == 0 or len(self.sweep.objectives) > 1:
             return
