@@ -56,6 +56,25 @@ def test_stratified_noise_is_an_even_grid_plus_jitter():
     assert np.all((jitter >= 0) & (jitter <= 0.01))
 
 
+def test_stratified_batches_are_each_a_whole_grid():
+    # population training draws every member's batch at once: each must span the range, not a k-th of it
+    z = StratifiedNoise(2, -8.0, 8.0, 0.01).sample_batches(3, 9, generator=_gen()).numpy()
+    assert z.shape == (3, 9, 2)
+    grid = np.linspace(-8, 8, 9)
+    for batch in z:  # the first column is the grid in order, the second a shuffled copy of it
+        for jitter in (batch[:, 0] - grid, np.sort(batch[:, 1]) - grid):
+            assert np.all((jitter >= 0) & (jitter <= 0.01))
+    assert not np.array_equal(z[0, :, 1], z[1, :, 1])  # each batch shuffled its own way
+
+
+@pytest.mark.parametrize("noise", [UniformNoise(1, 0, 1), NormalNoise(1, 0, 1), StratifiedNoise(2, -1, 1, 0.1)])
+def test_independent_batches_are_one_draw_laid_out_k_by_n(noise):
+    z = noise.sample_batches(3, 50, generator=_gen())
+    assert z.shape == (3, 50, noise.dim) and torch.isfinite(z).all()
+    if not isinstance(noise, StratifiedNoise):
+        torch.testing.assert_close(z.reshape(150, noise.dim), noise.sample(150, generator=_gen()))
+
+
 @pytest.mark.parametrize("noise", [UniformNoise(1, 0, 1), NormalNoise(1, 0, 1), StratifiedNoise(2, -1, 1, 0.1)])
 def test_a_seeded_generator_reproduces_noise(noise):
     torch.testing.assert_close(noise.sample(50, generator=_gen(3)), noise.sample(50, generator=_gen(3)))

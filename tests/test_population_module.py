@@ -78,6 +78,21 @@ def test_a_member_whose_loss_turns_nan_is_stopped_and_the_others_go_on():
     np.testing.assert_array_equal(ks[[0, 2]], clean[[0, 2]])  # trained exactly as without the NaN member
 
 
+def test_every_member_is_fed_its_own_whole_stratified_grid():
+    # S3's noise is linspace(-8, 8, batch) + jitter: one draw for all members laid out K x n gave member k
+    # only the k-th part of the range
+    cohort = Cohort(_configs([{"train.seed": s} for s in range(3)], extra=["experiment=aylien"]))
+    fed = []
+    cohort.generator.register_forward_pre_hook(lambda module, args: fed.append(args[0].detach().clone()))
+    cohort.train_iteration()
+    assert len(fed) == 2  # one D step, one G step
+    grid = torch.linspace(-8, 8, 128).view(1, 128, 1)
+    for z in fed:
+        assert z.shape == (3, 128, 1)
+        jitter = z - grid
+        assert bool(((jitter >= 0) & (jitter <= 0.01)).all())
+
+
 def test_the_same_population_twice_gives_identical_samples():
     runs = [_ks(_fit(Cohort(_configs([{"optim.d_lr": 1e-3}, {"optim.d_lr": 3e-3}])), 60)) for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])

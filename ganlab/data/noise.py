@@ -21,6 +21,13 @@ class Noise:
     def sample(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None):
         raise NotImplementedError
 
+    def sample_batches(self, k: int, n: int, device: torch.device | str = "cpu",
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """(k, n, dim): k batches of n, each drawn as :meth:`sample` draws one (population training draws
+        every member's batch at once). Independent draws are one draw of k * n; a sampler whose batch is
+        not i.i.d. (stratified) overrides this."""
+        return self.sample(k * n, device, generator).view(k, n, self.dim)
+
 
 class UniformNoise(Noise):
     def __init__(self, dim: int, low: float, high: float) -> None:
@@ -50,10 +57,15 @@ class StratifiedNoise(Noise):
         self.low, self.high, self.jitter = low, high, jitter
 
     def sample(self, n, device="cpu", generator=None):
+        return self.sample_batches(1, n, device, generator)[0]
+
+    def sample_batches(self, k, n, device="cpu", generator=None):
+        """Each of the k batches is its own grid (one draw of k * n would give each a k-th of the range)."""
         where = device if generator is None else "cpu"
-        grid = torch.linspace(self.low, self.high, n, device=where)
-        cols = [grid] + [grid[torch.randperm(n, generator=generator, device=where)] for _ in range(self.dim - 1)]
-        z = torch.stack(cols, dim=1) + torch.rand(n, self.dim, generator=generator, device=where) * self.jitter
+        grid = torch.linspace(self.low, self.high, n, device=where).expand(k, n)
+        cols = [grid] + [grid.gather(1, torch.rand(k, n, generator=generator, device=where).argsort(dim=1))
+                         for _ in range(self.dim - 1)]
+        z = torch.stack(cols, dim=2) + torch.rand(k, n, self.dim, generator=generator, device=where) * self.jitter
         return z.to(device)
 
 

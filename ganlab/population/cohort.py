@@ -263,13 +263,16 @@ class Cohort(nn.Module):
         taking = [len(self.alive) if index is None else len(index) for index in self._d_masks + self._g_masks]
         self.cost = self.batch_size * sum(taking)  # samples through the networks per iteration, roughly
 
-    def _draw(self, sample, index: torch.Tensor | None) -> torch.Tensor:
+    def _draw(self, sample_batches, index: torch.Tensor | None) -> torch.Tensor:
         """A batch for every member, [K, n, dim], then the rows of the members ``index``: a member's draws
         do not depend on which others take the step (one member stopping leaves the others' data as it was)."""
-        k, n = self.members, self.batch_size
         rng = self.rng if self.device.type == "cpu" else None
-        batch = sample(k * n, self.device, generator=rng).reshape(k, n, -1)
+        batch = sample_batches(self.members, self.batch_size, self.device, generator=rng)
         return batch if index is None else batch.index_select(0, index)
+
+    def _real_batches(self, k: int, n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        """k batches of n target samples (i.i.d.: one draw of k * n)."""
+        return self.target.sample(k * n, device, generator=generator).reshape(k, n, -1)
 
     def _only(self, index: torch.Tensor | None):
         """The networks restricted to the members ``index`` (all when None)."""
@@ -305,9 +308,9 @@ class Cohort(nn.Module):
         d_loss = g_loss = torch.zeros(self.members, device=self.device)
         for step, index in enumerate(self._d_masks):
             with self._only(index):
-                real = self._draw(self.target.sample, index)
+                real = self._draw(self._real_batches, index)
                 with torch.no_grad():
-                    fake = self.generator(self._draw(self.noise.sample, index))
+                    fake = self.generator(self._draw(self.noise.sample_batches, index))
                 real_logits, fake_logits = self.discriminator(torch.cat([real, fake], dim=1)).chunk(2, dim=1)
                 target, gamma = self.member_real_target, self.member_r1_gamma
                 if index is not None:
@@ -320,7 +323,7 @@ class Cohort(nn.Module):
                 d_loss = self._full(losses, index)
         for step, index in enumerate(self._g_masks):
             with self._only(index):
-                losses = self._g_loss(self.discriminator(self.generator(self._draw(self.noise.sample, index))))
+                losses = self._g_loss(self.discriminator(self.generator(self._draw(self.noise.sample_batches, index))))
                 self._update(opt_g, self.generator, losses, index)
             if step == 0:
                 g_loss = self._full(losses, index)
