@@ -21,11 +21,22 @@ from ganlab.population.cohort import Cohort
 from ganlab.population.population_module import PopulationModule
 from ganlab.training.runner import build_module
 
-CASES = {  # label -> overrides (the default recipe at two batch sizes, and ring8's points recipe)
+CASES = {  # label -> overrides (the default recipe at two batch sizes, ring8's points recipe, and the
+    # minibatch model at its recipe's batch and at one in S3's sweep range, 4-32)
     "default 1D, batch 1024": [],
     "default 1D, batch 128": ["train.batch_size=128"],
     "ring8, batch 256": ["data=ring8"],
+    "minibatch 1D, batch 128": ["model=minibatch"],
+    "minibatch 1D, batch 16": ["model=minibatch", "train.batch_size=16"],
 }
+
+
+def cases_named(words: list[str] | None) -> dict[str, list[str]]:
+    """The cases whose label contains any of ``words`` (all when None or empty)."""
+    picked = {label: o for label, o in CASES.items() if not words or any(w in label for w in words)}
+    if not picked:
+        raise SystemExit(f"--population-cases {' '.join(words)}: no case matches; cases: {', '.join(CASES)}")
+    return picked
 SIZES = (1, 8, 32, 128)
 
 

@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--population-device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--population-sizes", type=int, nargs="*", default=list(population.SIZES),
                         help="K of the throughput table (none: skip it, run only the sweep comparison)")
+    parser.add_argument("--population-cases", nargs="*",
+                        help="throughput cases whose label contains one of these words (default: all)")
     parser.add_argument("--population-sweep-trials", type=int, default=64,
                         help="trials of the population-vs-workers sweep comparison (0: skip it)")
     parser.add_argument("--population-sweep-sizes", type=int, nargs="*", default=[16])
@@ -165,7 +167,8 @@ def main() -> None:
     if args.only in (None, "population"):
         if args.population_sizes:  # `--population-sizes` with no sizes: the sweep comparison alone
             print(f"population: K members together vs one run, {args.population_device}", flush=True)
-            res = population.run(sizes=tuple(args.population_sizes), device=args.population_device)
+            res = population.run(sizes=tuple(args.population_sizes), device=args.population_device,
+                                 cases=population.cases_named(args.population_cases))
             name = "population" if args.population_device == "cpu" else "population_cuda"
             path = _save(name, res)
             print("\n" + population.table(res) + f"\n-> {path}")

@@ -98,7 +98,8 @@ def test_the_estimate_does_not_undercount_what_a_population_measured():
     """Peak resident memory of `python -m ganlab.train train.seeds=K` (10 iterations, chunked evaluation)
     measured on the development machine; the estimate may overcount (it refuses early) but not under."""
     measured_gib = {((), 1024): 2.38, (("data=ring8",), 512): 1.83, (("data=grid25",), 256): 1.80,
-                    (("data=mixture_1d", "model=vanilla"), 256): 1.03}
+                    (("data=mixture_1d", "model=vanilla"), 256): 1.03, (("model=minibatch",), 256): 1.68,
+                    (("model=minibatch", "train.batch_size=512", "train.r1_gamma=0.1"), 64): 8.57}
     for (overrides, members), gib in measured_gib.items():
         estimate = model_size.estimated_population_bytes(compose_config(list(overrides)), members) / 2**30
         assert gib <= estimate <= 2 * gib, (overrides, members, estimate)

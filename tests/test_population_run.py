@@ -70,8 +70,8 @@ def test_median_and_summary_skip_failed_seeds():
     assert np.isnan(summary["ks_seed1"])
 
 
-@pytest.mark.parametrize(("overrides", "named"), [(["model=minibatch"], "minibatch"), (["data=digits"], "digits"),
-                                                  (["model.d.dropout=0.2"], "dropout")])
+@pytest.mark.parametrize(("overrides", "named"), [(["experiment=cgan_two_blobs"], "conditional"),
+                                                  (["data=digits"], "digits"), (["model.d.dropout=0.2"], "dropout")])
 def test_unsupported_compositions_name_what_to_do(overrides, named):
     with pytest.raises(ConfigError) as err:
         compose_config(["train.seeds=2", *overrides])

@@ -11,7 +11,8 @@ from ganlab.training.runner import build_module
 
 CASES = [[], ["data=ring8"], ["data=ring8", "model.standardize=true"], ["data=image_density"],
          ["model=vanilla"], ["model=devnag", "preprocess=moments"],
-         ["model=devnag", "preprocess=diffs", "train.batch_size=64"]]
+         ["model=devnag", "preprocess=diffs", "train.batch_size=64"],
+         ["model=minibatch", "train.batch_size=64"], ["model=minibatch", "data=ring8", "train.r1_gamma=1"]]
 
 
 def _members(overrides, k=3):
@@ -69,10 +70,44 @@ def test_gradients_stay_within_their_member():
     assert torch.count_nonzero(flat.grad[1]) > 0
 
 
+class _Scale(torch.nn.Module):
+    """A module with a weight of its own that does not say it takes its members' weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * self.scale
+
+
 def test_a_module_with_weights_it_cannot_stack_is_a_clear_error():
-    cfg, members = _members(["model=minibatch", "train.batch_size=64"])
-    with pytest.raises(ConfigError, match="not supported by population training"):
-        StackedNets([m.discriminator for m in members])
+    nets = [torch.nn.Sequential(torch.nn.Linear(2, 3), _Scale()) for _ in range(2)]
+    with pytest.raises(ConfigError, match=r"_Scale holds weights other than Linear layers \(scale\)"):
+        StackedNets(nets)
+
+
+@pytest.mark.parametrize("r1", [False, True], ids=["cdist", "broadcast form"])
+def test_a_minibatch_d_judges_each_members_batches_and_steps_each_members_own_weights(r1):
+    # the layer's T is lent as [K, in, kernels * kernel_dim]: logits in batches of 32, and one SGD step on
+    # the stacked weights, must be each member's own (T's gradient included, in the flat row's order)
+    cfg, members = _members(["model=minibatch", "train.batch_size=32", f"train.r1_gamma={int(r1)}"])
+    d = StackedNets([m.discriminator for m in members])
+    assert d.net.minibatch.twice_differentiable is r1 and d.net.minibatch.T is None
+    x = torch.randn(3, 96, 1)
+    logits = d(x, batch=32)
+    (logits ** 2).sum().backward()
+    with torch.no_grad():
+        d.flat -= 0.1 * d.flat.grad
+    for k, m in enumerate(members):
+        torch.testing.assert_close(logits[k], m.discriminator(x[k], batch=32))
+        (m.discriminator(x[k], batch=32) ** 2).sum().backward()
+        with torch.no_grad():
+            for p in m.discriminator.parameters():
+                p -= 0.1 * p.grad
+        for (name, mine), theirs in zip(d.member(k).state_dict().items(), m.discriminator.state_dict().values(),
+                                        strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("outputs", [1, 3])

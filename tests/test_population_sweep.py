@@ -536,14 +536,17 @@ def test_a_member_joining_late_counts_its_own_iterations_and_schedule():
         assert torch.equal(mine, before)
 
 
-def test_sweeps_a_population_cannot_train_are_named():
-    assert "minibatch" in population_unsupported(load("aylien_minibatch"))
+def test_sweeps_a_population_cannot_train_are_named(tmp_path):
+    path = _write(tmp_path, "dropout", base=["model.d.dropout=0.2"], trials=1, space={
+        "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    assert "dropout" in population_unsupported(load(path))
     assert population_unsupported(load("default")) is None
+    assert population_unsupported(load("aylien_minibatch")) is None  # minibatch D: trained as a population
 
 
 @pytest.mark.slow
 def test_cli_falls_back_to_process_workers_with_one_line(tmp_path):
-    path = _write(tmp_path, "fallback", base=["model=minibatch"], trials=1, space={
+    path = _write(tmp_path, "fallback", base=["model.d.dropout=0.2"], trials=1, space={
         "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db")}
     proc = subprocess.run([sys.executable, "-m", "ganlab.sweep", path, "--population", "4", "--workers", "1",
@@ -551,7 +554,7 @@ def test_cli_falls_back_to_process_workers_with_one_line(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     notice = [line for line in proc.stdout.splitlines() if "not trained as a population" in line]
-    assert len(notice) == 1 and "model=minibatch" in notice[0] and "1 worker(s)" in notice[0]
+    assert len(notice) == 1 and "dropout" in notice[0] and "1 worker(s)" in notice[0]
     assert "COMPLETE" in proc.stdout
 
 

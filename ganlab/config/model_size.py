@@ -18,6 +18,7 @@ def estimated_training_bytes(cfg: DictConfig, batch_size: int | None = None) -> 
     """Weights, gradients and optimiser state of G and D, plus one batch of activations; a lower bound
     good to an order of magnitude (the first layers' widths depend on the model and preprocessing)."""
     from ganlab.data.targets import TARGETS
+    from ganlab.nets.models import MODELS
 
     dim = TARGETS[cfg.data.name].dim
     batch = batch_size or cfg.train.batch_size
@@ -26,6 +27,11 @@ def estimated_training_bytes(cfg: DictConfig, batch_size: int | None = None) -> 
     d_widths = [dim * group, *cfg.model.d.hidden, 1]
     # forward outputs, what backward keeps of them, and their gradients; D sees one row per group
     activations = 3 * (batch * sum(cfg.model.g.hidden) + batch // group * sum(cfg.model.d.hidden))
+    if MODELS[cfg.model.name].minibatch:  # each sample's L1 distance to every sample of its batch, per
+        # kernel, for a real and a fake batch: cdist's output, exp, neg and a gradient; in the form R1 needs,
+        # per kernel coordinate too, with what its double backward keeps (measured: docs/population.md#memory)
+        r1 = cfg.train.r1_gamma > 0
+        activations += 2 * (5 * cfg.model.kernel_dim if r1 else 4) * batch * batch * cfg.model.kernels
     return BYTES * (G_COPIES * _weights(g_widths) + D_COPIES * _weights(d_widths) + activations)
 
 

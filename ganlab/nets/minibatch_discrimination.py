@@ -9,6 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# A minibatch D's mean output (d_real, d_fake) is taken over about this many of the evaluation points,
+# in whole training batches: the layer compares every pair in a batch, and over all 20,000 points the two
+# means took 17 % of a model=minibatch run (2026-12-07). Their spread over 4,096 points is ~0.001.
+EVAL_SAMPLES_JUDGED = 4096
+
+
+def rows_judged_at_evaluation(n: int, batch: int) -> int:
+    """How many of n evaluation points a minibatch D judges: whole batches, at most about
+    ``EVAL_SAMPLES_JUDGED`` (at least one batch where n holds one)."""
+    return min(n, max(EVAL_SAMPLES_JUDGED, batch)) // batch * batch
+
 
 class MinibatchDiscrimination(nn.Module):
     """features (B, A) -> concat(features, o) with o_bk = sum_j exp(-||M_bk - M_jk||_1), (B, A + K).
@@ -16,6 +27,10 @@ class MinibatchDiscrimination(nn.Module):
     M = features @ T reshaped to (B, kernels, kernel_dim). The sum runs over every sample of the
     batch, the sample itself included (it adds exp(0) = 1 to every entry, as in S3).
     """
+
+    # population training (ganlab.population.stacked_nets) lends T as [K, in, kernels * kernel_dim], one
+    # per member, with features [K, ..., in]
+    takes_member_weights = True
 
     def __init__(self, in_features: int, kernels: int, kernel_dim: int, init_std: float = 0.02,
                  twice_differentiable: bool = False) -> None:
@@ -32,14 +47,18 @@ class MinibatchDiscrimination(nn.Module):
         return self.kernels
 
     def _project(self, features: torch.Tensor) -> torch.Tensor:
-        return (features @ self.T).unflatten(-1, (self.kernels, self.kernel_dim))
+        if self.T.dim() == 3:  # K members' T: features [K, ..., in], each member's rows by its own T
+            m = torch.bmm(features.flatten(1, -2), self.T).view(*features.shape[:-1], -1)
+        else:
+            m = features @ self.T
+        return m.unflatten(-1, (self.kernels, self.kernel_dim))
 
     def against(self, features: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Each row of ``features`` as if it were in one batch with the rows of ``context``
         (for drawing D's output over x without the grid points judging each other)."""
         closeness = 1.0 + _summed_closeness(self._project(features), self._project(context),
                                            self.twice_differentiable)
-        return torch.cat([features, closeness], dim=1)  # the 1.0: exp(0) for the sample itself
+        return torch.cat([features, closeness], dim=-1)  # the 1.0: exp(0) for the sample itself
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, A) -> (B, A + K); a leading dimension (G, B, A) holds G independent batches."""
@@ -54,7 +73,7 @@ def _summed_closeness(rows: torch.Tensor, context: torch.Tensor, twice_different
     C times less memory, and several times faster at batch 1,024 (``benchmarks/minibatch_layer.py``).
     ``twice_differentiable`` materialises them, for a gradient penalty (cdist has no second derivative)."""
     rows, context = rows.transpose(-2, -3), context.transpose(-2, -3)  # (..., K, B, C), (..., K, N, C)
-    if twice_differentiable:
+    if twice_differentiable and torch.is_grad_enabled():  # (evaluation needs no derivative: cdist's values)
         l1 = (rows.unsqueeze(-2) - context.unsqueeze(-3)).abs().sum(dim=-1)  # (..., K, B, N)
     else:
         l1 = torch.cdist(rows, context, p=1.0)  # (..., K, B, N)

@@ -92,11 +92,12 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """Logits. ``batch``: score x as consecutive training batches of that size (what the
-        minibatch layer compares); by default x is one batch."""
+        minibatch layer compares); by default x is one batch. x is [n, dim], or [K, n, dim] for K
+        members trained together (``ganlab.population``)."""
         features = self._features(x)
         if self.minibatch is not None:
             if batch is not None:
-                features = self.minibatch(features.unflatten(0, (-1, batch))).flatten(0, 1)
+                features = self.minibatch(features.unflatten(-2, (-1, batch))).flatten(-3, -2)
             else:
                 features = self.minibatch(features)
         return self.head(features)

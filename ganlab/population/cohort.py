@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ganlab.nets.minibatch_discrimination import rows_judged_at_evaluation
 from ganlab.population.member_rows_optimizer import MemberRowsOptimizer
 from ganlab.population.member_settings import member_settings
 from ganlab.population.stacked_nets import StackedNets
@@ -50,7 +51,7 @@ def chunk_budget(device: torch.device, cpu_bytes: int) -> int:
         return cpu_bytes
     free, _ = torch.cuda.mem_get_info(device)
     return max(cpu_bytes, free // GPU_CHUNK_SHARE)
-_DERIVED = ("_schedule", "_d_loss", "_g_loss", "_optimizers", "_d_masks", "_g_masks")  # rebuilt by _derive
+_DERIVED = ("_schedule", "_d_loss", "_g_loss", "_optimizers", "_d_masks", "_g_masks", "_joint_d")  # rebuilt by _derive
 
 
 def build_member(cfg: DictConfig):
@@ -136,6 +137,10 @@ class Cohort(nn.Module):
         self._d_counts = self.member_d_steps.tolist()
         self._g_counts = self.member_g_steps.tolist()
         self._use_r1 = bool((self.member_r1_gamma > 0).any())
+        # a minibatch D compares the samples of its batch: real and fake are two batches, not one
+        self._joint_d = self.discriminator.net.judges_inputs_apart
+        if self.discriminator.net.minibatch is not None:  # R1 differentiates it twice: its broadcast form
+            self.discriminator.net.minibatch.twice_differentiable = self._use_r1
         self._optimizers: tuple[MemberRowsOptimizer, MemberRowsOptimizer] | None = None
         self._masks()
 
@@ -311,7 +316,9 @@ class Cohort(nn.Module):
                 real = self._draw(self._real_batches, index)
                 with torch.no_grad():
                     fake = self.generator(self._draw(self.noise.sample_batches, index))
-                real_logits, fake_logits = self.discriminator(torch.cat([real, fake], dim=1)).chunk(2, dim=1)
+                both = torch.cat([real, fake], dim=1)
+                logits = self.discriminator(both) if self._joint_d else self.discriminator(both, batch=real.shape[1])
+                real_logits, fake_logits = logits.chunk(2, dim=1)
                 target, gamma = self.member_real_target, self.member_r1_gamma
                 if index is not None:
                     target, gamma = target.index_select(0, index), gamma.index_select(0, index)
@@ -400,22 +407,32 @@ class Cohort(nn.Module):
 
     @torch.no_grad()
     def d_probability(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's mean D(x) over x [K, n, dim]: [K]."""
-        return torch.sigmoid(forward_in_chunks(self.discriminator, x.to(self.device))).mean(dim=(1, 2))
+        """Each member's mean D(x) over x [K, n, dim]: [K]. A minibatch D judges x as training batches
+        on the first ``rows_judged_at_evaluation`` points, as the single-run evaluation does."""
+        x = x.to(self.device)
+        if self._joint_d:
+            return torch.sigmoid(forward_in_chunks(self.discriminator, x)).mean(dim=(1, 2))
+        batch = self.batch_size
+        # the layer holds each sample's L1 distance to every sample of its batch, per kernel
+        width = batch * self.discriminator.net.minibatch.kernels
+        keep = rows_judged_at_evaluation(x.shape[1], batch)
+        logits = forward_in_chunks(self.discriminator, x[:, :keep], width=width, batch=batch)
+        return torch.sigmoid(logits).mean(dim=(1, 2))
 
 
-def forward_in_chunks(net: StackedNets, x: torch.Tensor) -> torch.Tensor:
-    """``net(x)`` for x [K, n, features], a few members at a time when all at once would hold more than
-    ``EVAL_CHUNK_BYTES`` of activations: evaluation runs G and D on ``eval_samples`` points per member
-    (20,000 by default, 20x a training batch), which at K = 1,024 alone took 10 GB."""
+def forward_in_chunks(net: StackedNets, x: torch.Tensor, width: int = 0, **kwargs) -> torch.Tensor:
+    """``net(x, **kwargs)`` for x [K, n, features], a few members at a time when all at once would hold
+    more than ``EVAL_CHUNK_BYTES`` of activations: evaluation runs G and D on ``eval_samples`` points per
+    member (20,000 by default, 20x a training batch), which at K = 1,024 alone took 10 GB. ``width``: the
+    floats a sample holds at once where that is more than two of its widest layer's."""
     members, n = x.shape[0], x.shape[1]
-    per_member = n * net.widest_layer * x.element_size() * 2  # a layer's input and output live at once
+    per_member = n * max(net.widest_layer * 2, width) * x.element_size()  # a layer's input and output live at once
     size = max(1, chunk_budget(x.device, EVAL_CHUNK_BYTES) // per_member)
     if size >= members:
-        return net(x)
+        return net(x, **kwargs)
     parts = []
     for start in range(0, members, size):
         index = torch.arange(start, min(start + size, members), device=x.device)
         with net.only(index):
-            parts.append(net(x[start:start + len(index)]))
+            parts.append(net(x[start:start + len(index)], **kwargs))
     return torch.cat(parts)

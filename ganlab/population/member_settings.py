@@ -56,7 +56,7 @@ def cohort_signature(cfg: DictConfig) -> str:
 def unsupported_reason(cfg: DictConfig) -> str | None:
     """Why this config cannot join a population (then it trains alone), or None."""
     entry = MODELS[cfg.model.name]
-    if entry.minibatch or entry.conditional:
+    if entry.conditional:
         return f"model={cfg.model.name} is not supported by population training yet"
     if TARGETS[cfg.data.name].family == "images":
         return f"data={cfg.data.name} (an image dataset) is not supported by population training yet"

@@ -21,6 +21,10 @@ on the development machine's CPU torch's tanh costs 3.4-5 ns an element and its 
 tanh was a fifth of the default recipe's population step. ``flat`` holds the members' own weights: the
 fold is applied to what the layers are lent, in the forward pass (the gradient flows through it).
 
+A module with weights of its own (the minibatch layer's ``T``) that declares ``takes_member_weights``
+gets them as rows of ``flat`` too, lent as ``[K, *shape]`` for each forward pass; its forward must treat
+the leading K as the members. Any other module with weights is a clear error.
+
 Inputs and outputs are ``[K, n, features]``.
 """
 
@@ -119,9 +123,12 @@ def _fold_tanhs(seq: nn.Module) -> tuple[set[str], set[str]]:
 
 
 def _stack_into(stacked: nn.Module, copies: list[nn.Module], prefix: str,
-                layers: list[tuple[str, StackedLinear]], columns: list[torch.Tensor]) -> None:
+                layers: list[tuple[str, StackedLinear]], columns: list[torch.Tensor],
+                lent: list[tuple[str, nn.Module, str, torch.Size]], lent_columns: list[torch.Tensor]) -> None:
     """Replace, in ``stacked`` (a copy of copies[0]), each Linear by a StackedLinear (its K members'
-    weights and biases appended to ``columns``) and each buffer by its K-member stack."""
+    weights and biases appended to ``columns``), each buffer by its K-member stack, and each weight of a
+    module that takes its members' weights itself (``takes_member_weights``) by a slot lent [K, *shape]
+    in the forward pass (appended to ``lent`` and ``lent_columns``)."""
     feeds_tanh, after_tanh = _fold_tanhs(stacked)
     for name, child in list(stacked.named_children()):
         members = [getattr(c, name) for c in copies]
@@ -137,13 +144,18 @@ def _stack_into(stacked: nn.Module, copies: list[nn.Module], prefix: str,
                 raise ConfigError(f"{type(child).__name__} has weights: not supported by population training")
             setattr(stacked, name, MemberwisePreprocess(child))
         else:
-            _stack_into(child, members, f"{prefix}{name}.", layers, columns)
+            _stack_into(child, members, f"{prefix}{name}.", layers, columns, lent, lent_columns)
     for name, _ in list(stacked.named_buffers(recurse=False)):
         stacked.register_buffer(name, torch.stack([getattr(c, name) for c in copies]))
-    own = [n for n, _ in stacked.named_parameters(recurse=False)]
-    if own:
-        raise ConfigError(f"{type(stacked).__name__} holds weights other than Linear layers ({', '.join(own)}): "
-                          "not supported by population training")
+    own = [(n, p.shape) for n, p in stacked.named_parameters(recurse=False)]
+    if own and not getattr(type(stacked), "takes_member_weights", False):
+        raise ConfigError(f"{type(stacked).__name__} holds weights other than Linear layers "
+                          f"({', '.join(n for n, _ in own)}): not supported by population training")
+    for name, shape in own:
+        lent.append((prefix + name, stacked, name, shape))
+        lent_columns.append(torch.stack([getattr(c, name).detach().reshape(-1) for c in copies]))
+        del stacked._parameters[name]
+        setattr(stacked, name, None)  # a plain attribute now: the members' [K, *shape] view, in forward
 
 
 class StackedNets(nn.Module):
@@ -154,10 +166,13 @@ class StackedNets(nn.Module):
         self.net = copy.deepcopy(copies[0])
         layers: list[tuple[str, StackedLinear]] = []
         columns: list[torch.Tensor] = []
-        _stack_into(self.net, copies, "", layers, columns)
-        self.flat = nn.Parameter(torch.cat(columns, dim=1).contiguous())
+        lent: list[tuple[str, nn.Module, str, torch.Size]] = []
+        lent_columns: list[torch.Tensor] = []
+        _stack_into(self.net, copies, "", layers, columns, lent, lent_columns)
+        self.flat = nn.Parameter(torch.cat(columns + lent_columns, dim=1).contiguous())
         self._layers = layers  # a list: the layers are registered once, inside self.net
-        self._sizes = [c.shape[1] for c in columns]
+        self._lent = lent  # other modules' own weights, after the layers' in each row
+        self._sizes = [c.shape[1] for c in columns + lent_columns]
         self._fold = self._fold_factors()
         self.rows: torch.Tensor | None = None  # inside only(): the taking members' weights, a leaf of its own
         self._template = [copy.deepcopy(copies[0])]  # a list: not a submodule, not trained
@@ -175,9 +190,11 @@ class StackedNets(nn.Module):
     def _fold_factors(self) -> torch.Tensor | None:
         """Per weight: the factor the tanh folds scale it by (None when there is no fold)."""
         factors = []
-        for (_, layer), weights, biases in zip(self._layers, self._sizes[::2], self._sizes[1::2], strict=True):
+        sizes = self._sizes[:2 * len(self._layers)]
+        for (_, layer), weights, biases in zip(self._layers, sizes[::2], sizes[1::2], strict=True):
             out = 2.0 if layer.feeds_tanh else 1.0
             factors += [torch.full((weights,), out * (2.0 if layer.after_tanh else 1.0)), torch.full((biases,), out)]
+        factors += [torch.ones(size) for size in self._sizes[len(sizes):]]
         folded = torch.cat(factors)
         return None if bool((folded == 1.0).all()) else folded
 
@@ -187,7 +204,8 @@ class StackedNets(nn.Module):
             self._fold = fn(self._fold)  # not a buffer: it is not per member, and not part of the state
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """``kwargs`` go to the stacked module (a minibatch D's ``batch``)."""
         weights = self.weights() if self._fold is None else self.weights() * self._fold
         parts = weights.split(self._sizes, dim=1)
         try:
@@ -197,10 +215,14 @@ class StackedNets(nn.Module):
                 if layer.after_tanh:  # the input is s = (h + 1) / 2 and the weight doubled: take back sum(W)
                     bias = torch.add(bias, weight.sum(dim=1, keepdim=True), alpha=-0.5)
                 layer.lent = (weight, bias)
-            return self.net(x)
+            for (_, module, name, shape), part in zip(self._lent, parts[2 * len(self._layers):], strict=True):
+                setattr(module, name, part.unflatten(1, shape).contiguous())
+            return self.net(x, **kwargs)
         finally:
             for _, layer in self._layers:
                 layer.lent = None
+            for _, module, name, _ in self._lent:
+                setattr(module, name, None)
 
     @contextlib.contextmanager
     def only(self, index: torch.Tensor):
@@ -229,6 +251,8 @@ class StackedNets(nn.Module):
         for i, (name, layer) in enumerate(self._layers):
             state[f"{name}.weight"] = row[2 * i].view(layer.in_features, layer.out_features).t().clone()
             state[f"{name}.bias"] = row[2 * i + 1].clone()
+        for (name, _, _, shape), part in zip(self._lent, row[2 * len(self._layers):], strict=True):
+            state[name] = part.view(shape).clone()
         for name, buffer in self.net.named_buffers():
             state[name] = buffer[k].clone()  # D input transforms hold no buffers
         module.load_state_dict(state)

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from ganlab.metrics import headline, sample_metrics
+from ganlab.nets.minibatch_discrimination import rows_judged_at_evaluation
 from ganlab.training.gan_module import GANModule
 from ganlab.training.history import History
 
@@ -37,7 +38,7 @@ class Evaluator:
         if module.discriminator.minibatch is None:  # per-sample, or a batch D whose inputs form the groups
             return torch.sigmoid(module.discriminate(x, labels))
         batch = module.train_cfg.batch_size
-        keep = x.shape[0] // batch * batch
+        keep = rows_judged_at_evaluation(x.shape[0], batch)
         return torch.sigmoid(module.discriminate(x[:keep], None if labels is None else labels[:keep], batch=batch))
 
     @torch.no_grad()
