@@ -177,6 +177,9 @@ BAD = [
     (["data=ring8", "preprocess=sorted"], "loses the joint law"),
     (["data=ring8", "model=minibatch", "preprocess=pack"], "cannot read packed inputs"),
     (["data=ring8", "preprocess=pack", "preprocess.m=3"], "preprocess.m=3 is not allowed; must divide"),
+    # a minibatch D's d_real/d_fake were NaN: evaluation judges whole training batches
+    (["model=minibatch", "train.eval_samples=100"],
+     "train.eval_samples=100 is not allowed; must be >= train.batch_size=128 for a discriminator that judges"),
     (["data=ring8", "preprocess=pack", "preprocess.m=0"], "preprocess.m=0"),
 ]
 

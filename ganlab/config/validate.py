@@ -163,9 +163,9 @@ def _validate_train(cfg: DictConfig) -> None:
         require(model.judges_batches or cfg.preprocess.name == "pack", key, group,
                 f"only batch discriminators (model={' or '.join(batch_models())}) group samples")
         require(train.batch_size % group == 0, key, group, f"must divide train.batch_size={train.batch_size}")
-    if model.judges_batches or cfg.preprocess.name == "pack":
+    if model.judges_batches or model.minibatch or cfg.preprocess.name == "pack":  # D judges whole batches
         require(train.eval_samples >= train.batch_size, "train.eval_samples", train.eval_samples,
-                f"must be >= train.batch_size={train.batch_size} for a batch discriminator")
+                f"must be >= train.batch_size={train.batch_size} for a discriminator that judges whole batches")
 
 
 def _no_unknown_keys(cfg: DictConfig) -> None:
