@@ -56,6 +56,16 @@ def test_stratified_noise_is_an_even_grid_plus_jitter():
     assert np.all((jitter >= 0) & (jitter <= 0.01))
 
 
+def test_a_stratified_batch_draws_the_stream_it_always_drew():
+    # one batch: a grid, one permutation of it per extra dimension, then the jitter (runs stay reproducible
+    # across the change that gave population members a grid each)
+    gen = _gen()
+    grid = torch.linspace(-1, 1, 7)
+    shuffled = grid[torch.randperm(7, generator=gen)]
+    expected = torch.stack([grid, shuffled], dim=1) + torch.rand(7, 2, generator=gen) * 0.1
+    torch.testing.assert_close(StratifiedNoise(2, -1, 1, 0.1).sample(7, generator=_gen()), expected, rtol=0, atol=0)
+
+
 def test_stratified_batches_are_each_a_whole_grid():
     # population training draws every member's batch at once: each must span the range, not a k-th of it
     z = StratifiedNoise(2, -8.0, 8.0, 0.01).sample_batches(3, 9, generator=_gen()).numpy()

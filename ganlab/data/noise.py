@@ -60,11 +60,12 @@ class StratifiedNoise(Noise):
         return self.sample_batches(1, n, device, generator)[0]
 
     def sample_batches(self, k, n, device="cpu", generator=None):
-        """Each of the k batches is its own grid (one draw of k * n would give each a k-th of the range)."""
+        """Each of the k batches is its own grid (one draw of k * n would give each a k-th of the range).
+        Extra dimensions shuffle it by one ``randperm`` per batch, so k = 1 draws what a batch always drew."""
         where = device if generator is None else "cpu"
         grid = torch.linspace(self.low, self.high, n, device=where).expand(k, n)
-        cols = [grid] + [grid.gather(1, torch.rand(k, n, generator=generator, device=where).argsort(dim=1))
-                         for _ in range(self.dim - 1)]
+        cols = [grid] + [grid.gather(1, torch.stack([torch.randperm(n, generator=generator, device=where)
+                                                     for _ in range(k)])) for _ in range(self.dim - 1)]
         z = torch.stack(cols, dim=2) + torch.rand(k, n, self.dim, generator=generator, device=where) * self.jitter
         return z.to(device)
 
