@@ -413,8 +413,9 @@ class Cohort(nn.Module):
         if self._joint_d:
             return torch.sigmoid(forward_in_chunks(self.discriminator, x)).mean(dim=(1, 2))
         batch = self.batch_size
-        # the layer holds each sample's L1 distance to every sample of its batch, per kernel
-        width = batch * self.discriminator.net.minibatch.kernels
+        # the layer holds each sample's L1 distance to every sample of its batch, per kernel, three times
+        # at once (the distances, their negatives, their exp)
+        width = 3 * batch * self.discriminator.net.minibatch.kernels
         keep = rows_judged_at_evaluation(x.shape[1], batch)
         logits = forward_in_chunks(self.discriminator, x[:, :keep], width=width, batch=batch)
         return torch.sigmoid(logits).mean(dim=(1, 2))
