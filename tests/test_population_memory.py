@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ganlab.config import model_size
 from ganlab.config.compose import compose_config
@@ -118,3 +119,26 @@ def test_a_population_sweep_too_large_for_the_memory_is_refused_before_the_study
         population_driver.run_population_sweep(sweep, f"sqlite:///{tmp_path}/optuna.db",
                                                f"sqlite:///{tmp_path}/mlflow.db", 4096, 1)
     assert not opened and not (tmp_path / "optuna.db").exists()
+
+
+def test_a_population_sweep_is_sized_by_the_largest_values_it_searches(monkeypatch, tmp_path):
+    # a minibatch layer's kernels grow each member's pairwise distances: a population that fits at the
+    # base's 5 kernels but not at the searched 10 is refused before the study opens
+    from ganlab.config import validate
+    from ganlab.sweeping import population_driver
+    from ganlab.sweeping.definition import load
+
+    path = tmp_path / "kernels.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": ["model=minibatch"], "fixed": ["train.batch_size=1024"], "objective": "ks", "trials": 4,
+        "space": {"model.kernels": {"type": "int", "low": 2, "high": 10},
+                  "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}))
+    sweep = load(str(path), storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert population_driver.largest_members(sweep).model.kernels == 10
+    at = {k: model_size.estimated_population_bytes(compose_config(["model=minibatch", "train.batch_size=1024",
+                                                                   f"model.kernels={k}"]), 64) for k in (5, 10)}
+    monkeypatch.setattr(validate, "available_memory_bytes", lambda: int((at[5] + at[10]) / 2 / validate.MEMORY_SHARE))
+    monkeypatch.setattr(population_driver, "open_study", lambda *a, **k: pytest.fail("the study was opened"))
+    with pytest.raises(ConfigError, match=r"--population=64 is not allowed; 64 members would need"):
+        population_driver.run_population_sweep(sweep, f"sqlite:///{tmp_path}/optuna.db",
+                                               f"sqlite:///{tmp_path}/mlflow.db", 64, 1)

@@ -14,14 +14,14 @@ def _weights(widths: list[int]) -> int:
     return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
 
 
-def estimated_training_bytes(cfg: DictConfig, batch_size: int | None = None) -> int:
+def estimated_training_bytes(cfg: DictConfig) -> int:
     """Weights, gradients and optimiser state of G and D, plus one batch of activations; a lower bound
     good to an order of magnitude (the first layers' widths depend on the model and preprocessing)."""
     from ganlab.data.targets import TARGETS
     from ganlab.nets.models import MODELS
 
     dim = TARGETS[cfg.data.name].dim
-    batch = batch_size or cfg.train.batch_size
+    batch = cfg.train.batch_size
     group = max(int(cfg.preprocess.get("group_size", 0) or cfg.preprocess.get("m", 0) or 1), 1)
     g_widths = [int(cfg.noise.dim or 1), *cfg.model.g.hidden, dim]
     d_widths = [dim * group, *cfg.model.d.hidden, 1]
@@ -42,7 +42,7 @@ POPULATION_BASE_BYTES = 2**30
 EVAL_COPIES = 4  # a member's evaluation samples: on the device, on the host, and two float64 copies
 
 
-def estimated_population_bytes(cfg: DictConfig, members: int, batch_size: int | None = None) -> int:
+def estimated_population_bytes(cfg: DictConfig, members: int) -> int:
     """Memory ``members`` copies of ``cfg`` trained together need: each member's training state and
     its evaluation samples, plus the process. Checked against runs of the default recipe, ring8 and two
     configs not tuned on (docs/population.md#memory): it overestimates by 1.2-1.5x, so a refusal is not
@@ -50,7 +50,7 @@ def estimated_population_bytes(cfg: DictConfig, members: int, batch_size: int | 
     from ganlab.data.targets import TARGETS
 
     evaluation = EVAL_COPIES * BYTES * cfg.train.eval_samples * TARGETS[cfg.data.name].dim
-    return POPULATION_BASE_BYTES + members * (estimated_training_bytes(cfg, batch_size) + evaluation)
+    return POPULATION_BASE_BYTES + members * (estimated_training_bytes(cfg) + evaluation)
 
 
 def available_memory_bytes() -> int | None:

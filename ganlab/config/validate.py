@@ -213,15 +213,15 @@ def _validate_tracking(tracking: DictConfig) -> None:
 MEMORY_SHARE = 0.8  # of the memory free now, what a run may plan to use
 
 
-def check_population_fits(cfg: DictConfig, members: int, key: str, batch_size: int | None = None) -> None:
+def check_population_fits(cfg: DictConfig, members: int, key: str) -> None:
     """``members`` copies of ``cfg`` trained together (``train.seeds``, ``--population``) must fit in
     this machine's free memory: refused up front, naming ``key`` and how many fit, rather than killed
     by the system minutes in."""
     free = available_memory_bytes()
-    need = estimated_population_bytes(cfg, members, batch_size)
+    need = estimated_population_bytes(cfg, members)
     if not free or need <= MEMORY_SHARE * free:
         return
-    base = estimated_population_bytes(cfg, 0, batch_size)
+    base = estimated_population_bytes(cfg, 0)
     fit = max(int((MEMORY_SHARE * free - base) // ((need - base) / members)), 0)
     raise not_allowed(key, members, f"{members} members would need about {need / 2**30:.1f} GB and this machine "
                       f"has {free / 2**30:.1f} GB free; at most {fit} fit (or lower train.eval_samples or the "

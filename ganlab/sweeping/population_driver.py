@@ -182,6 +182,20 @@ def _best_member(saved: dict) -> BestMember:
                       saved.get("sample_seed", saved["cfg"].train.seed))  # absent before 2026-12-07
 
 
+def largest_members(sweep: SweepDefinition) -> DictConfig:
+    """The sweep's config with each numeric searched key at its largest value: a member's memory at its
+    most (batch size, widths, a minibatch layer's kernels, R1 on), for the up-front memory check. Where
+    that combination does not compose, the largest batch size alone."""
+    largest = {p.key: max(p.extremes()) for p in sweep.space
+               if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p.extremes())}
+    fixed = [*sweep.base, *sweep.fixed]
+    try:
+        return compose_config([*fixed, *(f"{key}={value}" for key, value in largest.items())])
+    except ConfigError:
+        return compose_config([*fixed, *(f"{key}={value}" for key, value in largest.items()
+                                         if key == "train.batch_size")])
+
+
 def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri: str, size: int,
                          threads: int, stale_after: int = 30) -> int:
     """Run (or resume) the study as a population of ``size`` members. Returns an exit code."""
@@ -191,12 +205,10 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     generation = trials_at_once(size, sweep.seeds)  # a trial over seeds is that many members
     sweep = dataclasses.replace(sweep, sampler=for_population(sweep.sampler, generation, numbers))
     base = compose_config([*sweep.base, *sweep.fixed])
-    largest_batch = max([base.train.batch_size, *(int(value) for p in sweep.space if p.key == "train.batch_size"
-                                                  for value in p.extremes())])
     if base.train.seeds > size:
         raise ConfigError(f"--population={size} holds fewer members than train.seeds={base.train.seeds}: a trial's "
                           f"seeds train together, so use --population {base.train.seeds} or more")
-    check_population_fits(base, size, "--population", largest_batch)
+    check_population_fits(largest_members(sweep), size, "--population")
     accelerator = resolve_accelerator(base.train.accelerator)
     configure_runtime()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
