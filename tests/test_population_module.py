@@ -113,13 +113,14 @@ def test_members_with_their_own_rates_each_learn_the_target():
 @pytest.mark.slow
 def test_minibatch_members_each_learn_the_target_with_and_without_r1():
     # model=minibatch (batch 128, its recipe's): each member's minibatch layer has its own T, and a member
-    # with R1 makes the cohort take the layer's twice-differentiable form (cdist has no second derivative)
+    # with R1 makes the cohort take the layer's twice-differentiable form (cdist has no second derivative).
+    # At 500 iterations these members measured KS 0.022, 0.021, 0.018 (2026-12-07); untrained, 0.5-1
     members = [{"train.seed": 0}, {"train.seed": 1, "train.r1_gamma": 0.1},
                {"train.seed": 2, "optim.d_lr": 5e-4, "train.d_steps": 2}]
-    cohort = _fit(Cohort(_configs(members, iterations=1000, extra=["model=minibatch"])), 1000)
+    cohort = _fit(Cohort(_configs(members, iterations=500, extra=["model=minibatch"])), 500)
     assert cohort.discriminator.net.minibatch.twice_differentiable
     ks = _ks(cohort)
-    assert np.all(ks < 0.15), ks
+    assert np.all(ks < 0.06), ks
 
 
 @pytest.mark.parametrize(("members", "named"), [([{"train.batch_size": 64}, {}], "train.batch_size"),
