@@ -29,6 +29,7 @@ CASES = {  # label -> overrides (the default recipe at two batch sizes, ring8's 
     "minibatch 1D, batch 128": ["model=minibatch"],
     "minibatch 1D, batch 16": ["model=minibatch", "train.batch_size=16"],
 }
+SIZES = (1, 8, 32, 128)
 
 
 def cases_named(words: list[str] | None) -> dict[str, list[str]]:
@@ -37,7 +38,6 @@ def cases_named(words: list[str] | None) -> dict[str, list[str]]:
     if not picked:
         raise SystemExit(f"--population-cases {' '.join(words)}: no case matches; cases: {', '.join(CASES)}")
     return picked
-SIZES = (1, 8, 32, 128)
 
 
 def _fit_seconds(module: pl.LightningModule, iterations: int, device: str) -> float:
