@@ -4,6 +4,7 @@
 # population (CUDA graphs on). The device tool allows 600 s a call, so run it in two calls:
 #   bash benchmarks/gpu_population.sh first     # tests, throughput, train.seeds (~5 min)
 #   bash benchmarks/gpu_population.sh sweep     # the 1,024-trial sweep (up to ~6 min)
+#   bash benchmarks/gpu_population.sh minibatch # model=minibatch throughput, eager and graphed (~3 min)
 # Prepare here:  mkdir -p .gpu && cp -r ../shared/gpu/. .gpu/ && echo /.gpu/ >> .git/info/exclude
 # Run there with the device tool, carry [".gpu"]. Results go to $OUT (copy population_cuda.json and the
 # logs to benchmarks/results/). Each stage has its own time limit; a failing stage does not stop the next.
@@ -39,6 +40,21 @@ stage "train.seeds=64 on the GPU (1,000 iterations)"
 ( cd "$WORK" && timeout 60 python3 -m ganlab.train train.seeds=64 train.accelerator=gpu train.iterations=1000 \
     tracking.uri=sqlite:///$WORK/seeds.db 2>&1 | tail -5 )
 
+fi
+
+if [ "$PART" = minibatch ]; then
+stage "throughput: model=minibatch (batch 128), eager and graphed"
+timeout 400 python3 - "$OUT" <<'PY'
+import json, sys, time
+from benchmarks import population
+case = population.cases_named(["minibatch 1D, batch 128"])
+res = population.run(iterations=50, repeats=3, sizes=(1, 16, 64, 256), device="cuda", cases=case)
+graphed = population.run(iterations=50, repeats=3, sizes=(64, 256), device="cuda", cases=case, cuda_graphs=True)
+res["rows"] += graphed["rows"]
+res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+open(f"{sys.argv[1]}/population_minibatch_cuda.json", "w").write(json.dumps(res, indent=2))
+print(population.table(res))
+PY
 fi
 
 if [ "$PART" = sweep ]; then

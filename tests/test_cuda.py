@@ -137,3 +137,28 @@ def test_a_seeds_run_stopped_on_the_device_resumes_to_the_uninterrupted_result(t
     again = run_population(again_cfg, resume=point, verbose=False)
     keys = sorted(whole.metrics)
     np.testing.assert_allclose([again.metrics[k] for k in keys], [whole.metrics[k] for k in keys], rtol=1e-5)
+
+
+def test_a_minibatch_population_trains_on_the_device_with_and_without_r1():
+    """model=minibatch (each member's own T, lent as rows of the flat weights; real and fake judged as
+    two batches) and a member with R1 (the layer's twice-differentiable form), evaluated on the device."""
+    from ganlab.population.population_evaluation import PopulationEvaluator
+
+    members = [{"model": "minibatch", "train.seed": 0}, {"model": "minibatch", "train.seed": 1, "train.r1_gamma": 1}]
+    cohort = _fit(Cohort(_configs(members, iterations=30)), 30)
+    assert cohort.device.type == "cuda"
+    assert cohort.discriminator.net.minibatch.twice_differentiable
+    assert cohort.collect_failures() == {}
+    rows, samples = PopulationEvaluator(cohort, 1024, 0).evaluate(cohort)
+    assert samples.shape == (2, 1024, 1)
+    assert all(math.isfinite(row[key]) for row in rows for key in ("ks", "d_real", "d_fake"))
+
+
+def test_a_2d_population_trains_and_is_measured_on_the_device():
+    from ganlab.population.population_evaluation import PopulationEvaluator
+
+    members = [{"data": "ring8", "train.seed": 0}, {"data": "ring8", "train.seed": 1, "train.d_steps": 2}]
+    cohort = _fit(Cohort(_configs(members, iterations=30)), 30)
+    rows, samples = PopulationEvaluator(cohort, 2000, 0).evaluate(cohort)
+    assert samples.shape == (2, 2000, 2)
+    assert all(math.isfinite(row["sliced_w1"]) and 0 <= row["modes"] <= 8 for row in rows)
