@@ -58,3 +58,30 @@ def test_each_member_matches_the_single_run_2d_metrics(overrides):
                 assert np.isnan(batched[name][k]), (name, k)
             else:
                 assert batched[name][k] == pytest.approx(value, rel=1e-6, abs=1e-9), (name, k)
+
+
+def test_each_member_matches_the_single_run_metrics_per_class_of_a_conditional_target():
+    # the evaluator asks a conditional G for the reference's classes: per-class metrics compare like for like
+    from ganlab.config.compose import compose_config
+    from ganlab.data.targets import build_target
+    from ganlab.metrics.metrics_2d import metrics_2d
+    from ganlab.population.batched_metrics import metrics_2d_batched
+
+    target = build_target(compose_config(["experiment=cgan_two_blobs"]).data)
+    n = 3000
+    reference, labels = target.sample_with_labels(n, generator=torch.Generator().manual_seed(9))
+    reference, labels = reference.numpy(), labels.numpy()
+    good = np.empty((n, 2), np.float32)  # a perfect conditional G: class k's picture for every label k
+    for k, image in enumerate(target.images):
+        good[labels == k] = image.sample(int((labels == k).sum()), generator=torch.Generator().manual_seed(k)).numpy()
+    swapped = good.copy()  # each class's samples where the other class lives: right overall, wrong per class
+    swapped[:, 0] = 1.0 - swapped[:, 0]
+    members = np.stack([good, swapped, _members_2d(target, n)[2]]).astype(np.float32)
+    batched = metrics_2d_batched(torch.from_numpy(members), target, reference, labels)
+    assert {"sliced_w1_class0", "off_density_class1"} <= set(batched)
+    for k, x in enumerate(members):
+        single = metrics_2d(x, target, reference, labels, labels)
+        assert set(single) == set(batched)
+        for name, value in single.items():
+            assert batched[name][k] == pytest.approx(value, rel=1e-6, abs=1e-9), (name, k)
+    assert batched["sliced_w1_class0"][1] > 5 * batched["sliced_w1_class0"][0]

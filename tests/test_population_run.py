@@ -70,7 +70,7 @@ def test_median_and_summary_skip_failed_seeds():
     assert np.isnan(summary["ks_seed1"])
 
 
-@pytest.mark.parametrize(("overrides", "named"), [(["experiment=cgan_two_blobs"], "conditional"),
+@pytest.mark.parametrize(("overrides", "named"), [(["model.g.batch_norm=[true,true]"], "batch norm"),
                                                   (["data=digits"], "digits"), (["model.d.dropout=0.2"], "dropout")])
 def test_unsupported_compositions_name_what_to_do(overrides, named):
     with pytest.raises(ConfigError) as err:
@@ -83,6 +83,7 @@ def test_unsupported_compositions_name_what_to_do(overrides, named):
     (["model.d.dropout=0.2", "train.seeds=3", "train.seed=5"], ["model.d.dropout=0.2", "train.seed=range(5,8)"]),
     (["train.seeds=3"], None),  # population training takes it
     (["optim=sgd", "train.seeds=3"], None),  # SGD too
+    (["experiment=cgan_two_blobs", "train.seeds=3"], None),  # and a conditional model
     (["model.d.dropout=0.2", "train.seeds=1"], None),
     (["model.d.dropout=0.2"], None),
     (["model.d.dropout=0.2", "train.seeds=two"], None),  # composing as typed says what is wrong

@@ -110,6 +110,30 @@ def test_a_population_sweep_refills_its_slots_and_records_one_child_run_per_tria
 
 
 @pytest.mark.slow
+def test_a_conditional_population_sweep_logs_each_class_and_the_best_trials_labels(tmp_path, monkeypatch):
+    # S4's conditional GAN as a population: per-class metrics on every child run; the best trial's
+    # samples.npy comes with labels.npy (row i generated for class labels[i]) and its generator Model
+    # takes noise and the one-hot class, as a single run's does
+    import mlflow.pytorch
+    import numpy as np
+    from mlflow.artifacts import download_artifacts
+
+    path = _write(tmp_path, "cgan", base=["experiment=cgan_two_blobs"], objective="sliced_w1", trials=3,
+                  space={"optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    assert code == 0 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    client, _, children = _children(tracking, "cgan")
+    assert len(children) == 3
+    assert all({"sliced_w1_class0", "off_density_class1"} <= set(c.data.metrics) for c in children)
+    (best,) = [c for c in children if c.data.tags.get("best_artifacts") == "true"]
+    folder = Path(download_artifacts(run_id=best.info.run_id, tracking_uri=tracking, dst_path=str(tmp_path / "a")))
+    samples, labels = np.load(folder / "samples.npy"), np.load(folder / "labels.npy")
+    assert samples.shape == (len(labels), 2) and set(np.unique(labels)) == {0, 1}
+    model = mlflow.pytorch.load_model(f"runs:/{best.info.run_id}/generator")
+    assert next(model.parameters()).shape[1] == 2 + 2  # noise dim 2, then the one-hot of 2 classes
+
+
+@pytest.mark.slow
 def test_a_study_that_stops_taking_trials_ends_the_sweep_truthfully_and_the_same_command_finishes_it(
         tmp_path, monkeypatch, capsys):
     path = _write(tmp_path, "births", trials=4)

@@ -23,4 +23,21 @@ class LabelConditioning:
             return x
         if labels is None:
             raise ValueError(f"this model is conditional on {self.classes} classes: pass one label per sample")
-        return torch.cat([x, F.one_hot(labels, self.classes).to(x.dtype)], dim=1)
+        # the last dimension: x is [n, features], or [K, n, features] for K stacked members (populations)
+        return torch.cat([x, F.one_hot(labels, self.classes).to(x.dtype)], dim=-1)
+
+    def draw_labels(self, target, n: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None, label: int | None = None) -> torch.Tensor | None:
+        """Classes for n generated samples: ``label`` for all of them if given, else drawn as the real
+        data's are (``target.sample_labels``); None for an unconditional model (nothing is drawn)."""
+        if not self.classes:
+            return None
+        if label is not None:
+            return torch.full((n,), label, dtype=torch.long, device=device)
+        return target.sample_labels(n, device, generator)
+
+    def input_example(self, noise, target, n: int = 8) -> torch.Tensor:
+        """n inputs of G as its MLflow Model takes them (seeded): noise, then the one-hot class if conditional."""
+        generator = torch.Generator().manual_seed(0)
+        z = noise.sample(n, generator=generator)
+        return self.join(z, self.draw_labels(target, n, "cpu", generator))

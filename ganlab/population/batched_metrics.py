@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ganlab.data.targets_1d import Target1D
-from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity
+from ganlab.data.targets_2d import ConditionalPictureDensity, GaussianMixture2D, PictureDensity
 from ganlab.metrics.metrics_2d import HQ_STDS, PAPER_SAMPLES, SLICE_DIRECTIONS
 
 
@@ -66,18 +66,34 @@ def _mode_metrics_batched(x: torch.Tensor, means: np.ndarray, std: float,
             "reverse_kl": reverse_kl}
 
 
-def metrics_2d_batched(samples: torch.Tensor, target, reference: np.ndarray) -> dict[str, np.ndarray]:
-    """``samples`` [K, n, 2] against an unconditional 2D target -> {metric: array [K]}, the same
-    definitions as ``ganlab.metrics.metrics_2d`` (``reference`` has n rows, as the evaluator draws it)."""
+def _off_density_batched(x: torch.Tensor, image: PictureDensity) -> torch.Tensor:
+    """As ``off_density_share`` for [K, n, 2] samples."""
+    off = image.pixel_weights_at(x.reshape(-1, 2).cpu().numpy()).reshape(x.shape[0], x.shape[1]) == 0
+    return torch.from_numpy(off.mean(axis=1))
+
+
+def metrics_2d_batched(samples: torch.Tensor, target, reference: np.ndarray,
+                       labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``samples`` [K, n, 2] against a 2D target -> {metric: array [K]}, the same definitions as
+    ``ganlab.metrics.metrics_2d`` (``reference`` has n rows, as the evaluator draws it). For a conditional
+    target, ``labels`` [n] are the classes of both the samples and the reference (the evaluator asks G
+    for the reference's classes), which adds the metrics per class."""
     x = samples.detach().to(torch.float64)
-    out = {"sliced_w1": _sliced_w1_batched(x, torch.as_tensor(reference, dtype=torch.float64), SLICE_DIRECTIONS)}
+    ref = torch.as_tensor(reference, dtype=torch.float64)
+    out = {"sliced_w1": _sliced_w1_batched(x, ref, SLICE_DIRECTIONS)}
     if isinstance(target, GaussianMixture2D):
         weights = np.asarray(target.weights, np.float64)
         out.update(_mode_metrics_batched(x[:, :PAPER_SAMPLES], target.means, target.std, weights))
         full = _mode_metrics_batched(x, target.means, target.std, weights)
         out.update({f"{key}_full": value for key, value in full.items()})
     if isinstance(target, PictureDensity):
-        flat = x.reshape(-1, 2).cpu().numpy()
-        off = target.pixel_weights_at(flat).reshape(x.shape[0], x.shape[1]) == 0
-        out["off_density"] = torch.from_numpy(off.mean(axis=1))
+        out["off_density"] = _off_density_batched(x, target)
+    if isinstance(target, ConditionalPictureDensity):
+        out["off_density"] = _off_density_batched(x, target.union)
+        for k, image in enumerate(target.images if labels is not None else []):
+            mine = torch.from_numpy(np.flatnonzero(labels == k)).to(x.device)
+            if len(mine):
+                part = x.index_select(1, mine)
+                out[f"sliced_w1_class{k}"] = _sliced_w1_batched(part, ref.index_select(0, mine.cpu()), SLICE_DIRECTIONS)
+                out[f"off_density_class{k}"] = _off_density_batched(part, image)
     return {key: value.cpu().numpy() for key, value in out.items()}

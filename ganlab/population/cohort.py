@@ -100,6 +100,7 @@ class Cohort(nn.Module):
         settings = member_settings(self.configs)
         members = [build_member(cfg) for cfg in self.configs]
         self.target, self.noise = members[0].target, members[0].noise
+        self.conditioning = members[0].conditioning  # a conditional model's classes, joined to G's and D's inputs
         self.generator = StackedNets([m.generator for m in members])
         self.discriminator = StackedNets([m.discriminator for m in members])
         self.ema = copy.deepcopy(self.generator).requires_grad_(False)  # each member's EMA of G, for evaluation
@@ -268,16 +269,42 @@ class Cohort(nn.Module):
         taking = [len(self.alive) if index is None else len(index) for index in self._d_masks + self._g_masks]
         self.cost = self.batch_size * sum(taking)  # samples through the networks per iteration, roughly
 
-    def _draw(self, sample_batches, index: torch.Tensor | None) -> torch.Tensor:
-        """A batch for every member, [K, n, dim], then the rows of the members ``index``: a member's draws
-        do not depend on which others take the step (one member stopping leaves the others' data as it was)."""
+    def _draw(self, sample_batches, index: torch.Tensor | None):
+        """A batch for every member, [K, n, ...] (or a tuple of such, or None: nothing to draw), then the
+        rows of the members ``index``: a member's draws do not depend on which others take the step (one
+        member stopping leaves the others' data as it was)."""
         rng = self.rng if self.device.type == "cpu" else None
         batch = sample_batches(self.members, self.batch_size, self.device, generator=rng)
-        return batch if index is None else batch.index_select(0, index)
+        if index is None or batch is None:
+            return batch
+        if isinstance(batch, tuple):
+            return tuple(None if part is None else part.index_select(0, index) for part in batch)
+        return batch.index_select(0, index)
 
-    def _real_batches(self, k: int, n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-        """k batches of n target samples (i.i.d.: one draw of k * n)."""
-        return self.target.sample(k * n, device, generator=generator).reshape(k, n, -1)
+    def _real_batches(self, k: int, n: int, device: torch.device,
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """k batches of n target samples (i.i.d.: one draw of k * n) and, for a conditional model, their classes."""
+        if not self.conditioning.classes:
+            return self.target.sample(k * n, device, generator=generator).reshape(k, n, -1), None
+        x, labels = self.target.sample_with_labels(k * n, device, generator=generator)
+        return x.reshape(k, n, -1), labels.reshape(k, n)
+
+    def _fake_labels(self, k: int, n: int, device: torch.device,
+                     generator: torch.Generator | None) -> torch.Tensor | None:
+        """[k, n] classes for generated samples, drawn as the real ones are; None (no draw) if unconditional."""
+        labels = self.conditioning.draw_labels(self.target, k * n, device, generator)
+        return None if labels is None else labels.reshape(k, n)
+
+    def _fake(self, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The taking members' generated batches and the classes they were asked for (drawn in this order,
+        as the single run draws them: classes, then noise)."""
+        labels = self._draw(self._fake_labels, index)
+        z = self._draw(self.noise.sample_batches, index)
+        return self.generator(self.conditioning.join(z, labels)), labels
+
+    def _judge(self, x: torch.Tensor, labels: torch.Tensor | None, **kwargs) -> torch.Tensor:
+        """D's logits for x [K, n, dim] (given its classes, for a conditional model)."""
+        return self.discriminator(self.conditioning.join(x, labels), **kwargs)
 
     def _only(self, index: torch.Tensor | None):
         """The networks restricted to the members ``index`` (all when None)."""
@@ -288,10 +315,12 @@ class Cohort(nn.Module):
         stack.enter_context(self.discriminator.only(index))
         return stack
 
-    def _r1(self, real: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """[K] R1 penalties, each member's on its own real batch in its own D's units."""
+    def _r1(self, real: torch.Tensor, labels: torch.Tensor | None, gamma: torch.Tensor) -> torch.Tensor:
+        """[K] R1 penalties, each member's on its own real batch in its own D's units (the gradient with
+        respect to the samples, not their one-hot classes)."""
         input_std = self.discriminator.net.input_std  # [members, dim]: each member's own
-        return r1_penalty(self.discriminator, real, gamma, None if input_std is None else input_std.unsqueeze(1))
+        return r1_penalty(lambda x: self._judge(x, labels), real, gamma,
+                          None if input_std is None else input_std.unsqueeze(1))
 
     @staticmethod
     def _update(optimizer: MemberRowsOptimizer, nets: StackedNets, losses: torch.Tensor,
@@ -313,24 +342,25 @@ class Cohort(nn.Module):
         d_loss = g_loss = torch.zeros(self.members, device=self.device)
         for step, index in enumerate(self._d_masks):
             with self._only(index):
-                real = self._draw(self._real_batches, index)
+                real, real_labels = self._draw(self._real_batches, index)
                 with torch.no_grad():
-                    fake = self.generator(self._draw(self.noise.sample_batches, index))
+                    fake, fake_labels = self._fake(index)
                 both = torch.cat([real, fake], dim=1)
-                logits = self.discriminator(both) if self._joint_d else self.discriminator(both, batch=real.shape[1])
+                labels = None if real_labels is None else torch.cat([real_labels, fake_labels], dim=1)
+                logits = self._judge(both, labels) if self._joint_d else self._judge(both, labels, batch=real.shape[1])
                 real_logits, fake_logits = logits.chunk(2, dim=1)
                 target, gamma = self.member_real_target, self.member_r1_gamma
                 if index is not None:
                     target, gamma = target.index_select(0, index), gamma.index_select(0, index)
                 losses = self._d_loss(real_logits, fake_logits, target.view(-1, 1, 1))
                 if self._use_r1:
-                    losses = losses + self._r1(real, gamma)
+                    losses = losses + self._r1(real, real_labels, gamma)
                 self._update(opt_d, self.discriminator, losses, index)
             if step == 0:  # every live member takes the first step
                 d_loss = self._full(losses, index)
         for step, index in enumerate(self._g_masks):
             with self._only(index):
-                losses = self._g_loss(self.discriminator(self.generator(self._draw(self.noise.sample_batches, index))))
+                losses = self._g_loss(self._judge(*self._fake(index)))
                 self._update(opt_g, self.generator, losses, index)
             if step == 0:
                 g_loss = self._full(losses, index)
@@ -401,14 +431,19 @@ class Cohort(nn.Module):
 
     # -- evaluation ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_eval(self, z: torch.Tensor) -> torch.Tensor:
-        """Every member's samples from the same noise z [n, dim], with its EMA weights: [K, n, data_dim]."""
-        return forward_in_chunks(self.ema, z.to(self.device).unsqueeze(0).expand(self.members, -1, -1))
+    def generate_eval(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Every member's samples from the same noise z [n, dim] (and classes [n], for a conditional model),
+        with its EMA weights: [K, n, data_dim]."""
+        inputs = self.conditioning.join(z, labels).to(self.device)
+        return forward_in_chunks(self.ema, inputs.unsqueeze(0).expand(self.members, -1, -1))
 
     @torch.no_grad()
-    def d_probability(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's mean D(x) over x [K, n, dim]: [K]. A minibatch D judges x as training batches
-        on the first ``rows_judged_at_evaluation`` points, as the single-run evaluation does."""
+    def d_probability(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Each member's mean D(x) over x [K, n, dim] (given the classes [n], for a conditional model): [K].
+        A minibatch D judges x as training batches on the first ``rows_judged_at_evaluation`` points, as
+        the single-run evaluation does."""
+        if labels is not None:
+            x = self.conditioning.join(x, labels.to(x.device).unsqueeze(0).expand(x.shape[0], -1))
         x = x.to(self.device)
         if self._joint_d:
             return torch.sigmoid(forward_in_chunks(self.discriminator, x)).mean(dim=(1, 2))

@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ganlab.data.targets import TARGETS
 from ganlab.errors import ConfigError
-from ganlab.nets.models import MODELS
 from ganlab.population.stacked_optimizers import STACKED_OPTIMIZERS
 from ganlab.training.optimizers import short_run_boost
 
@@ -55,9 +54,6 @@ def cohort_signature(cfg: DictConfig) -> str:
 
 def unsupported_reason(cfg: DictConfig) -> str | None:
     """Why this config cannot join a population (then it trains alone), or None."""
-    entry = MODELS[cfg.model.name]
-    if entry.conditional:
-        return f"model={cfg.model.name} is not supported by population training yet"
     if TARGETS[cfg.data.name].family == "images":
         return f"data={cfg.data.name} (an image dataset) is not supported by population training yet"
     if cfg.optim.name not in STACKED_OPTIMIZERS:

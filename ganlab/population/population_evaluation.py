@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ganlab.data.targets_1d import Target1D
-from ganlab.data.targets_2d import GaussianMixture2D, PictureDensity
+from ganlab.data.targets_2d import ConditionalPictureDensity, GaussianMixture2D, PictureDensity
 from ganlab.metrics import sample_metrics
 from ganlab.metrics.metrics_2d import SLICE_DIRECTIONS
 from ganlab.population.batched_metrics import metrics_1d_batched, metrics_2d_batched
@@ -40,15 +40,19 @@ METRIC_BYTES_PER_SAMPLE = {1: 10 * 8, 2: 3 * 8 * SLICE_DIRECTIONS}
 METRIC_CHUNK_BYTES = 256 * 2**20
 
 
-def batched_metrics(fake: torch.Tensor, target, reference: np.ndarray) -> dict[str, np.ndarray] | None:
-    """Every member's sample metrics from ``fake`` [K, n, dim], a chunk of members at a time; None for a
-    target with no batched form (its members are measured one scipy call each)."""
+def batched_metrics(fake: torch.Tensor, target, reference: np.ndarray,
+                    labels: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
+    """Every member's sample metrics from ``fake`` [K, n, dim] (generated for ``labels``, the reference's
+    classes, for a conditional target), a chunk of members at a time; None for a target with no batched
+    form (its members are measured one scipy call each)."""
     one_d = isinstance(target, Target1D)
-    if not one_d and not isinstance(target, (GaussianMixture2D, PictureDensity)):
+    if not one_d and not isinstance(target, (GaussianMixture2D, PictureDensity, ConditionalPictureDensity)):
         return None
 
     def measure(part: torch.Tensor) -> dict[str, np.ndarray]:
-        return metrics_1d_batched(part.squeeze(-1), target) if one_d else metrics_2d_batched(part, target, reference)
+        if one_d:
+            return metrics_1d_batched(part.squeeze(-1), target)
+        return metrics_2d_batched(part, target, reference, labels)
 
     budget = chunk_budget(fake.device, METRIC_CHUNK_BYTES)
     size = max(1, budget // (fake.shape[1] * METRIC_BYTES_PER_SAMPLE[target.dim]))
@@ -57,28 +61,34 @@ def batched_metrics(fake: torch.Tensor, target, reference: np.ndarray) -> dict[s
 
 
 class PopulationEvaluator:
-    """One per cohort shape: the evaluation noise and real samples are drawn once, from ``seed``."""
+    """One per cohort shape: the evaluation noise and real samples (and their classes, which a conditional
+    G is asked for: every class is compared like for like) are drawn once, from ``seed``, in the single
+    run's order (``Evaluator``)."""
 
     def __init__(self, cohort: Cohort, n_samples: int, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
         preprocess = cohort.discriminator.member(0).preprocess
         n = n_samples if preprocess.per_sample else preprocess.groups(n_samples) * preprocess.batch_size
         self.noise = cohort.noise.sample(n, generator=gen)
-        self.real = cohort.target.sample(n, generator=gen)
+        self.real, real_labels = cohort.target.sample_with_labels(n, generator=gen)
+        self.labels = real_labels if cohort.conditioning.classes else None  # G's and D's classes, [n]
         self.reference = self.real.numpy()
+        self.labels_np = None if self.labels is None else self.labels.numpy()  # what plots and metrics take
 
     def evaluate(self, cohort: Cohort) -> tuple[list[dict[str, float]], np.ndarray]:
         """Every member's metrics (its EMA generator against the fixed real set) and samples [K, n, dim]."""
-        fake = cohort.generate_eval(self.noise)
+        fake = cohort.generate_eval(self.noise, self.labels)
         real = self.real.to(cohort.device).unsqueeze(0).expand(cohort.members, -1, -1)
-        d_real, d_fake = cohort.d_probability(real).cpu(), cohort.d_probability(fake).cpu()
+        d_real = cohort.d_probability(real, self.labels).cpu()
+        d_fake = cohort.d_probability(fake, self.labels).cpu()
         samples = fake.float().cpu().numpy()
-        batched = batched_metrics(fake, cohort.target, self.reference)
+        batched = batched_metrics(fake, cohort.target, self.reference, self.labels_np)
         if batched is not None:
             columns = {key: values.tolist() for key, values in batched.items()}
             rows = [{key: float(values[k]) for key, values in columns.items()} for k in range(cohort.members)]
         else:
-            rows = [sample_metrics(samples[k], cohort.target, self.reference) for k in range(cohort.members)]
+            rows = [sample_metrics(samples[k], cohort.target, self.reference, self.labels_np, self.labels_np)
+                    for k in range(cohort.members)]
         losses = cohort.member_last_losses.tolist()
         for k, row in enumerate(rows):
             row.update(d_real=float(d_real[k]), d_fake=float(d_fake[k]), loss_d=losses[k][0], loss_g=losses[k][1])

@@ -41,6 +41,7 @@ from ganlab.training.runner import (
     finish_killed,
     interruption_behind,
     log_history_figures,
+    log_samples,
     log_weights,
     make_trainer,
     open_tracker,
@@ -131,7 +132,7 @@ class PopulationMonitor(pl.Callback):
         self.tracker.log_metrics(summary, step=it)
         if plot:
             k = median_member(self.rows, alive)
-            frame = self.plotter.frame(samples[k], None, it, lambda points, label: None)
+            frame = self.plotter.frame(samples[k], self.evaluator.labels_np, it, lambda points, label: None)
             self.history.frames.append(frame)
             self.tracker.log_frame(frame, self.rows[k], f"plots/{self.plotter.animation_name}_{it:06d}.png")
         now = time.perf_counter()
@@ -157,25 +158,27 @@ class PopulationMonitor(pl.Callback):
 
 def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: History, tracker,
                          cfg: DictConfig) -> None:
-    """seeds.json, and the median seed's samples, weights and generator Model; the figures."""
+    """seeds.json, and the median seed's samples (with labels.npy, conditional), weights and generator
+    Model; the figures."""
     seed = cfg.train.seed
     failures = cohort.failures
     alive = [k not in failures for k in range(cohort.members)]
     k = median_member(monitor.rows, alive)
     per_seed = per_seed_record(cohort.keys, monitor.rows, failures, k)
     log_per_seed(tracker, per_seed)
-    z = cohort.noise.sample(final_sample_count(cohort.target.dim), generator=torch.Generator().manual_seed(seed + 1))
+    n, draws = final_sample_count(cohort.target.dim), torch.Generator().manual_seed(seed + 1)
+    z = cohort.noise.sample(n, generator=draws)  # then the classes, from the same stream, as a single run draws them
+    labels = cohort.conditioning.draw_labels(cohort.target, n, "cpu", draws)
     generator = cohort.ema.member(k)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         with torch.no_grad():
-            samples = generator(z.to(cohort.device)).float().cpu().numpy()
-        np.save(tmp_path / "samples.npy", samples)
-        tracker.log_artifact(tmp_path / "samples.npy")
+            samples = generator(cohort.conditioning.join(z, labels).to(cohort.device)).float().cpu().numpy()
+        log_samples(tracker, samples, labels, tmp_path)
         log_weights(tracker, {"generator.pt": cohort.generator.member(k),
                               "discriminator.pt": cohort.discriminator.member(k), "generator_ema.pt": generator},
                     tmp_path)
-    tracker.log_generator(generator.cpu(), cohort.noise.sample(8, generator=torch.Generator().manual_seed(0)),
+    tracker.log_generator(generator.cpu(), cohort.conditioning.input_example(cohort.noise, cohort.target),
                           member_configs(cfg)[k])
     log_history_figures(tracker, history, monitor.plotter)
 

@@ -51,7 +51,7 @@ from ganlab.sweeping.samplers import finished_trials_to_compare
 from ganlab.sweeping.summary import best_trials, trial_line
 from ganlab.sweeping.trial_runs import TrialRuns
 from ganlab.training.history import History
-from ganlab.training.runner import final_sample_count, log_history_figures, log_weights
+from ganlab.training.runner import final_sample_count, log_history_figures, log_samples, log_weights
 
 MAX_STEPS_AHEAD = 200  # iterations in one population step, at most (see PopulationSlots.steps_ahead)
 STEP_SECONDS = 1.0  # ... and about this long
@@ -301,7 +301,7 @@ class PopulationSlots(pl.Callback):
             rows, samples = evaluator.evaluate(cohort)
             for number, ks in due.items():
                 if number in self.live and all(cohort.alive[k] for k in ks):
-                    self._record(cohort, ks, rows, samples, plotter, step)
+                    self._record(cohort, ks, rows, samples, evaluator.labels_np, plotter, step)
         self.eval_seconds += time.perf_counter() - start
         return any_due
 
@@ -320,10 +320,11 @@ class PopulationSlots(pl.Callback):
             if key == number:
                 cohort.stop(k)
 
-    def _record(self, cohort: Cohort, ks: list[int], rows: list[dict[str, float]], samples: np.ndarray, plotter,
-                step: int) -> None:
+    def _record(self, cohort: Cohort, ks: list[int], rows: list[dict[str, float]], samples: np.ndarray,
+                labels: np.ndarray | None, plotter, step: int) -> None:
         """One trial's evaluation: its member's metrics, or over seeds their summary (medians, ranges and
-        each seed's headline metric, as a ``train.seeds`` run logs) with the median seed's samples."""
+        each seed's headline metric, as a ``train.seeds`` run logs) with the median seed's samples
+        (generated for ``labels``, a conditional model's classes)."""
         number = cohort.keys[ks[0]]
         live = self.live[number]
         if len(ks) == 1:
@@ -341,7 +342,7 @@ class PopulationSlots(pl.Callback):
         if live.run.done() and "mlflow_run_id" not in live.trial.user_attrs:
             live.trial.set_user_attr("mlflow_run_id", live.run.result())
         if it % train.plot_every == 0 or it >= train.iterations:
-            live.frames.append(plotter.frame(sample, None, it, lambda points, label: None))
+            live.frames.append(plotter.frame(sample, labels, it, lambda points, label: None))
         if it >= train.iterations:
             self._complete(cohort, k, row, per_seed_record(seeds, members, {}, median) if len(ks) > 1 else None)
             return
@@ -415,20 +416,20 @@ class PopulationSlots(pl.Callback):
         """What a single run logs at its end, for the best trials: samples.npy, weights, plots."""
         for number, kept in sorted(self.best.items()):
             member = build_member(kept.cfg)
-            z = member.noise.sample(final_sample_count(member.target.dim),
-                                    generator=torch.Generator().manual_seed(kept.sample_seed + 1))
+            n, draws = final_sample_count(member.target.dim), torch.Generator().manual_seed(kept.sample_seed + 1)
+            z = member.noise.sample(n, generator=draws)  # then the classes, as a single run draws them
+            labels = member.conditioning.draw_labels(member.target, n, "cpu", draws)
             with torch.no_grad():
-                samples = kept.nets["generator_ema.pt"](z).float().numpy()
+                samples = kept.nets["generator_ema.pt"](member.conditioning.join(z, labels)).float().numpy()
             plotter = build_plotter(member.target)
             last = kept.frames[-1]
+            example = member.conditioning.input_example(member.noise, member.target)
 
-            example = member.noise.sample(8, generator=torch.Generator().manual_seed(0))
-
-            def log(tracker, samples=samples, kept=kept, plotter=plotter, last=last, example=example) -> None:
+            def log(tracker, samples=samples, labels=labels, kept=kept, plotter=plotter, last=last,
+                    example=example) -> None:
                 """As a single run's end (the runner's own loggers), on the trial's run."""
                 with tempfile.TemporaryDirectory() as tmp:
-                    np.save(Path(tmp) / "samples.npy", samples)
-                    tracker.log_artifact(Path(tmp) / "samples.npy")
+                    log_samples(tracker, samples, labels, Path(tmp))
                     log_weights(tracker, kept.nets, Path(tmp))
                 tracker.log_generator(kept.nets["generator_ema.pt"], example, kept.cfg)
                 tracker.log_frame(last, kept.rows[-1], f"plots/{plotter.animation_name}_{last.iteration:06d}.png")

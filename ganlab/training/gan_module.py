@@ -124,9 +124,7 @@ class GANModule(pl.LightningModule):
 
     def fake_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """Classes for n generated samples, drawn like the real ones (None for an unconditional model)."""
-        if not self.conditioning.classes:
-            return None
-        return self.target.sample_labels(n, self.device, generator)
+        return self.conditioning.draw_labels(self.target, n, self.device, generator)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None,
                  generator: nn.Module | None = None) -> torch.Tensor:
@@ -151,20 +149,14 @@ class GANModule(pl.LightningModule):
         conditional model's ``label``, else classes drawn as in training; None if unconditional).
         The noise is drawn before the labels, from ``generator`` if given."""
         z = self.noise.sample(n, generator=generator)
-        labels = None
-        if self.conditioning.classes:
-            labels = (torch.full((n,), label, dtype=torch.long) if label is not None
-                      else self.fake_labels(n, generator))
+        labels = self.conditioning.draw_labels(self.target, n, "cpu", generator, label)
         parts = [self.generate_eval(z[i:i + chunk], None if labels is None else labels[i:i + chunk])
                  for i in range(0, n, chunk)]
         return torch.cat(parts), labels
 
     def generator_input_example(self, n: int = 8) -> torch.Tensor:
         """n inputs of G as its MLflow Model takes them: noise, then the one-hot class if conditional."""
-        generator = torch.Generator().manual_seed(0)
-        z = self.noise.sample(n, generator=generator)
-        labels = self.target.sample_labels(n, "cpu", generator) if self.conditioning.classes else None
-        return self.conditioning.join(z, labels)
+        return self.conditioning.input_example(self.noise, self.target, n)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """D's logits for x (given its labels, for a conditional model)."""

@@ -145,17 +145,24 @@ def _log_final_artifacts(module: GANModule, plotter, history: History, tracker: 
     samples = samples.float().cpu().numpy()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        np.save(tmp_path / "samples.npy", samples)
-        tracker.log_artifact(tmp_path / "samples.npy")
-        if labels is not None:  # row i of samples.npy was generated for class labels[i]
-            np.save(tmp_path / "labels.npy", labels.cpu().numpy())
-            tracker.log_artifact(tmp_path / "labels.npy")
+        log_samples(tracker, samples, labels, tmp_path)
         weights = {"generator.pt": module.generator, "discriminator.pt": module.discriminator}
         if module.ema is not None:
             weights["generator_ema.pt"] = module.ema.module
         log_weights(tracker, weights, tmp_path)
     tracker.log_generator(copy.deepcopy(module.eval_generator).cpu(), module.generator_input_example(), cfg)
     log_history_figures(tracker, history, plotter)
+
+
+def log_samples(tracker: Tracker | TrackerProcess, samples: np.ndarray, labels: torch.Tensor | None,
+                folder: Path) -> None:
+    """samples.npy and, for a conditional model, labels.npy (row i of the samples was generated for class
+    labels[i]): what ``ganlab.sample`` and a user's own analysis read back."""
+    np.save(folder / "samples.npy", samples)
+    tracker.log_artifact(folder / "samples.npy")
+    if labels is not None:
+        np.save(folder / "labels.npy", labels.cpu().numpy())
+        tracker.log_artifact(folder / "labels.npy")
 
 
 def log_weights(tracker: Tracker | TrackerProcess, weights: dict[str, torch.nn.Module], folder: Path) -> None:
