@@ -4,6 +4,7 @@ mixtures (PacGAN/VEEGAN's protocol), and the share of samples off a picture's de
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import stats
 from scipy.spatial import cKDTree
 
@@ -14,12 +15,28 @@ SLICE_DIRECTIONS = 64
 HQ_STDS = 3.0  # a sample within 3 std of its nearest mode is "high quality"
 
 
+def sliced_w1_equal_sizes(x: torch.Tensor, y: torch.Tensor, directions: int = SLICE_DIRECTIONS) -> torch.Tensor:
+    """:func:`sliced_wasserstein` of each of K sample sets [K, n, 2] against one set [n, 2] of the same
+    size, [K]: between two empirical distributions of n equally weighted points each, the 1D W1 is the
+    mean gap between their sorted values, so every direction of every set is one sort (a population's
+    members at once; a single run's evaluation took ~4x as long with one scipy call per direction)."""
+    angles = torch.pi * torch.arange(directions, dtype=torch.float64) / directions
+    axes = torch.stack([torch.cos(angles), torch.sin(angles)]).to(x.device)
+    px = torch.sort(x.to(torch.float64) @ axes, dim=1).values
+    py = torch.sort(y.to(x.device, torch.float64) @ axes, dim=0).values
+    return (px - py).abs().mean(dim=(1, 2))
+
+
 def sliced_wasserstein(x: np.ndarray, y: np.ndarray, directions: int = SLICE_DIRECTIONS) -> float:
-    """Mean over evenly spaced directions of the 1D W1 (scipy) between the projected samples.
+    """Mean over evenly spaced directions of the 1D W1 between the projected samples (scipy's, or its
+    sorted form for sets of equal size: :func:`sliced_w1_equal_sizes`).
 
     A true distance between 2D distributions that is cheap for tens of thousands of points; the
     directions are fixed, so values compare across evaluations and runs.
     """
+    if len(x) == len(y):
+        return float(sliced_w1_equal_sizes(torch.as_tensor(np.asarray(x, np.float64)).unsqueeze(0),
+                                           torch.as_tensor(np.asarray(y, np.float64)), directions)[0])
     angles = np.pi * np.arange(directions) / directions
     axes = np.stack([np.cos(angles), np.sin(angles)])
     px, py = np.asarray(x, np.float64) @ axes, np.asarray(y, np.float64) @ axes

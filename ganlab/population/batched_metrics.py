@@ -14,7 +14,7 @@ import torch
 
 from ganlab.data.targets_1d import Target1D
 from ganlab.data.targets_2d import ConditionalPictureDensity, GaussianMixture2D, PictureDensity
-from ganlab.metrics.metrics_2d import HQ_STDS, PAPER_SAMPLES, SLICE_DIRECTIONS
+from ganlab.metrics.metrics_2d import HQ_STDS, PAPER_SAMPLES, sliced_w1_equal_sizes
 
 
 def metrics_1d_batched(samples: torch.Tensor, target: Target1D) -> dict[str, np.ndarray]:
@@ -38,15 +38,6 @@ def metrics_1d_batched(samples: torch.Tensor, target: Target1D) -> dict[str, np.
     out.update(ks=ks, w1_over_std=w1)
     finite = torch.isfinite(x).all(dim=1).cpu()
     return {k: torch.where(finite, v, torch.nan).numpy() for k, v in out.items()}
-
-
-def _sliced_w1_batched(x: torch.Tensor, reference: torch.Tensor, directions: int) -> torch.Tensor:
-    """As ``sliced_wasserstein`` for [K, n, 2] against [n, 2] (equal sizes: W1 is the mean gap of sorted values)."""
-    angles = torch.pi * torch.arange(directions, dtype=torch.float64) / directions
-    axes = torch.stack([torch.cos(angles), torch.sin(angles)]).to(x.device)
-    px = torch.sort(x @ axes, dim=1).values
-    py = torch.sort(reference.to(x.device) @ axes, dim=0).values
-    return (px - py).abs().mean(dim=(1, 2))
 
 
 def _mode_metrics_batched(x: torch.Tensor, means: np.ndarray, std: float,
@@ -80,7 +71,7 @@ def metrics_2d_batched(samples: torch.Tensor, target, reference: np.ndarray,
     for the reference's classes), which adds the metrics per class."""
     x = samples.detach().to(torch.float64)
     ref = torch.as_tensor(reference, dtype=torch.float64)
-    out = {"sliced_w1": _sliced_w1_batched(x, ref, SLICE_DIRECTIONS)}
+    out = {"sliced_w1": sliced_w1_equal_sizes(x, ref)}
     if isinstance(target, GaussianMixture2D):
         weights = np.asarray(target.weights, np.float64)
         out.update(_mode_metrics_batched(x[:, :PAPER_SAMPLES], target.means, target.std, weights))
@@ -94,6 +85,6 @@ def metrics_2d_batched(samples: torch.Tensor, target, reference: np.ndarray,
             mine = torch.from_numpy(np.flatnonzero(labels == k)).to(x.device)
             if len(mine):
                 part = x.index_select(1, mine)
-                out[f"sliced_w1_class{k}"] = _sliced_w1_batched(part, ref.index_select(0, mine.cpu()), SLICE_DIRECTIONS)
+                out[f"sliced_w1_class{k}"] = sliced_w1_equal_sizes(part, ref.index_select(0, mine.cpu()))
                 out[f"off_density_class{k}"] = _off_density_batched(part, image)
     return {key: value.cpu().numpy() for key, value in out.items()}
