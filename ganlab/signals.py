@@ -14,6 +14,7 @@ signal stops at once.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ class Stopped(BaseException):
         self.name = signal.Signals(signum).name
         self.exit_code = 128 + signum
         self.run_id: str | None = None  # the run it stopped, once marked KILLED
+        self.checkpointed: bool | None = None  # whether that run has a checkpoint to resume from (None: unknown)
 
 
 _deferred = False  # a loop checks check_stop() at its boundaries
@@ -41,6 +43,9 @@ def _raise_stopped(signum: int, frame) -> None:
     global _pending
     if _deferred and _pending is None:
         _pending = Stopped(signum)
+        # said at once (os.write: safe inside a handler), or a user would wait in silence for the iteration
+        os.write(2, f"ganlab: {_pending.name} received: stopping at the end of this iteration, with a checkpoint "
+                    "(send it again to stop now)\n".encode())
         return
     raise Stopped(signum)
 

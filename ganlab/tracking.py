@@ -219,6 +219,9 @@ class Tracker(RunFiles):
         self._owns_status = True
         resumes = int(run.data.tags.get("resumes", "0")) + 1
         self.client.set_tag(run_id, "resumes", str(resumes))
+        if "failure_reason" in run.data.tags:  # why it stopped before: history now, not why it ends
+            self.client.set_tag(run_id, "resumed_after", run.data.tags["failure_reason"])
+            self.client.delete_tag(run_id, "failure_reason")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if step <= self.logged_until:  # replayed after a resume: the same values are already logged

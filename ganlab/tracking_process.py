@@ -200,24 +200,37 @@ class TrackerProcess(RunFiles):
         return self._call("register_generator", name, wait=True)
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
-        """End the run. Should the child have died, the run is ended FAILED from this process instead
-        (what it last sent may be missing), and a requested FINISHED still raises."""
+        """End the run. Should an earlier call have failed in the child (reported to this one: e.g. a
+        figure it could not draw, a store it could not write), the run is ended FAILED with that reason;
+        should the child have died, it is ended FAILED from this process instead (what it last sent may
+        be missing). Either way a requested FINISHED still raises, and the run is never left RUNNING."""
         try:
             self._call("finish", status, reason, wait=True)
         except TrackingError as exc:
-            if not self.run_id or self._proc.is_alive():
+            if not self.run_id:
                 raise
-            self._fail_here(f"{reason}; {exc}" if reason else str(exc))
+            failed = f"{reason}; {exc}" if reason else str(exc)
+            try:
+                if not self._proc.is_alive():
+                    raise exc
+                self._call("finish", "FAILED", failed, wait=True)
+            except TrackingError:
+                self._fail_here(failed)
             if status == "FINISHED":
                 raise
         self._finished = True
 
     def _fail_here(self, reason: str) -> None:
+        """End the run FAILED from this process. Should the store refuse that too (a full disk), the run is
+        left to ``ganlab.stale_runs``, which closes runs whose process is gone."""
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(self.uri)
-        client.set_tag(self.run_id, "failure_reason", reason[:5000])
-        client.set_terminated(self.run_id, status="FAILED")
+        try:
+            client = MlflowClient(self.uri)
+            client.set_tag(self.run_id, "failure_reason", reason[:5000])
+            client.set_terminated(self.run_id, status="FAILED")
+        except Exception:  # noqa: BLE001 -- the caller raises the tracking error that brought us here
+            return
         self._finished = True
 
     def close(self, timeout: float = 60.0) -> None:

@@ -197,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganlab: error: {exc}", file=sys.stderr)
         return 2
     except Stopped as exc:  # the run has been marked KILLED (and checkpointed, if it has checkpoints)
-        run = exc.run_id or "<run_id>"
-        print(f"ganlab: stopped by {exc.name}; run {run} is marked KILLED in MLflow ({how_to_go_on(cfg, run)})",
-              file=sys.stderr)
+        if exc.run_id is None:
+            print(f"ganlab: stopped by {exc.name} before the run was created", file=sys.stderr)
+        else:
+            print(f"ganlab: stopped by {exc.name}; run {exc.run_id} is marked KILLED in MLflow "
+                  f"({how_to_go_on(cfg, exc.run_id, exc.checkpointed)})", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # before any run was created
         print("ganlab: interrupted before the run started", file=sys.stderr)
@@ -211,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def how_to_go_on(cfg, run_id: str) -> str:
+def how_to_go_on(cfg, run_id: str, checkpointed: bool | None = None) -> str:
     """The stop line's advice: resume= continues a run that keeps checkpoints (every one writes one at
-    the iteration a signal stops it); one trained with train.ckpt_every=0 can only start over."""
+    the iteration a first signal stops it); one trained with train.ckpt_every=0, or stopped at once (a
+    second signal) before its first checkpoint, can only start over."""
     if cfg is not None and not cfg.train.ckpt_every:
         return "it keeps no checkpoints (train.ckpt_every=0): run the command again to start over"
+    if checkpointed is False:
+        return "it was stopped before its first checkpoint: run the command again to start over"
     return f"python -m ganlab.train resume={run_id} continues it from its last checkpoint"
 
 

@@ -98,7 +98,7 @@ def test_a_populations_r1_equals_each_members_own():
     configs = [compose_config([*overrides, f"train.seed={seed}"]) for seed in (0, 1)]
     cohort = Cohort(configs)
     real = 50 + 5 * torch.randn(2, 128, 1)
-    penalties = cohort._r1(real, torch.tensor([3.0, 3.0]))
+    penalties = cohort._r1(real, None, torch.tensor([3.0, 3.0]))  # unconditional: no classes
     for k in range(2):
         d = cohort.discriminator.member(k)
         torch.testing.assert_close(penalties[k], r1_penalty(d, real[k], 3.0, d.input_std), rtol=1e-5, atol=1e-7)

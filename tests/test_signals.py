@@ -46,8 +46,11 @@ def test_a_signal_ends_the_run_killed_with_a_checkpoint_and_its_exit_code(sig, c
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
     name = signal.Signals(sig).name
-    assert err.strip() == (f"ganlab: stopped by {name}; run {run_id} is marked KILLED in MLflow "
-                           f"(python -m ganlab.train resume={run_id} continues it from its last checkpoint)")
+    assert err.strip().splitlines() == [  # said when the signal came, then when the run was closed
+        f"ganlab: {name} received: stopping at the end of this iteration, with a checkpoint "
+        "(send it again to stop now)",
+        f"ganlab: stopped by {name}; run {run_id} is marked KILLED in MLflow "
+        f"(python -m ganlab.train resume={run_id} continues it from its last checkpoint)"]
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == f"stopped by {name}"
@@ -66,9 +69,11 @@ def test_a_stopped_seeds_run_says_how_to_resume_it_and_resume_finishes_it(tmp_pa
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    assert err.strip() == (f"ganlab: stopped by SIGINT; run {run_id} is marked KILLED in MLflow "
-                           f"(python -m ganlab.train resume={run_id} continues it from its last checkpoint)")
+    assert err.strip().splitlines()[-1] == (
+        f"ganlab: stopped by SIGINT; run {run_id} is marked KILLED in MLflow "
+        f"(python -m ganlab.train resume={run_id} continues it from its last checkpoint)")
     client = MlflowClient(uri)
+    assert client.get_run(run_id).data.tags["failure_reason"] == "stopped by SIGINT"
     (checkpoint,) = [a.path for a in client.list_artifacts(run_id, "checkpoints")]
     stopped_at = int(checkpoint.split("_")[-1].split(".")[0])
     again = subprocess.run([sys.executable, "-m", "ganlab.train", f"resume={run_id}",
@@ -78,6 +83,7 @@ def test_a_stopped_seeds_run_says_how_to_resume_it_and_resume_finishes_it(tmp_pa
     assert f"run {run_id} resumed at iteration {stopped_at} of" in again.stdout
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "seeds.json" in {a.path for a in client.list_artifacts(run_id)}
+    assert "failure_reason" not in run.data.tags  # the stop's reason went with the stop: the run finished
 
 
 @pytest.fixture
@@ -226,6 +232,27 @@ def test_the_stop_line_offers_resume_only_to_a_run_that_keeps_checkpoints():
     for overrides in (["train.ckpt_every=0"], ["train.ckpt_every=0", "train.seeds=2"]):
         assert how_to_go_on(compose_config(overrides), "abc") == (
             "it keeps no checkpoints (train.ckpt_every=0): run the command again to start over")
+    assert how_to_go_on(compose_config([]), "abc", checkpointed=False) == (
+        "it was stopped before its first checkpoint: run the command again to start over")
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_run_stopped_at_once_knows_whether_it_has_a_checkpoint(resumed):
+    # a second signal stops in the middle of an iteration, with no checkpoint of it: resume= is offered
+    # only if an earlier one exists (this run's, or the one a resumed run started from)
+    from types import SimpleNamespace
+
+    from ganlab.config.compose import compose_config
+    from ganlab.signals import Stopped
+    from ganlab.training.checkpoints import CheckpointWriter
+
+    cfg = compose_config(["train.ckpt_every=1000"])
+    writer = CheckpointWriter(tracker=None, cfg=cfg, history=None)
+    writer.on_fit_start(None, SimpleNamespace(iteration=500 if resumed else 0))
+    stop = Stopped(signal.SIGTERM)
+    writer.on_exception(None, None, stop)
+    writer.on_fit_end(None, None)
+    assert stop.checkpointed is resumed
 
 
 @pytest.mark.parametrize("seeds", [1, 3])  # run_training, run_population

@@ -102,3 +102,24 @@ def test_a_tracking_process_whose_trainer_died_exits_quietly(tmp_path):
     out = subprocess.run([sys.executable, "-c", _ORPHAN_SCRIPT], capture_output=True, text=True, timeout=300,
                          cwd=tmp_path)
     assert out.stdout.strip() == "exit 0" and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_a_call_that_failed_in_the_child_ends_the_run_failed_not_running(tracking_uri):
+    # figures and metrics are sent without waiting; one that fails in the child is reported to the next
+    # waited call, here the final finish("FINISHED"): the run must end FAILED with that reason (it was
+    # left RUNNING when a GIF could not be written, e.g. with data.std=1e-30 before that was refused)
+    from ganlab.tracking_process import TrackingError
+
+    cfg = compose_config(TINY)
+    tracking = TrackerProcess()
+    try:
+        tracking.warm(tracking_uri, cfg.data)
+        tracking.open(cfg)
+        tracking.log_animation([], "plots/broken.gif")  # no frames: the child's writer fails
+        with pytest.raises(TrackingError) as err:
+            tracking.finish("FINISHED")
+    finally:
+        tracking.close()
+    run = MlflowClient(tracking_uri).get_run(tracking.run_id)
+    assert run.info.status == "FAILED"
+    assert str(err.value) in run.data.tags["failure_reason"] and "\n" not in str(err.value)

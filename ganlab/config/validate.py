@@ -12,7 +12,12 @@ import os
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ganlab.config.model_size import available_memory_bytes, estimated_population_bytes, estimated_training_bytes
+from ganlab.config.model_size import (
+    available_memory_bytes,
+    estimated_population_bytes,
+    evaluation_memory_parts,
+    training_memory_parts,
+)
 from ganlab.config.uris import check_tracking_uri
 from ganlab.data.noise import NOISES
 from ganlab.data.targets import TARGETS
@@ -24,6 +29,7 @@ from ganlab.preprocess import PER_COORDINATE, PREPROCESSES, samples_per_input
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import OPTIMIZERS, SCHEDULES
 
+MAX_STEPS = 1000  # d_steps, g_steps: more would make one iteration, which a stop waits for, take minutes
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")  # cuda: gpu by its other name (torch's, and Lightning's)
 MAX_EXPERIMENT_NAME = 500
 
@@ -128,6 +134,9 @@ def _validate_train(cfg: DictConfig) -> None:
     train = cfg.train
     require_positive(train, "train", "iterations", "d_steps", "g_steps", "batch_size", "eval_every",
                      "plot_every", "eval_samples", "threads")
+    for key in ("d_steps", "g_steps"):  # an iteration is where a stop signal is honoured (and checkpointed)
+        require(train[key] <= MAX_STEPS, f"train.{key}", train[key],
+                f"must be <= {MAX_STEPS} (updates per iteration; S1's largest is 40)")
     LOSSES[train.loss]  # noqa: B018 -- an unknown name raises the one-line error
     _choice(train.accelerator, "train.accelerator", ACCELERATORS)
     require(0 <= train.label_smoothing < 0.5, "train.label_smoothing", train.label_smoothing,
@@ -211,6 +220,11 @@ def _validate_tracking(tracking: DictConfig) -> None:
 
 
 MEMORY_SHARE = 0.8  # of the memory free now, what a run may plan to use
+MEMORY_PART_NAMES = {"noise.dim": "the noise G reads, in training and evaluation",
+                     "model.g.hidden": "G's weights, gradients and optimizer state",
+                     "model.d.hidden": "D's weights, gradients and optimizer state",
+                     "train.batch_size": "a batch's activations",
+                     "train.eval_samples": "the evaluation's samples and activations"}
 
 
 def check_population_fits(cfg: DictConfig, members: int, key: str) -> None:
@@ -234,14 +248,17 @@ def _validate_size(cfg: DictConfig) -> None:
     if cfg.train.seeds > 1:
         check_population_fits(cfg, cfg.train.seeds, "train.seeds")
         return
-    need = estimated_training_bytes(cfg)
+    parts = training_memory_parts(cfg)
+    for key, size in evaluation_memory_parts(cfg).items():
+        parts[key] = parts.get(key, 0) + size
+    need = sum(parts.values())
     free = available_memory_bytes()
     if free and need > MEMORY_SHARE * free:
-        g, d = list(cfg.model.g.hidden), list(cfg.model.d.hidden)
-        key, value = ("model.g.hidden", g) if sum(a * b for a, b in zip(g, g[1:], strict=False)) >= sum(
-            a * b for a, b in zip(d, d[1:], strict=False)) else ("model.d.hidden", d)
-        require(False, key, value, f"G and D would need about {need / 2**30:.1f} GB for weights, gradients and "
-                f"Adam state, and this machine has {free / 2**30:.1f} GB free; use smaller layers")
+        key = max(parts, key=parts.__getitem__)  # the key that sets the largest part: the one to lower
+        value = OmegaConf.select(cfg, key)
+        require(False, key, list(value) if OmegaConf.is_list(value) else value,
+                f"the run would need about {need / 2**30:.1f} GB ({parts[key] / 2**30:.1f} GB of it set by {key}: "
+                f"{MEMORY_PART_NAMES[key]}) and this machine has {free / 2**30:.1f} GB free; lower it")
 
 
 def validate(cfg: DictConfig) -> None:

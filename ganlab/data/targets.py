@@ -6,10 +6,12 @@ all read this one table; adding a target is one ``TARGETS.add`` call here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import ListConfig
 
 from ganlab.data.image_datasets import IMAGE_SHAPES, ImageDataset, load_image_dataset
 from ganlab.data.pictures import load_picture
@@ -54,11 +56,33 @@ def target_dim(name: str) -> int:
     return TARGETS[name].dim
 
 
+# Training runs in float32 (24-bit significands): data much larger or smaller than these, or whose
+# spread is below a millionth of its location (samples then sit a few float32 steps apart: N(10^4,
+# 0.01^2) already floors KS at ~0.024, docs/recipes.md), cannot be learned or measured, and failed
+# deep inside training (NaN losses, plots with NaN axes) before this was checked.
+LARGEST_SCALE, SMALLEST_SCALE, SMALLEST_RELATIVE_SPREAD = 1e6, 1e-6, 1e-6
+
+
+def _check_scale(location_key: str, location: Any, largest: float, spread_key: str, spread: Any) -> None:
+    """The data's location (``location_key`` as typed; ``largest``: the farthest point it puts a mode at)
+    and spread (a std, or a list of them) within what float32 training handles."""
+    require(largest <= LARGEST_SCALE, location_key, location,
+            f"must be within +-{LARGEST_SCALE:g} (training runs in float32; rescale the data)")
+    for s in (list(spread) if isinstance(spread, Sequence | ListConfig) else [spread]):
+        require(SMALLEST_SCALE <= s <= LARGEST_SCALE, spread_key, spread,
+                f"must be between {SMALLEST_SCALE:g} and {LARGEST_SCALE:g} "
+                "(training runs in float32; rescale the data)")
+        require(s >= SMALLEST_RELATIVE_SPREAD * largest, spread_key, spread,
+                f"must be at least {SMALLEST_RELATIVE_SPREAD:g} x the data's largest coordinate ({largest:g}, "
+                f"from {location_key}): smaller, samples are a few float32 steps apart")
+
+
 # ---------------------------------------------------------------------------------------------- 1D
 def _check_gaussian(data) -> None:
     require(data.mean == data.mean and abs(data.mean) != float("inf"), "data.mean", data.mean,
             "must be a finite number")
     require_positive(data, "data", "std")
+    _check_scale("data.mean", data.mean, abs(data.mean), "data.std", data.std)
 
 
 def _check_mixture(data) -> None:
@@ -69,6 +93,7 @@ def _check_mixture(data) -> None:
     require(all(w >= 0 for w in data.weights) and abs(sum(data.weights) - 1) < 1e-6, "data.weights",
             list(data.weights), "weights must be >= 0 and sum to 1")
     require(all(s > 0 for s in data.stds), "data.stds", list(data.stds), "every std must be > 0")
+    _check_scale("data.means", list(data.means), max(abs(m) for m in data.means), "data.stds", list(data.stds))
 
 
 TARGETS.add("gaussian_1d", TargetEntry(lambda c: Gaussian1D(c.mean, c.std), _check_gaussian, 1, "1d",
@@ -81,11 +106,13 @@ TARGETS.add("mixture_1d", TargetEntry(lambda c: Mixture1D(c.weights, c.means, c.
 def _check_ring(data) -> None:
     require(data.count >= 1, "data.count", data.count, "must be >= 1")
     require_positive(data, "data", "radius", "std")
+    _check_scale("data.radius", data.radius, data.radius, "data.std", data.std)
 
 
 def _check_grid(data) -> None:
     require(data.side >= 1, "data.side", data.side, "must be >= 1")
     require_positive(data, "data", "spacing", "std")
+    _check_scale("data.spacing", data.spacing, data.spacing * (data.side - 1) / 2, "data.std", data.std)
 
 
 TARGETS.add("ring8", TargetEntry(lambda c: GaussianMixture2D(ring_means(c.count, c.radius), c.std),

@@ -214,12 +214,12 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
               f"{cfg.data.name}, seeds {seeds[0]}-{seeds[-1]} together, {cfg.train.iterations} iterations, "
               f"{accelerator}; recipe {recipe_summary(cfg)}"
               f"{short_run_note(cfg.optim, cfg.train.iterations) if resume is None else ''})", flush=True)
-    monitor = PopulationMonitor(PopulationEvaluator(cohort, cfg.train.eval_samples, cfg.train.seed), plotter,
-                                tracker, cfg.train, history, verbose, on_evaluate, all_must_live)
-    checkpoints = CheckpointWriter(tracker, cfg, history, state_of=seeds_training_state)
-    loader = torch.utils.data.DataLoader(range(module.iteration, cfg.train.iterations), batch_size=None)
     fit_start = time.perf_counter()
-    try:
+    try:  # from here on the run exists: whatever fails ends it FAILED (or KILLED), never RUNNING
+        monitor = PopulationMonitor(PopulationEvaluator(cohort, cfg.train.eval_samples, cfg.train.seed), plotter,
+                                    tracker, cfg.train, history, verbose, on_evaluate, all_must_live)
+        checkpoints = CheckpointWriter(tracker, cfg, history, state_of=seeds_training_state)
+        loader = torch.utils.data.DataLoader(range(module.iteration, cfg.train.iterations), batch_size=None)
         make_trainer(cfg, [monitor, checkpoints]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
         _log_final_artifacts(cohort, monitor, history, tracker, cfg)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from ganlab.config.flatten import flatten_config
 from ganlab.errors import CheckpointError, one_line
-from ganlab.signals import check_stop, defer_to_boundaries
+from ganlab.signals import Stopped, check_stop, defer_to_boundaries
 from ganlab.training.history import History
 
 FORMAT_VERSION = 1
@@ -124,6 +124,7 @@ class CheckpointWriter(pl.Callback):
         self.every, self.keep = cfg.train.ckpt_every, cfg.train.ckpt_keep
 
     def on_fit_start(self, trainer, module) -> None:
+        self.checkpointed = module.iteration > 0  # a resumed run has the checkpoint it resumed from
         # from before the monitor's first evaluation (on_train_start): a signal during it waits for the
         # end of the first iteration, which is checkpointed, so the resume= the stop line offers works
         defer_to_boundaries(True)
@@ -136,13 +137,17 @@ class CheckpointWriter(pl.Callback):
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         defer_to_boundaries(False)
+        if isinstance(exception, Stopped):  # stopped at once, by a second signal: what the stop line may offer
+            exception.checkpointed = bool(self.every) and self.checkpointed
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx: int) -> None:
         it = module.iteration
         stop = check_stop()
         if self.every and (it % self.every == 0 or it >= self.cfg.train.iterations or stop is not None):
             self.tracker.save_checkpoint(self.state_of(module, self.history, self.cfg), checkpoint_name(it))
+            self.checkpointed = True
             for old in self.tracker.list_checkpoints()[self.keep:]:  # newest first; delete only after the save
                 self.tracker.delete_checkpoint(old)
         if stop is not None:
+            stop.checkpointed = bool(self.every)
             raise stop

@@ -212,11 +212,12 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
               f"recipe {recipe_summary(cfg)}"
               # a resumed run keeps its checkpoint's rates, whatever the new length would give
               f"{short_run_note(cfg.optim, cfg.train.iterations) if resume is None else ''})", flush=True)
-    monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker, cfg.train,
-                              history, print_interval_s=2.0 if verbose else float("inf"), on_evaluate=on_evaluate)
-    loader = training_loader(module.target, cfg.train, first)
     fit_start = time.perf_counter()
-    try:
+    try:  # from here on the run exists: whatever fails ends it FAILED (or KILLED), never RUNNING
+        monitor = TrainingMonitor(Evaluator(module, cfg.train.eval_samples, cfg.train.seed), plotter, tracker,
+                                  cfg.train, history, print_interval_s=2.0 if verbose else float("inf"),
+                                  on_evaluate=on_evaluate)
+        loader = training_loader(module.target, cfg.train, first)
         make_trainer(cfg, [monitor, CheckpointWriter(tracker, cfg, history)]).fit(module, loader)
         fit_s = time.perf_counter() - fit_start
         _log_final_artifacts(module, plotter, history, tracker, cfg)
