@@ -39,6 +39,18 @@ def test_an_unreachable_tracking_server_is_one_line_within_30_s(tmp_path):
     assert sample.returncode == 2 and "unreachable" in sample.stderr and "no such run" not in sample.stderr
 
 
+@pytest.mark.parametrize("command", [["ganlab.train", "tracking.uri=postgresql://u@127.0.0.1:9/db", *TINY],
+                                     ["ganlab.sweep", "default", "--storage", "postgresql://u@127.0.0.1:9/db"]])
+def test_an_unreachable_database_server_is_one_line_not_minutes_of_retries(tmp_path, command):
+    # a tracking store or sweep storage on PostgreSQL that refuses connections took 3.5 minutes to say so
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "GANLAB_REACH_TIMEOUT_S": "3"})
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "postgresql://u@127.0.0.1:9/db: the database server is unreachable" in proc.stderr
+
+
 def test_an_artifact_folder_that_cannot_be_written_fails_the_run_in_one_line(tracking_uri, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
