@@ -128,6 +128,7 @@ def _bomb_png(path: Path) -> Path:
     (["data=mixture_1d", "data.means=[nan,1]"], "data.means=[nan, 1.0] is not allowed; must be a finite number"),
     (["data=image_density", "data.path=/dev/zero"], "data.path='/dev/zero' is not a regular file"),
     (["data=image_density", "data.path=/tmp"], "data.path='/tmp' is a directory"),
+    (["data=image_density", "data.path=''"], "data.path='' is empty; give a PNG/JPEG path"),
     (["tracking.experiment=ñame"], "cannot parse the override 'tracking.experiment=ñame': quote values"),
     (["optim.name=sgd"],
      "optim.name=sgd is not allowed; the name is the optim option itself: choose it with optim=sgd"),

@@ -23,6 +23,9 @@ def resolve_picture_path(path: str) -> Path:
     """A file path, or the name of a shipped example (``zig``, ``blobs``, ...)."""
     if path in example_names():
         return PICTURE_DIR / f"{path}.png"
+    if not str(path).strip():  # Path('') is the current directory: say what is missing instead
+        raise PictureError(f"data.path={path!r} is empty; give a PNG/JPEG path or an example: "
+                           f"{', '.join(example_names())}")
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise PictureError(f"data.path={path!r}: no such file; give a PNG/JPEG path or an example: "
