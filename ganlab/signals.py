@@ -43,9 +43,11 @@ def _raise_stopped(signum: int, frame) -> None:
     global _pending
     if _deferred and _pending is None:
         _pending = Stopped(signum)
-        # said at once (os.write: safe inside a handler), or a user would wait in silence for the iteration
-        os.write(2, f"ganlab: {_pending.name} received: stopping at the end of this iteration, with a checkpoint "
-                    "(send it again to stop now)\n".encode())
+        # said at once, or a user would wait in silence for the boundary (os.write: safe inside a handler;
+        # stderr may be a pipe whose reader the same Ctrl-C ended: the stop must go on regardless)
+        with contextlib.suppress(OSError):
+            os.write(2, f"ganlab: {_pending.name} received: stopping cleanly at the end of the current step "
+                        "(send it again to stop at once)\n".encode())
         return
     raise Stopped(signum)
 

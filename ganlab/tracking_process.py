@@ -28,6 +28,11 @@ class TrackingError(GanlabError):
     """The tracking process failed or died; the message says how."""
 
 
+class EarlierCallFailed(TrackingError):
+    """A call the trainer did not wait for (a figure, metrics) failed in the child; reported to the next
+    call that waits, which itself was not run."""
+
+
 def _serve(conn) -> None:
     """The child: import MLflow at once, then run the Tracker's methods as they arrive until EOF."""
     from ganlab.signals import ignore_stop_signals
@@ -75,7 +80,7 @@ def _serve(conn) -> None:
                 _warm_export()
         except _Replayed:
             if wait:
-                reply(("error", failure))
+                reply(("earlier", failure))
                 failure = None
         except Exception as exc:  # noqa: BLE001 -- sent back whole: the trainer decides
             error = (type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
@@ -146,9 +151,10 @@ class TrackerProcess(RunFiles):
         except (EOFError, OSError, BrokenPipeError):
             raise TrackingError(f"the tracking process died (exit code {self._proc.exitcode}) during {method}; "
                                 "GANLAB_TRACKING=inline tracks in process, to see its error") from None
-        if status == "error":
+        if status in ("error", "earlier"):
             kind, message = result
-            raise TrackingError(message if kind == "GanlabError" else f"tracking failed: {kind}: {message}")
+            error = EarlierCallFailed if status == "earlier" else TrackingError
+            raise error(message if kind == "GanlabError" else f"tracking failed: {kind}: {message}")
         return result
 
     def warm(self, uri: str, data_cfg) -> None:
@@ -206,31 +212,27 @@ class TrackerProcess(RunFiles):
         be missing). Either way a requested FINISHED still raises, and the run is never left RUNNING."""
         try:
             self._call("finish", status, reason, wait=True)
-        except TrackingError as exc:
+        except EarlierCallFailed as exc:  # finish itself did not run: run it now, with the earlier failure
             if not self.run_id:
                 raise
-            failed = f"{reason}; {exc}" if reason else str(exc)
-            try:
-                if not self._proc.is_alive():
-                    raise exc
-                self._call("finish", "FAILED", failed, wait=True)
-            except TrackingError:
-                self._fail_here(failed)
+            self._call("finish", "FAILED" if status == "FINISHED" else status,
+                       f"{reason}; {exc}" if reason else str(exc), wait=True)
+            if status == "FINISHED":
+                raise
+        except TrackingError as exc:  # finish failed (a spooled end: the run ends later as asked) or the child died
+            if not self.run_id or self._proc.is_alive():
+                raise
+            self._fail_here(f"{reason}; {exc}" if reason else str(exc))
             if status == "FINISHED":
                 raise
         self._finished = True
 
     def _fail_here(self, reason: str) -> None:
-        """End the run FAILED from this process. Should the store refuse that too (a full disk), the run is
-        left to ``ganlab.stale_runs``, which closes runs whose process is gone."""
         from mlflow.tracking import MlflowClient
 
-        try:
-            client = MlflowClient(self.uri)
-            client.set_tag(self.run_id, "failure_reason", reason[:5000])
-            client.set_terminated(self.run_id, status="FAILED")
-        except Exception:  # noqa: BLE001 -- the caller raises the tracking error that brought us here
-            return
+        client = MlflowClient(self.uri)
+        client.set_tag(self.run_id, "failure_reason", reason[:5000])
+        client.set_terminated(self.run_id, status="FAILED")
         self._finished = True
 
     def close(self, timeout: float = 60.0) -> None:

@@ -51,6 +51,19 @@ def test_an_unreachable_database_server_is_one_line_not_minutes_of_retries(tmp_p
     assert "postgresql://u@127.0.0.1:9/db: the database server is unreachable" in proc.stderr
 
 
+def test_database_uris_on_a_local_socket_are_not_probed_and_passwords_are_not_shown():
+    from ganlab.config.uris import _over_tcp, check_reachable
+
+    for uri in ("postgresql:///db", "postgresql://u@localhost/db?host=/var/run/postgresql",
+                "mysql+pymysql://u@h/db?unix_socket=/tmp/mysql.sock", "mysql://u@localhost/db"):
+        assert not _over_tcp(uri), uri
+        check_reachable(uri, timeout_s=0.1)  # nothing to probe: returns at once
+    assert _over_tcp("postgresql+psycopg2://u@[::1]:9/db")
+    with pytest.raises(ConfigError) as err:
+        check_reachable("postgresql://u:secret@127.0.0.1:9/db", timeout_s=0.5)
+    assert "secret" not in str(err.value) and "u:***@127.0.0.1:9" in str(err.value)
+
+
 def test_an_artifact_folder_that_cannot_be_written_fails_the_run_in_one_line(tracking_uri, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -109,6 +122,9 @@ def _bomb_png(path: Path) -> Path:
     (["model.g.hidden=[100000,100000]"], "model.g.hidden=[100000, 100000] is not allowed; the run would need about"),
     # the key that sets the largest share is named, not always a hidden list (noise.dim once was blamed on it)
     (["noise.dim=1000000000"], "noise.dim=1000000000 is not allowed; the run would need about"),
+    # one wide layer: its share is spread over the batch's and the evaluation's activations too
+    (["data=ring8", "model.g.hidden=[5000000]", "model.g.activations=[relu]"],
+     "model.g.hidden=[5000000] is not allowed; the run would need about"),
     # the evaluation's samples count: 10^12 was a traceback from torch's allocator, and a run left RUNNING
     (["train.eval_samples=1000000000000"], "train.eval_samples=1000000000000 is not allowed; the run would need"),
     (["train.g_steps=1000000000"], "train.g_steps=1000000000 is not allowed; must be <= 1000"),

@@ -58,7 +58,8 @@ def test_sliced_wasserstein_of_a_shift():
 
 @pytest.mark.parametrize(("n", "m"), [(3000, 3000), (3000, 2000)])
 def test_sliced_wasserstein_is_scipys_w1_per_direction(n, m):
-    # the independent reference: scipy's 1D W1 on each projection (equal sizes take the sorted form)
+    # the independent reference: scipy's 1D W1 on each projection (equal sizes take the sorted form, which
+    # must agree; unequal ones must still reach scipy's path, not the sorted form, which needs equal sizes)
     from scipy import stats
 
     from ganlab.metrics.metrics_2d import SLICE_DIRECTIONS

@@ -47,8 +47,7 @@ def test_a_signal_ends_the_run_killed_with_a_checkpoint_and_its_exit_code(sig, c
     assert proc.returncode == code, err[-2000:]
     name = signal.Signals(sig).name
     assert err.strip().splitlines() == [  # said when the signal came, then when the run was closed
-        f"ganlab: {name} received: stopping at the end of this iteration, with a checkpoint "
-        "(send it again to stop now)",
+        f"ganlab: {name} received: stopping cleanly at the end of the current step (send it again to stop at once)",
         f"ganlab: stopped by {name}; run {run_id} is marked KILLED in MLflow "
         f"(python -m ganlab.train resume={run_id} continues it from its last checkpoint)"]
     client = MlflowClient(uri)
@@ -281,3 +280,18 @@ def test_a_library_error_raised_while_handling_ctrl_c_ends_the_run_killed_not_fa
         train(cfg, verbose=False)
     run = MlflowClient(tracking_uri).get_run(stop.value.run_id)
     assert run.info.status == "KILLED"
+
+
+def test_a_first_signal_is_deferred_even_when_stderr_is_a_closed_pipe(monkeypatch):
+    # `ganlab.train ... 2>&1 | tee log`, then Ctrl-C: tee dies with the same signal, and the notice's write
+    # fails; raised from the handler mid-step it turned a clean stop (KILLED, checkpointed) into a failure
+    from ganlab import signals
+
+    def broken_pipe(fd, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(signals.os, "write", broken_pipe)
+    with signals.deferred_to_boundaries():
+        signals._raise_stopped(signal.SIGINT, None)  # the handler itself: must not raise
+        stop = signals.check_stop()
+    assert isinstance(stop, signals.Stopped) and stop.name == "SIGINT"

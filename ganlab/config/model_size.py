@@ -14,10 +14,9 @@ def _weights(widths: list[int]) -> int:
     return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
 
 
-def training_memory_parts(cfg: DictConfig) -> dict[str, int]:
-    """:func:`estimated_training_bytes` by the key that sets each part (G's first layer by ``noise.dim``,
-    the rest of G by ``model.g.hidden``, D by ``model.d.hidden``, activations by ``train.batch_size``), so
-    that a refusal names the key to lower."""
+def estimated_training_bytes(cfg: DictConfig) -> int:
+    """Weights, gradients and optimiser state of G and D, plus one batch of activations; a lower bound
+    good to an order of magnitude (the first layers' widths depend on the model and preprocessing)."""
     from ganlab.data.targets import TARGETS
     from ganlab.nets.models import MODELS
 
@@ -33,30 +32,41 @@ def training_memory_parts(cfg: DictConfig) -> dict[str, int]:
         # per kernel coordinate too, with what its double backward keeps (measured: docs/population.md#memory)
         r1 = cfg.train.r1_gamma > 0
         activations += 2 * (5 * cfg.model.kernel_dim if r1 else 4) * batch * batch * cfg.model.kernels
-    first_layer = g_widths[0] * g_widths[1]
-    return {"noise.dim": BYTES * G_COPIES * first_layer,
-            "model.g.hidden": BYTES * G_COPIES * (_weights(g_widths) - first_layer),
-            "model.d.hidden": BYTES * D_COPIES * _weights(d_widths),
-            "train.batch_size": BYTES * activations}
+    return BYTES * (G_COPIES * _weights(g_widths) + D_COPIES * _weights(d_widths) + activations)
 
 
-def estimated_training_bytes(cfg: DictConfig) -> int:
-    """Weights, gradients and optimiser state of G and D, plus one batch of activations; a lower bound
-    good to an order of magnitude (the first layers' widths depend on the model and preprocessing)."""
-    return sum(training_memory_parts(cfg).values())
-
-
-def evaluation_memory_parts(cfg: DictConfig) -> dict[str, int]:
+def estimated_evaluation_bytes(cfg: DictConfig) -> int:
     """A single run's evaluation: its fixed noise and real sets, and the widest activations of G or D over
-    all ``train.eval_samples`` points at once (input and output of a layer); the noise's share (and the
-    widest layer's, when that is the noise) is set by ``noise.dim``, the rest by ``train.eval_samples``."""
+    all ``train.eval_samples`` points at once (input and output of a layer)."""
     from ganlab.data.targets import TARGETS
 
     dim, noise = TARGETS[cfg.data.name].dim, int(cfg.noise.dim or 1)
     widest = max([dim, noise, *cfg.model.g.hidden, *cfg.model.d.hidden])
-    by_noise = noise + (2 * widest if widest == noise else 0)
-    return {"noise.dim": BYTES * cfg.train.eval_samples * by_noise,
-            "train.eval_samples": BYTES * cfg.train.eval_samples * (noise + dim + 2 * widest - by_noise)}
+    return BYTES * cfg.train.eval_samples * (noise + dim + 2 * widest)
+
+
+# What a refusal may tell a user to lower: the one whose halving saves the most (sizes multiply, so
+# the largest part alone can name the wrong factor: a wide layer's share is also batch x width).
+SIZE_KEYS = ("model.g.hidden", "model.d.hidden", "noise.dim", "train.batch_size", "train.eval_samples")
+
+
+def estimated_run_bytes(cfg: DictConfig) -> int:
+    """A single run: training plus evaluation."""
+    return estimated_training_bytes(cfg) + estimated_evaluation_bytes(cfg)
+
+
+def key_to_lower(cfg: DictConfig) -> str:
+    """The key of ``SIZE_KEYS`` whose value halved (each width of a list) shrinks the estimate most."""
+    from omegaconf import OmegaConf
+
+    def halved(key: str) -> int:
+        smaller = cfg.copy()
+        value = OmegaConf.select(smaller, key)
+        half = [max(1, int(w) // 2) for w in value] if OmegaConf.is_list(value) else max(1, int(value or 1) // 2)
+        OmegaConf.update(smaller, key, half, force_add=True)
+        return estimated_run_bytes(smaller)
+
+    return min(SIZE_KEYS, key=halved)
 
 
 # A population process without its members: Python, torch, Lightning and the tracker, plus the

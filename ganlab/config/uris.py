@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from ganlab.errors import ConfigError, require
 
@@ -74,11 +74,30 @@ def probe_database(uri: str, timeout_s: float) -> str | None:
 
     parsed = urlparse(uri)
     try:
-        port = parsed.port or DATABASE_PORTS[parsed.scheme.split("+")[0]]
-        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
+        with socket.create_connection((parsed.hostname, parsed.port or DATABASE_PORTS[parsed.scheme.split("+")[0]]),
+                                      timeout=timeout_s):
             return None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         return str(exc) or type(exc).__name__
+
+
+def _over_tcp(uri: str) -> bool:
+    """Whether a database URI is reached over TCP (else through a local socket, which is not probed): a
+    host, and no socket named in its query (libpq's ``host=/path``, MySQL's ``unix_socket``); MySQL's
+    client also takes ``localhost`` as its socket."""
+    parsed = urlparse(uri)
+    query = parse_qs(parsed.query)
+    if not parsed.hostname or any(h.startswith("/") for h in query.get("host", [])) or "unix_socket" in query:
+        return False
+    return not (parsed.scheme.startswith("mysql") and parsed.hostname == "localhost")
+
+
+def shown_uri(uri: str) -> str:
+    """A URI as an error message may show it: any password replaced by ***."""
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
 
 
 def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float | None = None) -> None:
@@ -86,8 +105,12 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float | None
     mysql) accept a connection, within ``timeout_s`` (default 20 s, or $GANLAB_REACH_TIMEOUT_S; retried
     every 2 s); checked once per process. Unreachable is a one-line ConfigError, never 'no such run'."""
     scheme = urlparse(uri).scheme.split("+")[0]
-    if uri in _reached or not (scheme in ("http", "https") or (scheme in DATABASE_PORTS and urlparse(uri).hostname)):
-        return  # SQLite, or a database on a local socket (no host): nothing to reach
+    if uri in _reached or not (scheme in ("http", "https") or (scheme in DATABASE_PORTS and _over_tcp(uri))):
+        return  # SQLite, or a database on a local socket: nothing to reach
+    try:
+        urlparse(uri).port  # noqa: B018 -- a port that is not a number: no retry makes it one
+    except ValueError as exc:
+        raise ConfigError(f"{key}={shown_uri(uri)}: {exc}") from None
     if timeout_s is None:
         timeout_s = float(os.environ.get("GANLAB_REACH_TIMEOUT_S", REACH_TIMEOUT_S))
     probe = probe_database if scheme in DATABASE_PORTS else probe_health
@@ -102,7 +125,7 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout_s: float | None
             break
         time.sleep(2)
     what = "database server" if scheme in DATABASE_PORTS else "tracking server"
-    raise ConfigError(f"{key}={uri}: the {what} is unreachable ({reason}) after {timeout_s:.0f} s; "
+    raise ConfigError(f"{key}={shown_uri(uri)}: the {what} is unreachable ({reason}) after {timeout_s:.0f} s; "
                       + ("start it or point it at another store" if scheme in DATABASE_PORTS
                          else "start it (make server) or point it at another store"))
 

@@ -15,8 +15,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ganlab.config.model_size import (
     available_memory_bytes,
     estimated_population_bytes,
-    evaluation_memory_parts,
-    training_memory_parts,
+    estimated_run_bytes,
+    key_to_lower,
 )
 from ganlab.config.uris import check_tracking_uri
 from ganlab.data.noise import NOISES
@@ -220,11 +220,6 @@ def _validate_tracking(tracking: DictConfig) -> None:
 
 
 MEMORY_SHARE = 0.8  # of the memory free now, what a run may plan to use
-MEMORY_PART_NAMES = {"noise.dim": "the noise G reads, in training and evaluation",
-                     "model.g.hidden": "G's weights, gradients and optimizer state",
-                     "model.d.hidden": "D's weights, gradients and optimizer state",
-                     "train.batch_size": "a batch's activations",
-                     "train.eval_samples": "the evaluation's samples and activations"}
 
 
 def check_population_fits(cfg: DictConfig, members: int, key: str) -> None:
@@ -248,17 +243,15 @@ def _validate_size(cfg: DictConfig) -> None:
     if cfg.train.seeds > 1:
         check_population_fits(cfg, cfg.train.seeds, "train.seeds")
         return
-    parts = training_memory_parts(cfg)
-    for key, size in evaluation_memory_parts(cfg).items():
-        parts[key] = parts.get(key, 0) + size
-    need = sum(parts.values())
+    need = estimated_run_bytes(cfg)
     free = available_memory_bytes()
     if free and need > MEMORY_SHARE * free:
-        key = max(parts, key=parts.__getitem__)  # the key that sets the largest part: the one to lower
+        key = key_to_lower(cfg)
         value = OmegaConf.select(cfg, key)
         require(False, key, list(value) if OmegaConf.is_list(value) else value,
-                f"the run would need about {need / 2**30:.1f} GB ({parts[key] / 2**30:.1f} GB of it set by {key}: "
-                f"{MEMORY_PART_NAMES[key]}) and this machine has {free / 2**30:.1f} GB free; lower it")
+                f"the run would need about {need / 2**30:.1f} GB (networks, optimizer state, a batch's activations "
+                f"and the evaluation's samples) and this machine has {free / 2**30:.1f} GB free; lowering {key} "
+                "saves the most")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -442,33 +442,37 @@ class Cohort(nn.Module):
         """Each member's mean D(x) over x [K, n, dim] (given the classes [n], for a conditional model): [K].
         A minibatch D judges x as training batches on the first ``rows_judged_at_evaluation`` points, as
         the single-run evaluation does."""
-        if labels is not None:
-            x = self.conditioning.join(x, labels.to(x.device).unsqueeze(0).expand(x.shape[0], -1))
         x = x.to(self.device)
+        prepare = None
+        if labels is not None:  # joined a chunk of members at a time: the real set is one expanded view until then
+            labels = labels.to(self.device)
+            prepare = lambda part: self.conditioning.join(part, labels[:part.shape[1]].expand(part.shape[0], -1))  # noqa: E731
         if self._joint_d:
-            return torch.sigmoid(forward_in_chunks(self.discriminator, x)).mean(dim=(1, 2))
+            return torch.sigmoid(forward_in_chunks(self.discriminator, x, prepare=prepare)).mean(dim=(1, 2))
         batch = self.batch_size
         # the layer holds each sample's L1 distance to every sample of its batch, per kernel, three times
         # at once (the distances, their negatives, their exp)
         width = 3 * batch * self.discriminator.net.minibatch.kernels
         keep = rows_judged_at_evaluation(x.shape[1], batch)
-        logits = forward_in_chunks(self.discriminator, x[:, :keep], width=width, batch=batch)
+        logits = forward_in_chunks(self.discriminator, x[:, :keep], width=width, prepare=prepare, batch=batch)
         return torch.sigmoid(logits).mean(dim=(1, 2))
 
 
-def forward_in_chunks(net: StackedNets, x: torch.Tensor, width: int = 0, **kwargs) -> torch.Tensor:
+def forward_in_chunks(net: StackedNets, x: torch.Tensor, width: int = 0, prepare=None, **kwargs) -> torch.Tensor:
     """``net(x, **kwargs)`` for x [K, n, features], a few members at a time when all at once would hold
     more than ``EVAL_CHUNK_BYTES`` of activations: evaluation runs G and D on ``eval_samples`` points per
     member (20,000 by default, 20x a training batch), which at K = 1,024 alone took 10 GB. ``width``: the
-    floats a sample holds at once where that is more than two of its widest layer's."""
+    floats a sample holds at once where that is more than two of its widest layer's. ``prepare``: applied
+    to each chunk of x first (a conditional D's classes are joined there, not to all members at once)."""
+    prepare = prepare or (lambda part: part)
     members, n = x.shape[0], x.shape[1]
     per_member = n * max(net.widest_layer * 2, width) * x.element_size()  # a layer's input and output live at once
     size = max(1, chunk_budget(x.device, EVAL_CHUNK_BYTES) // per_member)
     if size >= members:
-        return net(x, **kwargs)
+        return net(prepare(x), **kwargs)
     parts = []
     for start in range(0, members, size):
         index = torch.arange(start, min(start + size, members), device=x.device)
         with net.only(index):
-            parts.append(net(x[start:start + len(index)], **kwargs))
+            parts.append(net(prepare(x[start:start + len(index)]), **kwargs))
     return torch.cat(parts)

@@ -239,18 +239,21 @@ def run_population(cfg: DictConfig, run_name: str | None = None, verbose: bool =
     except Exception as exc:
         interruption = interruption_behind(exc)
         if interruption is not None:  # a library turned a Ctrl-C into its own error: still a stop
-            finish_killed(tracker, interruption)
+            finish_killed(tracker, interruption, resumed=resume is not None)
             raise interruption from None
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id) from exc
     except BaseException as exc:
-        finish_killed(tracker, exc)
+        finish_killed(tracker, exc, resumed=resume is not None)
         raise
     try:
         registered = register_if_asked(tracker, cfg)
     except Exception as exc:
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    except BaseException as exc:  # a stop while registering: the run exists, and ends KILLED
+        finish_killed(tracker, exc, resumed=True)  # trained to the end: its final checkpoint exists
         raise
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri, history.last(),

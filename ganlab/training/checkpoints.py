@@ -122,6 +122,7 @@ class CheckpointWriter(pl.Callback):
         self.tracker, self.cfg, self.history = tracker, cfg, history
         self.state_of = state_of or training_state  # a train.seeds run's: seeds_checkpoints.seeds_training_state
         self.every, self.keep = cfg.train.ckpt_every, cfg.train.ckpt_keep
+        self.checkpointed = False  # whether the run has a checkpoint (set at fit start: a resumed run has one)
 
     def on_fit_start(self, trainer, module) -> None:
         self.checkpointed = module.iteration > 0  # a resumed run has the checkpoint it resumed from

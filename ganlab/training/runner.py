@@ -231,13 +231,13 @@ def run_training(cfg: DictConfig, run_name: str | None = None, verbose: bool = T
     except Exception as exc:
         interruption = interruption_behind(exc)
         if interruption is not None:  # a library turned a Ctrl-C into its own error: still a stop
-            finish_killed(tracker, interruption)
+            finish_killed(tracker, interruption, resumed=resume is not None)
             raise interruption from None
         reason = f"{type(exc).__name__}: {exc}"
         tracker.finish("FAILED", reason)
         raise TrainingFailed(reason, tracker.run_id) from exc
     except BaseException as exc:
-        finish_killed(tracker, exc)
+        finish_killed(tracker, exc, resumed=resume is not None)
         raise
     tracker.finish("FINISHED")
     return RunResult(tracker.run_id, tracker.experiment_name, tracker.uri, tracker.artifact_uri,
@@ -266,11 +266,14 @@ def interruption_behind(exc: BaseException) -> KeyboardInterrupt | Stopped | Non
     return None
 
 
-def finish_killed(tracker: Tracker | TrackerProcess, exc: BaseException) -> None:
+def finish_killed(tracker: Tracker | TrackerProcess, exc: BaseException, resumed: bool = False) -> None:
     """SIGINT/SIGTERM (``Stopped``), Ctrl-C or SystemExit: the run ends KILLED with the reason, never
-    RUNNING; the exception learns which run it stopped (the CLI's message names it)."""
+    RUNNING; the exception learns which run it stopped (the CLI's message names it) and, if the fit's
+    checkpointer could not say (stopped before the fit), whether a checkpoint exists: a resumed run's."""
     tracker.finish("KILLED", f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted")
     exc.run_id = tracker.run_id  # a sweep's worker tags its trial's run with it
+    if isinstance(exc, Stopped) and exc.checkpointed is None:
+        exc.checkpointed = resumed
 
 
 def register_if_asked(tracker: Tracker | TrackerProcess, cfg: DictConfig) -> str | None:
