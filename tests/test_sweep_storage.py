@@ -146,3 +146,21 @@ def test_a_trial_whose_heartbeat_stopped_is_queued_again_once(tmp_path):
             study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
             retry_after_heartbeat_stopped(study, study._storage.get_trial(trial._trial_id))
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL"]  # the copy ran and died too: no third
+
+
+def test_a_trial_asked_by_a_worker_killed_before_it_tagged_it_is_retried_once_stale(tmp_path):
+    """kill -9 between a worker's ask and its tagging of the trial left a RUNNING trial with no
+    attributes and no heartbeat, which nothing ever ended: the re-run finished with it RUNNING
+    (test_sweep.py's kill -9 test, under load). Once older than --stale-after it is failed and queued
+    again; a younger one (a live worker about to tag it) is left alone."""
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        orphan = study.ask()  # RUNNING, no params, no attributes: its worker died right here
+        assert recover_dead_workers(study, untagged_after_s=3600) == {}  # young: maybe a live worker's
+        assert study.trials[orphan.number].state == optuna.trial.TrialState.RUNNING
+        retried = recover_dead_workers(study, untagged_after_s=0)
+    assert list(retried) == [orphan.number] and retried[orphan.number] is not None
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert "before it could tag" in study.trials[orphan.number].user_attrs["failure_reason"]

@@ -91,7 +91,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # other machines' dead workers, after --stale-after seconds
-    recover_dead_workers(study)  # this machine's, at once (their processes are gone)
+    recover_dead_workers(study, untagged_after_s=stale_after)  # this machine's, at once (their processes are gone)
     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
     remaining = to_run(study, sweep.trials)
     left = population_trials_running(study)

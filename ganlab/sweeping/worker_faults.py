@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from datetime import datetime
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -76,15 +77,22 @@ def retry_after_heartbeat_stopped(study: optuna.Study, trial: optuna.trial.Froze
 
 def recover_dead_workers(study: optuna.Study, dead_tags: set[str] | None = None,
                          exit_codes: dict[str, int] | None = None,
-                         stopped_by: str | None = None) -> dict[int, int | None]:
+                         stopped_by: str | None = None, untagged_after_s: float | None = None) -> dict[int, int | None]:
     """Fail and retry the RUNNING trials of workers known dead (``dead_tags``) or found dead on this
     host; returns each failed trial's number -> its retry's number (None: not queued again). A trial
     whose worker dies is retried once (a trial that kills its worker twice is not run a third time);
     ``stopped_by`` names the signal with which the user stopped the sweep, and its trials are queued
-    again however often that happens."""
+    again however often that happens. ``untagged_after_s``: a RUNNING trial with no attributes at all,
+    started longer ago than that, was asked by a worker killed before it could tag it (a live worker
+    tags its trial within milliseconds); it has no heartbeat either, so nothing else would ever end it."""
     failed: dict[int, int | None] = {}
+    now = datetime.now()  # Optuna stamps datetime_start in local time
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tag = trial.user_attrs.get(WORKER_ATTR)
+        if (untagged_after_s is not None and not trial.user_attrs and trial.datetime_start is not None
+                and (now - trial.datetime_start).total_seconds() > untagged_after_s):
+            failed[trial.number] = fail_and_retry(study, trial, "its worker died before it could tag the trial")
+            continue
         if (dead_tags is not None and tag in dead_tags) or _dead_here(tag):
             if stopped_by is not None:
                 failed[trial.number] = fail_and_retry(study, trial, f"stopped with the sweep ({stopped_by})",
