@@ -36,8 +36,13 @@ class LabelConditioning:
             return torch.full((n,), label, dtype=torch.long, device=device)
         return target.sample_labels(n, device, generator)
 
+    def draw_inputs(self, noise, target, n: int, generator: torch.Generator | None = None,
+                    label: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n noise draws, then their classes (see :meth:`draw_labels`), on the CPU from ``generator``: the
+        one order in which every loop draws a generator's final samples, so they match from seed to seed."""
+        z = noise.sample(n, generator=generator)
+        return z, self.draw_labels(target, n, "cpu", generator, label)
+
     def input_example(self, noise, target, n: int = 8) -> torch.Tensor:
         """n inputs of G as its MLflow Model takes them (seeded): noise, then the one-hot class if conditional."""
-        generator = torch.Generator().manual_seed(0)
-        z = noise.sample(n, generator=generator)
-        return self.join(z, self.draw_labels(target, n, "cpu", generator))
+        return self.join(*self.draw_inputs(noise, target, n, torch.Generator().manual_seed(0)))

@@ -166,9 +166,8 @@ def _log_final_artifacts(cohort: Cohort, monitor: PopulationMonitor, history: Hi
     k = median_member(monitor.rows, alive)
     per_seed = per_seed_record(cohort.keys, monitor.rows, failures, k)
     log_per_seed(tracker, per_seed)
-    n, draws = final_sample_count(cohort.target.dim), torch.Generator().manual_seed(seed + 1)
-    z = cohort.noise.sample(n, generator=draws)  # then the classes, from the same stream, as a single run draws them
-    labels = cohort.conditioning.draw_labels(cohort.target, n, "cpu", draws)
+    z, labels = cohort.conditioning.draw_inputs(cohort.noise, cohort.target, final_sample_count(cohort.target.dim),
+                                                torch.Generator().manual_seed(seed + 1))
     generator = cohort.ema.member(k)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

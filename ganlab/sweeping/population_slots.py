@@ -416,9 +416,9 @@ class PopulationSlots(pl.Callback):
         """What a single run logs at its end, for the best trials: samples.npy, weights, plots."""
         for number, kept in sorted(self.best.items()):
             member = build_member(kept.cfg)
-            n, draws = final_sample_count(member.target.dim), torch.Generator().manual_seed(kept.sample_seed + 1)
-            z = member.noise.sample(n, generator=draws)  # then the classes, as a single run draws them
-            labels = member.conditioning.draw_labels(member.target, n, "cpu", draws)
+            n = final_sample_count(member.target.dim)
+            z, labels = member.conditioning.draw_inputs(member.noise, member.target, n,
+                                                        torch.Generator().manual_seed(kept.sample_seed + 1))
             with torch.no_grad():
                 samples = kept.nets["generator_ema.pt"](member.conditioning.join(z, labels)).float().numpy()
             plotter = build_plotter(member.target)

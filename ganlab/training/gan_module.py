@@ -148,8 +148,7 @@ class GANModule(pl.LightningModule):
         """n samples from the evaluation generator, drawn ``chunk`` at a time, and their classes (a
         conditional model's ``label``, else classes drawn as in training; None if unconditional).
         The noise is drawn before the labels, from ``generator`` if given."""
-        z = self.noise.sample(n, generator=generator)
-        labels = self.conditioning.draw_labels(self.target, n, "cpu", generator, label)
+        z, labels = self.conditioning.draw_inputs(self.noise, self.target, n, generator, label)
         parts = [self.generate_eval(z[i:i + chunk], None if labels is None else labels[i:i + chunk])
                  for i in range(0, n, chunk)]
         return torch.cat(parts), labels
