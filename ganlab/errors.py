@@ -7,6 +7,7 @@ This module imports nothing from ganlab: everyone may import it.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -35,6 +36,11 @@ class CheckpointError(GanlabError, RuntimeError):
 
 class SampleError(GanlabError, ValueError):
     """Bad `ganlab.sample` arguments, or a run that cannot be sampled."""
+
+
+class EnvironmentFault(GanlabError, RuntimeError):
+    """The machine stopped the work (a full or read-only disk, a failing store), not the input: what ran
+    is to be run again once that is fixed."""
 
 
 def not_allowed(key: str, value: Any, allowed: str) -> ConfigError:
@@ -77,3 +83,24 @@ def one_line(exc: BaseException) -> str:
     if root is not exc and str(root).strip() and str(root).strip().splitlines()[0][:200] not in described:
         described += f" (cause: {first(root)})"
     return described
+
+
+_FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+_FAULT_TEXTS = ("disk is full", "no space left", "readonly database", "read-only file system",
+                "disk i/o error", "quota exceeded")
+
+
+def environment_fault(exc: BaseException) -> bool:
+    """The machine failed, not the run: a full, read-only or failing disk somewhere in the error's chain
+    (also as text: an error replayed from the tracking process or wrapped by MLflow keeps only its
+    message). A sweep queues such a trial again instead of counting it as a failed configuration."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in _FAULT_ERRNOS:
+            return True
+        if any(text in str(link).lower() for text in _FAULT_TEXTS):
+            return True
+        link = link.__cause__ or link.__context__
+    return False

@@ -217,3 +217,30 @@ print("main thread carries on")
     else:
         assert proc.stderr == ("ganlab: background thread 'heartbeat' stopped: RuntimeError: An exception is raised "
                                "during the commit. (cause: OperationalError: database or disk is full)\n")
+
+
+def _chained(outer: BaseException, cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise outer from inner
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+
+
+@pytest.mark.parametrize("error, machine", [
+    (OSError(28, "No space left on device"), True),
+    (OSError(30, "Read-only file system"), True),
+    (_chained(RuntimeError("an exception is raised during the commit"),
+              __import__("sqlite3").OperationalError("database or disk is full")), True),
+    (RuntimeError("tracking failed: OperationalError: attempt to write a readonly database"), True),
+    (OSError(2, "No such file or directory"), False),  # a missing input is the user's to fix, not the disk's
+    (FloatingPointError("the generator loss is nan at iteration 40"), False),
+    (_chained(ValueError("bad shape"), KeyError("x")), False),
+])
+def test_a_full_or_read_only_disk_is_told_from_a_failed_run(error, machine):
+    """A sweep queues a trial stopped by its machine again, and counts a failed configuration."""
+    from ganlab.errors import environment_fault
+
+    assert environment_fault(error) is machine

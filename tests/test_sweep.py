@@ -597,8 +597,9 @@ def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_the_same_command_f
     again = subprocess.run(args, cwd=small_disk, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name="full", storage=storage)
-    assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 4
-    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    states = [(t.number, t.state.name, t.user_attrs.get("failure_reason")) for t in study.trials]
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 4, (states, err[-2000:], again.stdout[-2000:])
+    assert not [t for t in study.trials if t.state.name == "RUNNING"], states
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("sweep-full").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("ganlab.role") == "sweep_parent"]
@@ -645,3 +646,32 @@ def test_process_workers_say_that_a_populations_stopped_trials_wait_for_it(tmp_p
     assert ("ganlab sweep: trial(s) 0 stopped in a population sweep and stay RUNNING: only the same command "
             "with --population continues them (from its checkpoint)") in capsys.readouterr().out
     assert study.trials[0].state.name == "RUNNING"
+
+
+def test_a_retry_asked_by_a_worker_that_died_before_tagging_it_is_run_in_the_same_invocation(tmp_path, monkeypatch,
+                                                                                                capsys):
+    """A full disk killed a replacement worker right after it took a queued retry (RUNNING, its
+    overrides but no worker tag); the re-run, started seconds later, ended with it still RUNNING and a
+    trial short (1 in 3 runs of the full-disk test). The sweep now waits until such a trial is
+    ``stale_after`` old, fails it, queues it again and runs it."""
+    from ganlab.sweeping.driver import run_sweep
+    from ganlab.sweeping.worker_faults import WORKER_ATTR, fail_and_retry, retried_failures
+
+    monkeypatch.chdir(tmp_path)
+    uri, storage = mlflow_store(tmp_path / "m.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep = load(_write(tmp_path, "orphan", trials=1))
+    study = open_study(sweep, storage, 30)
+    first = study.ask()
+    first.set_user_attr("overrides", ["train.iterations=10"])
+    first.set_user_attr(WORKER_ATTR, "elsewhere:1")
+    fail_and_retry(study, study.trials[0], "its worker died")  # the queued copy: overrides, no worker
+    taken = study.ask()  # the replacement worker takes it, and dies before tagging it
+    assert taken.number == 1 and study.trials[1].user_attrs == {"overrides": ["train.iterations=10"]}
+
+    assert run_sweep(sweep, storage, uri, workers=1, stale_after=3) == 0
+    out = capsys.readouterr().out
+    assert "trial(s) 1 were asked by a worker that has not tagged them" in out, out
+    assert "trial(s) 1 failed (their worker died before tagging them) and queued again" in out, out
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "FAIL", "COMPLETE"], states
+    assert retried_failures(study) == {0, 1}  # trial 2 is the copy of the copy: the budget counts it once

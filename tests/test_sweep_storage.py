@@ -164,3 +164,72 @@ def test_a_trial_asked_by_a_worker_killed_before_it_tagged_it_is_retried_once_st
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert "before it could tag" in study.trials[orphan.number].user_attrs["failure_reason"]
+
+
+def test_workers_stopped_by_a_full_disk_do_not_use_up_a_trials_retry(tmp_path):
+    """A full disk stopped the worker that took a dead worker's retry: "not queued again (its worker
+    died 2 times)", and the re-run, after space was freed, ended a trial short. A worker stopped by its
+    machine exits with EXIT_ENVIRONMENT, which is not held against the trial."""
+    from ganlab.sweeping.worker_faults import EXIT_ENVIRONMENT
+
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    tag = "localhost:999999999"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for code in (None, EXIT_ENVIRONMENT, EXIT_ENVIRONMENT):
+            running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+            study._storage.set_trial_user_attr(running._trial_id, "worker", tag)
+            recover_dead_workers(study, {tag}, {tag: code} if code is not None else None)
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["FAIL", "FAIL", "FAIL", "WAITING"], states
+    assert "stopped: its disk or store failed (exit code 75); queued again" in study.trials[2].user_attrs[
+        "failure_reason"]
+
+
+def test_a_trial_the_machine_stopped_is_queued_again_and_a_diverged_one_is_not(tmp_path, monkeypatch):
+    """A run that met a full disk (in a checkpoint, a figure, the store) ended as TrainingFailed and
+    its trial FAIL with that reason, counted as a failed configuration: the re-run after space was
+    freed ran one trial short. Now the worker stops (EnvironmentFault) and queues the trial again."""
+    import errno
+
+    import pytest
+
+    from ganlab.errors import EnvironmentFault
+    from ganlab.sweeping import trial as trial_module
+    from ganlab.sweeping.worker_faults import retried_failures, retry_interrupted
+    from ganlab.training.runner import TrainingFailed
+
+    def training(reason: str, cause: BaseException):
+        def run(cfg, **kwargs):
+            raise TrainingFailed(reason, "no-such-run") from cause
+        return run
+
+    monkeypatch.chdir(tmp_path)  # MlflowClient() opens the default store, ./mlflow.db
+    sweep = load(str(_spec(tmp_path)))
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}", 30)
+    objective = trial_module.TrialObjective(sweep, "no-parent")
+    monkeypatch.setattr(trial_module.MlflowClient, "set_tag", lambda *a, **k: None)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(trial_module, "run_training", training(f"OSError: {full}", full))
+    with pytest.raises(EnvironmentFault, match="trial 0 stopped: OSError: .Errno 28. No space left"):
+        study.optimize(objective, n_trials=1, catch=(TrainingFailed,))
+    assert "failure_reason" not in study.trials[0].user_attrs
+    retry_interrupted(study)  # what the worker does before it exits
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"] and retried_failures(study) == {0}
+
+    diverged = FloatingPointError("loss is nan")
+    monkeypatch.setattr(trial_module, "run_training", training("the loss is nan", diverged))
+    study.optimize(objective, n_trials=1, catch=(TrainingFailed,))  # takes the waiting copy, fails alone
+    assert study.trials[1].state.name == "FAIL" and study.trials[1].user_attrs["failure_reason"] == "the loss is nan"
+    retry_interrupted(study)
+    assert len(study.trials) == 2  # a failed configuration is not queued again
+
+
+def _spec(tmp_path):
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"fixed": ["train.iterations=10"], "space": {
+        "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2}}, "objective": "ks", "trials": 2,
+        "sampler": {"name": "tpe", "seed": 0}, "pruner": {"name": "none"}}))
+    return path

@@ -3,6 +3,7 @@ processes that share the study, and prints the summary. ``python -m ganlab.sweep
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import sys
@@ -62,10 +63,15 @@ def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_i
     except Exception as exc:  # the study cannot be written (a full disk, a dead server): one line, not a traceback
         if os.environ.get("GANLAB_DEBUG"):
             raise
-        from ganlab.errors import one_line
+        from ganlab.errors import environment_fault, one_line
+        from ganlab.sweeping.worker_faults import EXIT_ENVIRONMENT
 
         print(f"ganlab sweep: worker {index} stopped: {one_line(exc)}", file=sys.stderr, flush=True)
-        sys.exit(1)  # the driver fails and queues its trial again, as for any worker that dies
+        if not environment_fault(exc):
+            sys.exit(1)  # the driver fails and queues its trial again, as for any worker that dies
+        with contextlib.suppress(Exception):  # Optuna failed the trial the fault stopped: queue it again
+            retry_interrupted(study)
+        sys.exit(EXIT_ENVIRONMENT)  # not the trial's fault: the driver queues a trial left RUNNING however often
 
 
 def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads: int = 1,
@@ -108,7 +114,8 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     try:
         with stop_on_signals():
             pool.fill(min(workers, remaining))
-            while pool.procs:
+            unowned = _UnownedTrials(study, stale_after)
+            while pool.procs or unowned.waiting_for():
                 for dead in pool.reap():
                     failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
                     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
@@ -118,6 +125,9 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
                           + (f"; trial(s) {', '.join(queued)} failed and queued again" if queued else "")
                           + (f"; trial(s) {', '.join(dropped)} failed and not queued again (their workers died "
                              "twice)" if dropped else ""), flush=True)
+                if not pool.procs:  # only a trial to wait for: reap() did not wait
+                    time.sleep(1.0)
+                unowned.check(every_s=5.0 if pool.procs else 1.0)
                 pool.fill(min(workers, to_run(study, sweep.trials)) - len(pool.procs))
     except (KeyboardInterrupt, Stopped) as exc:
         pool.stop()
@@ -146,6 +156,41 @@ def _driver_failed(exc: Exception, pool, study, sweep, tracking_uri: str, parent
     print(f"ganlab sweep: stopped: {one_line(exc)}{parent}; run the same command again to continue the study",
           file=sys.stderr)
     return 1
+
+
+class _UnownedTrials:
+    """RUNNING trials no worker has tagged: a worker that died between asking and tagging (kill -9,
+    a full disk) leaves one, with no heartbeat. Once older than ``--stale-after`` (a live worker, on
+    any machine, tags within milliseconds) it is failed and queued again, in this invocation: the
+    sweep waits for that rather than end with a trial RUNNING."""
+
+    def __init__(self, study, stale_after: float) -> None:
+        self.study, self.stale_after = study, stale_after
+        self.last = time.monotonic()
+        self.announced: set[int] = set()
+
+    def waiting_for(self) -> list[int]:
+        from ganlab.sweeping.worker_faults import young_unowned
+
+        young = young_unowned(self.study, self.stale_after)
+        new = [str(n) for n in young if n not in self.announced]
+        if new:
+            print(f"ganlab sweep: trial(s) {', '.join(new)} were asked by a worker that has not tagged them "
+                  f"(it died first, or runs elsewhere); failed and queued again once {self.stale_after:g} s "
+                  "old unless tagged", flush=True)
+            self.announced.update(young)
+        return young
+
+    def check(self, every_s: float) -> None:
+        from ganlab.sweeping.worker_faults import fail_unowned
+
+        if time.monotonic() - self.last < every_s:
+            return
+        self.last = time.monotonic()
+        failed = fail_unowned(self.study, self.stale_after)
+        if failed:
+            print(f"ganlab sweep: trial(s) {', '.join(map(str, failed))} failed (their worker died before "
+                  "tagging them) and queued again", flush=True)
 
 
 class _Pool:

@@ -14,7 +14,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
-from ganlab.errors import ConfigError
+from ganlab.errors import ConfigError, EnvironmentFault, environment_fault
 from ganlab.population.population_runner import run_population
 from ganlab.run_heartbeat import process_tag
 from ganlab.signals import Stopped
@@ -71,14 +71,27 @@ class TrialObjective:
                     MlflowClient().set_tag(exc.run_id, "trial_state", "interrupted")
             raise
         except TrainingFailed as exc:
-            trial.set_user_attr("failure_reason", exc.reason)
-            trial.set_user_attr("mlflow_run_id", exc.run_id)
-            MlflowClient().set_tag(exc.run_id, "trial_state", "failed")
-            raise
+            self._failed(trial, exc)
         trial.set_user_attr("mlflow_run_id", result.run_id)
+        try:
+            objectives = tuple(self._value(result, o.metric) for o in self.sweep.objectives)
+        except TrainingFailed as exc:
+            self._failed(trial, exc)
         MlflowClient().set_tag(result.run_id, "trial_state", "complete")
-        objectives = tuple(self._value(result, o.metric) for o in self.sweep.objectives)
         return objectives[0] if len(objectives) == 1 else objectives
+
+    @staticmethod
+    def _failed(trial: optuna.Trial, exc: TrainingFailed) -> None:
+        """A failed configuration records why and fails alone. A run the machine stopped (a full disk)
+        says nothing about the configuration: the worker stops and the trial is queued again."""
+        if environment_fault(exc):
+            with contextlib.suppress(Exception):  # the same fault may refuse this write too
+                MlflowClient().set_tag(exc.run_id, "trial_state", "interrupted")
+            raise EnvironmentFault(f"trial {trial.number} stopped: {exc.reason}") from exc
+        trial.set_user_attr("failure_reason", exc.reason)
+        trial.set_user_attr("mlflow_run_id", exc.run_id)
+        MlflowClient().set_tag(exc.run_id, "trial_state", "failed")
+        raise exc
 
     @staticmethod
     def _value(result: RunResult, metric: str) -> Any:

@@ -23,6 +23,7 @@ from ganlab.run_heartbeat import alive_here, process_tag
 WORKER_ATTR = "worker"
 MAX_RETRY = 1  # retries after worker deaths, per trial
 WORKER_DEATHS = "ganlab:worker_deaths"  # a system attr of each retry copy
+EXIT_ENVIRONMENT = 75  # a worker stopped by its machine (full disk, dead store): EX_TEMPFAIL, not the trial's fault
 
 
 def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, worker_died: bool) -> None:
@@ -82,26 +83,54 @@ def recover_dead_workers(study: optuna.Study, dead_tags: set[str] | None = None,
     host; returns each failed trial's number -> its retry's number (None: not queued again). A trial
     whose worker dies is retried once (a trial that kills its worker twice is not run a third time);
     ``stopped_by`` names the signal with which the user stopped the sweep, and its trials are queued
-    again however often that happens. ``untagged_after_s``: a RUNNING trial with no attributes at all,
-    started longer ago than that, was asked by a worker killed before it could tag it (a live worker
-    tags its trial within milliseconds); it has no heartbeat either, so nothing else would ever end it."""
-    failed: dict[int, int | None] = {}
-    now = datetime.now()  # Optuna stamps datetime_start in local time
+    again however often that happens. ``untagged_after_s``: an :func:`unowned` trial started longer
+    ago than that was asked by a worker that died (kill -9, a full disk) before it could tag it: a live
+    worker tags its trial within milliseconds, and without a tag or a heartbeat nothing else ends it."""
+    failed = fail_unowned(study, untagged_after_s) if untagged_after_s is not None else {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tag = trial.user_attrs.get(WORKER_ATTR)
-        if (untagged_after_s is not None and not trial.user_attrs and trial.datetime_start is not None
-                and (now - trial.datetime_start).total_seconds() > untagged_after_s):
-            failed[trial.number] = fail_and_retry(study, trial, "its worker died before it could tag the trial")
+        if trial.number in failed:
             continue
         if (dead_tags is not None and tag in dead_tags) or _dead_here(tag):
+            code = (exit_codes or {}).get(tag)
             if stopped_by is not None:
                 failed[trial.number] = fail_and_retry(study, trial, f"stopped with the sweep ({stopped_by})",
                                                       worker_died=False)
+            elif code == EXIT_ENVIRONMENT:
+                failed[trial.number] = fail_and_retry(study, trial, f"its worker {tag} stopped: its disk or store "
+                                                      f"failed (exit code {code})", worker_died=False)
             else:
-                code = (exit_codes or {}).get(tag)
                 how = f"exit code {code}" if code is not None else "its process is gone"
                 failed[trial.number] = fail_and_retry(study, trial, f"its worker {tag} died ({how})")
     return failed
+
+
+def unowned(trial: optuna.trial.FrozenTrial) -> bool:
+    """A RUNNING trial nobody has claimed: no worker tag (a retry copy keeps its overrides but not its
+    worker) and not a population sweep's."""
+    return (trial.state == TrialState.RUNNING and WORKER_ATTR not in trial.user_attrs
+            and not trial.user_attrs.get("population"))
+
+
+def _age_s(trial: optuna.trial.FrozenTrial) -> float:
+    if trial.datetime_start is None:
+        return 0.0
+    return (datetime.now() - trial.datetime_start).total_seconds()  # Optuna stamps it in local time
+
+
+def young_unowned(study: optuna.Study, after_s: float) -> list[int]:
+    """Unowned RUNNING trials not yet older than ``after_s``: either a live worker is about to tag one,
+    or its worker died first and :func:`recover_dead_workers` fails it once it is old enough."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if unowned(t) and _age_s(t) <= after_s]
+
+
+def fail_unowned(study: optuna.Study, older_than_s: float) -> dict[int, int | None]:
+    """Fail and retry each :func:`unowned` trial started more than ``older_than_s`` ago."""
+    return {t.number: fail_and_retry(study, t, "its worker died before it could tag the trial",
+                                     worker_died=False)  # the trial never started: not its fault
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if unowned(t) and _age_s(t) > older_than_s}
 
 
 def retried_failures(study: optuna.Study) -> set[int]:
@@ -157,9 +186,9 @@ class StopWhenDone:
 
 
 def retry_interrupted(study: optuna.Study) -> None:
-    """This worker's trials that Optuna failed because Ctrl-C stopped them are retried (WAITING), so
-    running the sweep again completes them instead of counting them as failures, however often the
-    sweep is stopped."""
+    """This worker's trials that Optuna failed because Ctrl-C or its machine (a full disk) stopped them
+    (they have no ``failure_reason``) are retried (WAITING), so running the sweep again completes them
+    instead of counting them as failures, however often that happens."""
     me = process_tag()
     retried = retried_failures(study)  # every failed link of a retry chain, not only its first
     for trial in study.get_trials(deepcopy=False):
