@@ -356,6 +356,42 @@ def test_a_trial_stopped_by_ctrl_c_is_tagged_interrupted_not_running(tmp_path, t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_sweeps_process_group_stops_every_worker_cleanly(tmp_path, sig, code):
+    """Ctrl-C in a terminal, or ``kill -TERM -<pgid>``, reaches the driver, its workers and the
+    forkserver they are forked from at once. Each worker still ends its trial's run KILLED and queues
+    the trial again: the forkserver, whose exit tells workers that the driver is gone, must not die
+    first (a SIGTERM ended it, and the workers with it, mid-stop)."""
+    path = _write(tmp_path, "stopped", trials=4, fixed=["train.iterations=5000", "train.eval_every=100",
+                                                        "train.plot_every=5000", "train.eval_samples=2000"])
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "ganlab.sweep", path, "--workers", "2", "--storage", storage],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    client, deadline = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), time.monotonic() + 240
+    while time.monotonic() < deadline:  # both workers are training (each child run has evaluations)
+        time.sleep(0.5)
+        assert driver.poll() is None, driver.stderr.read()[-3000:]
+        experiment = client.get_experiment_by_name("sweep-stopped")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        training = [r for r in runs if "mlflow.parentRunId" in r.data.tags and "ks" in r.data.metrics]
+        if len(training) == 2:
+            break
+    os.killpg(driver.pid, sig)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == code and "Traceback" not in err, err[-3000:]
+    study = optuna.load_study(study_name="stopped", storage=storage)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["FAIL", "FAIL", "WAITING", "WAITING"], [(t.state.name, t.user_attrs) for t in study.trials]
+    runs = client.search_runs([client.get_experiment_by_name("sweep-stopped").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and {r.info.status for r in children} == {"KILLED"}, [r.info for r in children]
+    assert {r.data.tags["trial_state"] for r in children} == {"interrupted"}
+    assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_keeps_finished_trials(tmp_path):
     path = _write(tmp_path, "resume", trials=3, fixed=["train.iterations=300", "train.eval_every=100",
                                                        "train.plot_every=300", "train.eval_samples=2000"])

@@ -1,0 +1,17 @@
+"""What the sweep driver's forkserver imports once, before it forks every worker from itself.
+
+The trainer's imports (torch, Lightning, MLflow, Optuna) cost ~7 s of CPU; forked from a process that
+has them, a worker starts in a fraction of a second. The forkserver must outlive every worker's clean
+stop: a SIGTERM or SIGHUP sent to the whole process group would end it at once, and with it the
+workers' sign that the driver is alive. So it ignores both and ends, as it does anyway, when the
+driver does; each worker restores the default handlers first thing.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import ganlab.sweeping.trial  # noqa: F401 -- the imports every worker needs
+
+for _sig in (signal.SIGTERM, signal.SIGHUP):  # each worker restores the defaults (driver._worker)
+    signal.signal(_sig, signal.SIG_IGN)
