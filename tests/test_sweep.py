@@ -711,3 +711,21 @@ def test_a_retry_asked_by_a_worker_that_died_before_tagging_it_is_run_in_the_sam
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "FAIL", "COMPLETE"], states
     assert retried_failures(study) == {0, 1}  # trial 2 is the copy of the copy: the budget counts it once
+
+
+def test_workers_see_the_drivers_environment_of_now_not_the_forkserver_s(tmp_path, monkeypatch):
+    """Workers are forked from a forkserver started with the first sweep of a process, whose
+    environment is the driver's of then: a second sweep, after the user changed a variable (MLflow's
+    credentials, a value its config reads with ``${oc.env:...}``), ran its workers with the old value."""
+    from ganlab.sweeping.driver import run_sweep
+
+    monkeypatch.chdir(tmp_path)
+    uri, storage = mlflow_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
+    trained = {}
+    for name, iterations in (("before", "20"), ("after", "40")):
+        monkeypatch.setenv("SWEEP_ITERATIONS", iterations)
+        fixed = ["train.iterations=${oc.env:SWEEP_ITERATIONS}", "train.eval_every=20", "train.eval_samples=2000"]
+        assert run_sweep(load(_write(tmp_path, name, trials=1, fixed=fixed)), storage, uri, workers=1) == 0
+        _, _, (child,) = _children(tmp_path, name)
+        trained[name] = child.data.params["train.iterations"]
+    assert trained == {"before": "20", "after": "40"}

@@ -31,10 +31,12 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(index: int, sweep, storage_url: str, tracking_uri: str, parent_run_id: str, parent_pid: int,
-            threads: int, stale_after: int) -> None:
+def _worker(index: int, environ: dict[str, str], sweep, storage_url: str, tracking_uri: str,
+            parent_run_id: str, parent_pid: int, threads: int, stale_after: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):  # forked from the forkserver, which ignores them
         signal.signal(sig, signal.SIG_DFL)
+    os.environ.clear()  # the driver's environment now (credentials, MLflow's settings), as a spawned child's;
+    os.environ.update(environ)  # the forkserver's is the driver's when its first worker started (the folder follows)
     _exit_with_parent(parent_pid)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     import optuna
@@ -236,7 +238,7 @@ class _Pool:
         for _ in range(max(count, 0)):
             if self.started >= self.max_starts:
                 return
-            proc = self.ctx.Process(target=_worker, args=(self.started, *self.args), daemon=False)
+            proc = self.ctx.Process(target=_worker, args=(self.started, dict(os.environ), *self.args), daemon=False)
             proc.start()
             self.procs.append(proc)
             self.started += 1
