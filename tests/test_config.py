@@ -260,3 +260,22 @@ def test_the_end_of_a_run_says_how_to_browse_its_own_store(tmp_path):
     other = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert browse_hint(other) == f"(browse with: mlflow ui --backend-store-uri {other})"
     assert browse_hint("http://127.0.0.1:5000") == "(its web UI: open that address)"
+
+
+def test_a_new_depth_alone_takes_the_layers_kind_and_a_mixed_or_typed_list_is_named():
+    """`model.g.hidden=[8]` failed with "needs one activation per hidden layer": a composition a user
+    types must train without further overrides. A list of one kind follows the depth; one that mixes
+    kinds, or that the user typed, is still checked (the message says which lists follow)."""
+    cfg = compose_config(["model.g.hidden=[8]", "model.d.hidden=[16,16,16]"])
+    assert list(cfg.model.g.activations) == ["tanh"]
+    assert list(cfg.model.d.activations) == ["leaky_relu"] * 3
+    assert list(cfg.model.d.batch_norm) == []  # none stays none
+    assert list(compose_config(["experiment=cgan_digits", "model.d.hidden=[256,128]"]).model.d.activations) == [
+        "relu", "relu"]
+    with pytest.raises(ConfigError, match=r"model.g.batch_norm=\[False, True, True, True\] is not allowed"):
+        compose_config(["experiment=cgan_digits", "model.g.hidden=[256,512]"])  # mixed: which layers get it?
+    with pytest.raises(ConfigError, match=r"model.g.activations=\['elu', 'sigmoid'\] is not allowed; needs one "
+                                          r"activation per hidden layer \(1\); a list of one kind, not typed"):
+        compose_config(["experiment=ganotes_1d", "model.g.hidden=[8]"])
+    with pytest.raises(ConfigError, match=r"model.g.activations=\['tanh', 'tanh'\] is not allowed"):
+        compose_config(["model.g.hidden=[8]", "model.g.activations=[tanh,tanh]"])

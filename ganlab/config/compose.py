@@ -137,6 +137,7 @@ def _finish(cfg: DictConfig, choices: dict[str, str | None], typed: set[str]) ->
             cfg.tracking.experiment = choices["experiment"] or "default"
         _resolve_defaults(cfg)
         _typed_rates_are_kept(cfg, typed)
+        _layer_lists_follow_the_depth(cfg, typed)
     validate(cfg)
     return cfg
 
@@ -212,6 +213,18 @@ def _typed_rates_are_kept(cfg: DictConfig, typed: set[str]) -> None:
     ``optim.short_run_reference`` as well keeps the boost."""
     if typed & {"optim.d_lr", "optim.g_lr"} and "optim.short_run_reference" not in typed:
         cfg.optim.short_run_reference = 0
+
+
+def _layer_lists_follow_the_depth(cfg: DictConfig, typed: set[str]) -> None:
+    """``model.g.hidden=[8]`` alone trains: per-layer lists the user did not type (activations, batch
+    norm) that hold one kind follow the new number of layers. Lists that mix kinds, or that the user
+    typed too, are left for the check to name."""
+    for net in ("g", "d"):
+        for key in ("activations", "batch_norm"):
+            layers, values = cfg.model[net].hidden, cfg.model[net][key]
+            if f"model.{net}.{key}" in typed or len(set(values)) != 1 or len(values) == len(layers):
+                continue  # typed, mixed (or [], no batch norm), or already one per layer
+            cfg.model[net][key] = [values[0]] * len(layers)
 
 
 def _resolve_defaults(cfg: DictConfig) -> None:

@@ -56,7 +56,8 @@ def _validate_mlp(net: DictConfig, prefix: str, with_output: bool) -> None:
     for size in net.hidden:
         require(size > 0, f"{prefix}.hidden", list(net.hidden), "every layer size must be > 0")
     require(len(net.activations) == len(net.hidden), f"{prefix}.activations", list(net.activations),
-            f"needs one activation per hidden layer ({len(net.hidden)})")
+            f"needs one activation per hidden layer ({len(net.hidden)}); a list of one kind, not typed, follows "
+            f"{prefix}.hidden by itself")
     for act in net.activations:
         _choice(act, f"{prefix}.activations", tuple(ACTIVATIONS))
     if with_output:
