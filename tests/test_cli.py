@@ -62,6 +62,20 @@ def test_bad_config_is_one_line_without_a_traceback(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # nothing was started
 
 
+def test_a_gpu_asked_for_on_a_machine_without_one_creates_no_store(tmp_path):
+    """The check ran once the tracking process had opened (and so created) the store: an empty
+    mlflow.db was left behind."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = _cli(["train.accelerator=cuda"], f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("ganlab: error: train.accelerator='cuda' but no CUDA device is available; "
+                                   "use cpu or auto")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 def test_bad_tracking_env_is_a_clear_error(tmp_path):
     proc = _cli(TINY, "./mlruns", tmp_path)

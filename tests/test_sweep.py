@@ -729,3 +729,36 @@ def test_workers_see_the_drivers_environment_of_now_not_the_forkserver_s(tmp_pat
         _, _, (child,) = _children(tmp_path, name)
         trained[name] = child.data.params["train.iterations"]
     assert trained == {"before": "20", "after": "40"}
+
+
+@pytest.mark.parametrize("population", [[], ["--population", "2"]])
+def test_a_gpu_sweep_on_a_machine_without_one_is_one_line_before_any_trial(population, tmp_path, monkeypatch, capsys):
+    """With process workers each trial failed instead, listed as "no reason recorded"."""
+    import torch
+
+    from ganlab.sweep import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path, "gpu", fixed=[*TINY, "train.accelerator=cuda"])
+    assert main([path, "--storage", f"sqlite:///{tmp_path / 'o.db'}", *population]) == 2
+    err = capsys.readouterr().err
+    assert err == "ganlab sweep: error: train.accelerator='cuda' but no CUDA device is available; use cpu or auto\n"
+    assert not (tmp_path / "o.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_trial_its_trainer_refuses_records_why(tmp_path, monkeypatch):
+    """A ConfigError raised by the trainer (not by composing the trial's config) left the trial FAIL
+    with "no reason recorded" in the sweep's summary."""
+    from ganlab.sweeping import trial as trial_module
+
+    def refuse(cfg, **kwargs):
+        raise ConfigError("train.accelerator='cuda' but no CUDA device is available; use cpu or auto")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(trial_module, "run_training", refuse)
+    sweep = load(_write(tmp_path, "refused", trials=1))
+    study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
+    study.optimize(TrialObjective(sweep, "no-parent"), n_trials=1, catch=(ConfigError,))
+    assert study.trials[0].user_attrs["failure_reason"].startswith("train.accelerator='cuda' but no CUDA")

@@ -42,7 +42,7 @@ def test_missing_gpu_is_a_clear_error(tracking_uri):
 def test_cuda_is_the_gpu_by_its_other_name(monkeypatch):
     import torch
 
-    from ganlab.training.runner import resolve_accelerator
+    from ganlab.training.accelerators import resolve_accelerator
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert [resolve_accelerator(n) for n in ("cuda", "gpu", "auto", "cpu")] == ["gpu", "gpu", "gpu", "cpu"]

@@ -29,6 +29,7 @@ from ganlab.population.member_settings import member_configs
 from ganlab.population.population_evaluation import PopulationEvaluator, headline_key, median_member
 from ganlab.population.population_module import PopulationModule
 from ganlab.population.seeds_checkpoints import restore_seeds_state, seeds_training_state
+from ganlab.training.accelerators import resolve_accelerator
 from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.history import History
 from ganlab.training.optimizers import short_run_note
@@ -46,7 +47,6 @@ from ganlab.training.runner import (
     make_trainer,
     open_tracker,
     register_if_asked,
-    resolve_accelerator,
     stop_early,
 )
 

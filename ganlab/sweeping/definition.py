@@ -89,6 +89,7 @@ class SweepDefinition:
     grid: list[dict[str, Any]] = field(default_factory=list)  # trials enqueued in this order (a -m multirun)
     notices: list[str] = field(default_factory=list)  # what loading changed, for the command line to print
     seeds: int = 1  # train.seeds of the fixed config: each trial trains that many seeds and reports their median
+    accelerator: str = "cpu"  # train.accelerator of the fixed config: a missing GPU is refused before the study opens
 
     def objective_label(self, metric: str) -> str:
         """How the summary names an objective: ``ks``, or ``ks (median of 3 seeds)``."""
@@ -325,7 +326,7 @@ def load(name_or_path: str, trials: int | None = None, storage: str | None = Non
         sweep.notices.append(notice)
     moved = _command_line_overrides(path, sweep, overrides) if overrides else False
     cfg = _check_against_schema(path, sweep)
-    sweep.register, sweep.seeds = cfg.tracking.register, cfg.train.seeds
+    sweep.register, sweep.seeds, sweep.accelerator = cfg.tracking.register, cfg.train.seeds, cfg.train.accelerator
     _check_objectives(path, sweep, cfg, follow_data=moved)
     return sweep
 

@@ -51,7 +51,8 @@ from ganlab.sweeping.summary import (
 from ganlab.sweeping.trial_runs import TrialRuns
 from ganlab.sweeping.worker_faults import budget_used, population_trials_running
 from ganlab.system_metrics import start_system_metrics, stop_system_metrics
-from ganlab.training.runner import make_trainer, resolve_accelerator
+from ganlab.training.accelerators import resolve_accelerator
+from ganlab.training.runner import make_trainer
 
 PROCESS_KEYS = ("train.accelerator", "train.threads")  # one process, one device: the population's, not a trial's
 # 2: one flat weight tensor per network; 3: 1D members hold model.standardize's buffers; 4: each cohort as

@@ -72,6 +72,9 @@ class TrialObjective:
             raise
         except TrainingFailed as exc:
             self._failed(trial, exc)
+        except ConfigError as exc:  # refused before its run existed (a missing GPU): the trial fails alone
+            trial.set_user_attr("failure_reason", str(exc))
+            raise
         trial.set_user_attr("mlflow_run_id", result.run_id)
         try:
             objectives = tuple(self._value(result, o.metric) for o in self.sweep.objectives)

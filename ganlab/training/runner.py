@@ -27,12 +27,12 @@ from ganlab.config.uris import resolve_tracking_uri
 from ganlab.data.loaders import training_loader
 from ganlab.data.noise import build_noise
 from ganlab.data.targets import build_target
-from ganlab.errors import ConfigError
 from ganlab.nets.conditioning import LabelConditioning
 from ganlab.nets.models import MODELS, build_discriminator, build_generator, build_lift
 from ganlab.plots.plotter import Plotter, build_plotter
 from ganlab.preprocess import build_preprocess
 from ganlab.signals import Stopped, reclaim_stop_signals
+from ganlab.training.accelerators import resolve_accelerator
 from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.evaluation import Evaluator, TrainingMonitor
 from ganlab.training.gan_module import GANModule, NonFiniteLossError
@@ -97,17 +97,6 @@ def build_module(cfg: DictConfig) -> GANModule:
     generator = build_generator(cfg.model, noise.dim + extra, target.dim, units)
     discriminator = build_discriminator(cfg.model, preprocess, lift, units, twice_differentiable=cfg.train.r1_gamma > 0)
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
-
-
-def resolve_accelerator(name: str) -> str:
-    """The Lightning accelerator for train.accelerator; a one-line ConfigError when a GPU is asked for and absent."""
-    if name in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.accelerator={name!r} but no CUDA device is available; use cpu or auto")
-        return "gpu"
-    if name == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 class _StopSignalsStayOurs(pl.Callback):
