@@ -157,6 +157,25 @@ def test_the_rerun_command_gives_each_key_once_with_the_value_that_won():
     assert rerun_command(trial, local_store_uri()) == "python -m ganlab.train train.iterations=60 data=ring8"
 
 
+def test_the_rerun_command_pastes_into_a_shell_as_the_trials_overrides():
+    """Brackets and ${...} reached the shell unquoted (a glob, an expansion), and `-m`'s fixed values
+    came back Hydra-escaped (tracking.uri=sqlite\\:////...)."""
+    import shlex
+
+    from optuna.trial import create_trial
+
+    from ganlab.sweeping.multirun import split_overrides
+    from ganlab.sweeping.summary import rerun_command
+
+    fixed, swept = split_overrides(["tracking.uri=sqlite:////tmp/s/m.db", "optim.d_lr=1e-3,2e-3",
+                                    "model.g.hidden=[8,8]", "train.iterations=${oc.env:N}"])
+    assert fixed == ["tracking.uri=sqlite:////tmp/s/m.db", "model.g.hidden=[8,8]", "train.iterations=${oc.env:N}"]
+    overrides = [*fixed, f"optim.d_lr={swept['optim.d_lr'][0]}"]
+    command = rerun_command(create_trial(value=0.1, user_attrs={"overrides": overrides}))
+    assert "\\" not in command and "'model.g.hidden=[8,8]'" in command
+    assert shlex.split(command)[3:] == overrides
+
+
 def test_a_summary_says_when_its_best_ks_values_are_within_the_evaluation_s_noise(capsys):
     """KS of n points drawn from the target itself spreads as Kolmogorov's law / sqrt(n): at 20,000
     points the top trials of a good sweep differ by less than that, and their order is partly luck."""

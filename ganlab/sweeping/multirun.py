@@ -37,7 +37,7 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str
     for override in parsed:
         key = override.get_key_element()
         if not override.is_sweep_override():
-            fixed.append(f"{key}={override.get_value_element_as_str()}")
+            fixed.append(override.input_line)  # as typed: Hydra's re-escaped form shows sqlite\:////...
             continue
         values = _sweep_values(override)
         if not values:

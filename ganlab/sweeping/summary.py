@@ -3,6 +3,7 @@ filled at the end with the best trial, its config as YAML, and Optuna's standard
 
 from __future__ import annotations
 
+import shlex
 import time
 import warnings
 from typing import Any
@@ -158,7 +159,7 @@ def rerun_command(trial: optuna.trial.FrozenTrial, tracking_uri: str | None = No
     overrides = [o for o in last.values() if not o.startswith(("tracking.experiment=", "tracking.register="))]
     if tracking_uri and "tracking.uri" not in last and tracking_uri != local_store_uri():
         overrides.append(f"tracking.uri={tracking_uri}")
-    return "python -m ganlab.train " + " ".join(overrides)
+    return "python -m ganlab.train " + " ".join(shlex.quote(o) for o in overrides)  # a shell keeps each whole
 
 
 def _figures(study: optuna.Study) -> dict[str, Any]:
