@@ -110,3 +110,13 @@ def test_a_multiruns_study_lives_beside_its_sqlite_tracking_store(tmp_path, monk
     store = tmp_path / "elsewhere" / "mlflow.db"
     assert storage_url(sweep, beside=f"sqlite:///{store}") == f"sqlite:///{store.parent / 'optuna.db'}"
     assert storage_url(sweep, beside="http://127.0.0.1:5000") == f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+
+
+def test_the_study_name_follows_what_the_fixed_values_mean_not_how_they_were_typed():
+    """Fixed values are kept as typed (shown in the re-run line), but 1e-3 and 0.001 are one study, as
+    before (an interrupted -m resumes under the same name)."""
+    from ganlab.sweeping.multirun import multirun_definition
+
+    names = {multirun_definition(["optim.g_lr=" + v, "optim.d_lr=1e-4,1e-3", "train.iterations=20"])[0].name
+             for v in ("1e-3", "0.001")}
+    assert len(names) == 1

@@ -709,10 +709,11 @@ def test_a_retry_asked_by_a_worker_that_died_before_tagging_it_is_run_in_the_sam
     overrides but no worker tag); the re-run, started seconds later, ended with it still RUNNING and a
     trial short (1 in 3 runs of the full-disk test). The sweep now waits until such a trial is
     ``stale_after`` old, fails it, queues it again and runs it."""
-    from ganlab.sweeping.driver import run_sweep
+    from ganlab.sweeping import driver
     from ganlab.sweeping.worker_faults import WORKER_ATTR, fail_and_retry, retried_failures
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver, "UNOWNED_FLOOR_S", 0.0)
     uri, storage = mlflow_store(tmp_path / "m.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     sweep = load(_write(tmp_path, "orphan", trials=1))
     study = open_study(sweep, storage, 30)
@@ -723,10 +724,9 @@ def test_a_retry_asked_by_a_worker_that_died_before_tagging_it_is_run_in_the_sam
     taken = study.ask()  # the replacement worker takes it, and dies before tagging it
     assert taken.number == 1 and study.trials[1].user_attrs == {"overrides": ["train.iterations=10"]}
 
-    assert run_sweep(sweep, storage, uri, workers=1, stale_after=3) == 0
-    out = capsys.readouterr().out
-    assert "trial(s) 1 were asked by a worker that has not tagged them" in out, out
-    assert "trial(s) 1 failed (their worker died before tagging them) and queued again" in out, out
+    assert driver.run_sweep(sweep, storage, uri, workers=1, stale_after=3) == 0
+    # (failed as the sweep starts, if that took over 3 s, or once 3 s old while it waited)
+    assert "before it could tag the trial; queued again" in study.trials[1].user_attrs["failure_reason"]
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "FAIL", "COMPLETE"], states
     assert retried_failures(study) == {0, 1}  # trial 2 is the copy of the copy: the budget counts it once
@@ -781,3 +781,21 @@ def test_a_trial_its_trainer_refuses_records_why(tmp_path, monkeypatch):
     study = open_study(sweep, f"sqlite:///{tmp_path / 'o.db'}")
     study.optimize(TrialObjective(sweep, "no-parent"), n_trials=1, catch=(ConfigError,))
     assert study.trials[0].user_attrs["failure_reason"].startswith("train.accelerator='cuda' but no CUDA")
+
+
+def test_the_driver_waits_for_an_unowned_trial_then_fails_and_requeues_it(tmp_path, monkeypatch, capsys):
+    """With no worker left, a young unowned trial keeps the sweep waiting (said once); once old enough
+    it is failed and queued again, and the loop goes on to run the copy: before, one that aged between
+    two checks let the sweep end with it RUNNING."""
+    from ganlab.sweeping import driver
+
+    monkeypatch.setattr(driver, "UNOWNED_FLOOR_S", 0.0)
+    study = open_study(load(_write(tmp_path, "wait", trials=1)), f"sqlite:///{tmp_path / 'o.db'}")
+    study.ask()  # unowned: no worker tag
+    waiting = driver._UnownedTrials(study, stale_after=1)
+    assert waiting.pending() and waiting.pending()  # young: wait (announced once)
+    assert capsys.readouterr().out.count("were asked by a worker that has not tagged them") == 1
+    time.sleep(1.1)
+    assert waiting.pending()  # failed and queued again: its copy is still to be run
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    assert not waiting.pending()  # nothing unowned is left

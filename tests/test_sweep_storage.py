@@ -233,3 +233,26 @@ def _spec(tmp_path):
         "optim.d_lr": {"type": "float", "low": 1e-4, "high": 1e-2}}, "objective": "ks", "trials": 2,
         "sampler": {"name": "tpe", "seed": 0}, "pruner": {"name": "none"}}))
     return path
+
+
+def test_a_trial_its_machine_keeps_stopping_is_failed_for_good_after_three_retries(tmp_path):
+    """A trial that itself exhausts a resource (a share of /dev/shm too large for a container) would be
+    queued again forever, its copies taken first, starving the other trials."""
+    from ganlab.sweeping.worker_faults import EXIT_ENVIRONMENT, MAX_MACHINE_RETRY
+
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    tag = "localhost:999999999"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        for _ in range(MAX_MACHINE_RETRY + 1):
+            (running,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            study._storage.set_trial_user_attr(running._trial_id, "worker", tag)
+            recover_dead_workers(study, {tag}, {tag: EXIT_ENVIRONMENT})
+            if study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+                study.ask()
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["FAIL"] * (MAX_MACHINE_RETRY + 1), states
+    assert study.trials[-1].user_attrs["failure_reason"].endswith(
+        f"not queued again (its machine stopped it {MAX_MACHINE_RETRY + 1} times)")
+    assert to_run(study, 1) == 0  # the last one counts: the budget is used

@@ -15,26 +15,33 @@ import warnings
 
 def _exit_with_parent(parent_pid: int) -> None:
     """A worker whose driver was killed stops too (its trial is failed later by the heartbeat check).
-    Its parent is the driver's forkserver, which exits with the driver: either change ends it."""
-    parent = os.getppid()
-
+    Its parent is the forkserver, which lives as long as any worker does: the driver itself is watched,
+    and a zombie (killed, not yet reaped by whoever started it) counts as dead."""
     def watch() -> None:
         while True:
-            try:
-                os.kill(parent_pid, 0)
-            except (ProcessLookupError, PermissionError):  # gone (or its pid is another user's now)
-                os._exit(1)
-            if os.getppid() != parent:
+            if not _alive(parent_pid):
                 os._exit(1)
             time.sleep(1.0)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(index: int, environ: dict[str, str], sweep, storage_url: str, tracking_uri: str,
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone (or its pid is another user's now)
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux): the signal test alone
+        return True
+
+
+def _worker(index: int, ignored: tuple[int, ...], environ: dict[str, str], sweep, storage_url: str, tracking_uri: str,
             parent_run_id: str, parent_pid: int, threads: int, stale_after: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # forked from the forkserver, which ignores them
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # the forkserver ignores them; the driver may (nohup)
+        signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
     os.environ.clear()  # the driver's environment now (credentials, MLflow's settings), as a spawned child's;
     os.environ.update(environ)  # the forkserver's is the driver's when its first worker started (the folder follows)
     _exit_with_parent(parent_pid)
@@ -73,17 +80,17 @@ def _worker(index: int, environ: dict[str, str], sweep, storage_url: str, tracki
         retry_interrupted(study)  # Optuna failed the trial it stopped: the next invocation runs it again
         sys.exit(130)
     except Exception as exc:  # the study cannot be written (a full disk, a dead server): one line, not a traceback
-        if os.environ.get("GANLAB_DEBUG"):
-            raise
         from ganlab.errors import environment_fault, one_line
         from ganlab.sweeping.worker_faults import EXIT_ENVIRONMENT
 
+        machine = environment_fault(exc)
+        if machine:
+            with contextlib.suppress(Exception):  # Optuna failed the trial the fault stopped: queue it again
+                retry_interrupted(study, machine_fault=one_line(exc))
+        if os.environ.get("GANLAB_DEBUG"):
+            raise
         print(f"ganlab sweep: worker {index} stopped: {one_line(exc)}", file=sys.stderr, flush=True)
-        if not environment_fault(exc):
-            sys.exit(1)  # the driver fails and queues its trial again, as for any worker that dies
-        with contextlib.suppress(Exception):  # Optuna failed the trial the fault stopped: queue it again
-            retry_interrupted(study)
-        sys.exit(EXIT_ENVIRONMENT)  # not the trial's fault: the driver queues a trial left RUNNING however often
+        sys.exit(EXIT_ENVIRONMENT if machine else 1)  # either way the driver queues a trial left RUNNING
 
 
 def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads: int = 1,
@@ -109,7 +116,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # other machines' dead workers, after --stale-after seconds
-    recover_dead_workers(study, untagged_after_s=stale_after)  # this machine's, at once (their processes are gone)
+    recover_dead_workers(study, untagged_after_s=max(stale_after, UNOWNED_FLOOR_S))  # this machine's, at once
     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
     remaining = to_run(study, sweep.trials)
     left = population_trials_running(study)
@@ -127,7 +134,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         with stop_on_signals():
             pool.fill(min(workers, remaining))
             unowned = _UnownedTrials(study, stale_after)
-            while pool.procs or unowned.waiting_for():
+            while pool.procs or unowned.pending():
                 for dead in pool.reap():
                     failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
                     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
@@ -170,39 +177,66 @@ def _driver_failed(exc: Exception, pool, study, sweep, tracking_uri: str, parent
     return 1
 
 
+UNOWNED_FLOOR_S = 10.0  # a live worker tags its trial once its sampler has drawn it: allow for a slow draw
+
+
 class _UnownedTrials:
     """RUNNING trials no worker has tagged: a worker that died between asking and tagging (kill -9,
-    a full disk) leaves one, with no heartbeat. Once older than ``--stale-after`` (a live worker, on
-    any machine, tags within milliseconds) it is failed and queued again, in this invocation: the
-    sweep waits for that rather than end with a trial RUNNING."""
+    a full disk) leaves one, with no heartbeat. Once older than ``--stale-after`` (at least
+    ``UNOWNED_FLOOR_S``; a live worker, on any machine, tags within its sampler's draw) it is failed
+    and queued again, in this invocation: the sweep waits for that rather than end with a trial
+    RUNNING. A trial's age is the larger of its start stamp's (another machine's local clock) and the
+    time since this driver first saw it, so a clock that disagrees cannot hold the sweep for long."""
 
     def __init__(self, study, stale_after: float) -> None:
-        self.study, self.stale_after = study, stale_after
+        self.study, self.after_s = study, max(float(stale_after), UNOWNED_FLOOR_S)
         self.last = time.monotonic()
+        self.first_seen: dict[int, float] = {}
         self.announced: set[int] = set()
 
-    def waiting_for(self) -> list[int]:
-        from ganlab.sweeping.worker_faults import young_unowned
+    def _ages(self) -> list[tuple]:
+        """(trial, age in seconds) of each unowned trial."""
+        from optuna.trial import TrialState
 
-        young = young_unowned(self.study, self.stale_after)
-        new = [str(n) for n in young if n not in self.announced]
-        if new:
-            print(f"ganlab sweep: trial(s) {', '.join(new)} were asked by a worker that has not tagged them "
-                  f"(it died first, or runs elsewhere); failed and queued again once {self.stale_after:g} s "
-                  "old unless tagged", flush=True)
-            self.announced.update(young)
-        return young
+        from ganlab.sweeping.worker_faults import age_s, unowned
 
-    def check(self, every_s: float) -> None:
-        from ganlab.sweeping.worker_faults import fail_unowned
+        now = time.monotonic()
+        trials = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if unowned(t)]
+        return [(t, max(age_s(t), now - self.first_seen.setdefault(t.number, now))) for t in trials]
 
-        if time.monotonic() - self.last < every_s:
-            return
-        self.last = time.monotonic()
-        failed = fail_unowned(self.study, self.stale_after)
+    def _fail_old(self, ages: list[tuple]) -> list[int]:
+        from ganlab.sweeping.worker_faults import fail_and_retry
+
+        old = [trial for trial, age in ages if age > self.after_s]
+        for trial in old:
+            fail_and_retry(self.study, trial, "its worker died before it could tag the trial",
+                           worker_died=False)  # the trial never started: not its fault
+        failed = [t.number for t in old]
         if failed:
             print(f"ganlab sweep: trial(s) {', '.join(map(str, failed))} failed (their worker died before "
                   "tagging them) and queued again", flush=True)
+        return failed
+
+    def pending(self) -> bool:
+        """With no worker left: fail the old ones (their copies are to be run), and say whether any
+        is left to wait for or was just queued again."""
+        ages = self._ages()
+        failed = self._fail_old(ages)
+        young = [t.number for t, age in ages if age <= self.after_s]
+        new = [str(n) for n in young if n not in self.announced]
+        if new:
+            print(f"ganlab sweep: trial(s) {', '.join(new)} were asked by a worker that has not tagged them "
+                  f"(it died first, or runs elsewhere); failed and queued again once {self.after_s:g} s "
+                  "old unless tagged", flush=True)
+            self.announced.update(young)
+        return bool(failed or young)
+
+    def check(self, every_s: float) -> None:
+        """While workers run: fail the old ones every ``every_s`` seconds."""
+        if time.monotonic() - self.last < every_s:
+            return
+        self.last = time.monotonic()
+        self._fail_old(self._ages())
 
 
 WORKER_PRELOAD = ["ganlab.sweeping.worker_preload"]  # torch, Lightning, MLflow, Optuna: ~7 s of CPU per import
@@ -238,7 +272,9 @@ class _Pool:
         for _ in range(max(count, 0)):
             if self.started >= self.max_starts:
                 return
-            proc = self.ctx.Process(target=_worker, args=(self.started, dict(os.environ), *self.args), daemon=False)
+            ignored = tuple(s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_IGN)
+            proc = self.ctx.Process(target=_worker, args=(self.started, ignored, dict(os.environ), *self.args),
+                                    daemon=False)
             proc.start()
             self.procs.append(proc)
             self.started += 1

@@ -46,6 +46,13 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str
     return fixed, swept
 
 
+def _normalised(fixed: list[str]) -> list[str]:
+    """Fixed overrides as Hydra prints them (``1e-3`` -> ``0.001``): the study's name follows what they
+    mean, not how they were typed (and stays what it was before they were kept as typed)."""
+    return [f"{o.get_key_element()}={o.get_value_element_as_str()}"
+            for o in OverridesParser.create().parse_overrides(fixed)]
+
+
 def _sweep_values(override: Override) -> list[str]:
     if isinstance(override.value(), Glob):
         group = override.key_or_group
@@ -94,7 +101,8 @@ def multirun_definition(overrides: list[str]) -> tuple[SweepDefinition, DictConf
                               "each combination); give it one value, e.g. train.seeds=3")
     base = compose_config(fixed)  # a bad fixed override is reported as itself, before the swept ones
     families = _check(fixed, swept)
-    digest = hashlib.sha1("\n".join([*fixed, *(f"{k}={v}" for k, v in swept.items())]).encode()).hexdigest()[:8]
+    digest = hashlib.sha1("\n".join([*_normalised(fixed), *(f"{k}={v}" for k, v in swept.items())]).encode()
+                          ).hexdigest()[:8]
     grid = combinations(swept)
     metric = HEADLINE_BY_FAMILY[families[0]] if len(set(families)) == 1 else "fit_s"
     return SweepDefinition(

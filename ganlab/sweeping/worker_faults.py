@@ -24,9 +24,12 @@ WORKER_ATTR = "worker"
 MAX_RETRY = 1  # retries after worker deaths, per trial
 WORKER_DEATHS = "ganlab:worker_deaths"  # a system attr of each retry copy
 EXIT_ENVIRONMENT = 75  # a worker stopped by its machine (full disk, dead store): EX_TEMPFAIL, not the trial's fault
+MACHINE_STOPS = "ganlab:machine_stops"  # a system attr of each retry copy: its line's stops by a machine fault
+MAX_MACHINE_RETRY = 3  # a trial that itself exhausts a resource (a huge /dev/shm share) must not loop forever
 
 
-def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, worker_died: bool) -> None:
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, worker_died: bool,
+           machine_stop: bool = False) -> None:
     """Queue a WAITING copy through Optuna's retry callback (marked experimental, and exactly what is
     needed), without its warning. The copy does not inherit the failed run's reason or worker: a copy
     carrying a reason looked, once stopped by Ctrl-C, like a trial that had failed on its own. It
@@ -34,7 +37,8 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, worker_died: bo
     stops do not use them up."""
     clean = copy.copy(trial)  # shallow: the setters below give it its own attrs
     clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("failure_reason", WORKER_ATTR)}
-    clean.system_attrs = {**trial.system_attrs, WORKER_DEATHS: worker_deaths(trial) + int(worker_died)}
+    clean.system_attrs = {**trial.system_attrs, WORKER_DEATHS: worker_deaths(trial) + int(worker_died),
+                          MACHINE_STOPS: machine_stops(trial) + int(machine_stop)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         RetryHeartbeatStaleTrialCallback(max_retry=None)(study, clean)
@@ -45,18 +49,29 @@ def worker_deaths(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.system_attrs.get(WORKER_DEATHS, 0))
 
 
+def machine_stops(trial: optuna.trial.FrozenTrial) -> int:
+    """How often a machine fault (a full disk) stopped this trial's earlier copies."""
+    return int(trial.system_attrs.get(MACHINE_STOPS, 0))
+
+
 def _dead_here(tag: str | None) -> bool:
     """A trial's worker ran on this host and its process is gone."""
     return alive_here(tag) is False
 
 
 def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str,
-                   worker_died: bool = True) -> int | None:
+                   worker_died: bool = True, machine_stop: bool = False) -> int | None:
     """Mark a RUNNING trial FAIL with ``reason`` (saying whether it is queued again) and enqueue its
     retry: after a user's stop (``worker_died`` False) always, after a worker's death ``MAX_RETRY``
-    times in its line. Returns the retry's number, None when it was not queued."""
+    times in its line, after a machine fault (``machine_stop``) ``MAX_MACHINE_RETRY`` times. Returns
+    the retry's number, None when it was not queued."""
     again = not worker_died or worker_deaths(trial) < MAX_RETRY
-    reason += "; queued again" if again else f"; not queued again (its worker died {worker_deaths(trial) + 1} times)"
+    if machine_stop and machine_stops(trial) >= MAX_MACHINE_RETRY:
+        reason += f"; not queued again (its machine stopped it {machine_stops(trial) + 1} times)"
+        again = False
+    else:
+        deaths = worker_deaths(trial) + 1
+        reason += "; queued again" if again else f"; not queued again (its worker died {deaths} times)"
     storage = study._storage  # noqa: SLF001 -- Optuna's documented way for an outside process to end a trial
     storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)  # noqa: SLF001
     if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
@@ -64,7 +79,7 @@ def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason:
     if not again:
         return None
     before = {t.number for t in study.get_trials(deepcopy=False)}
-    _retry(study, storage.get_trial(trial._trial_id), worker_died)  # noqa: SLF001
+    _retry(study, storage.get_trial(trial._trial_id), worker_died, machine_stop)  # noqa: SLF001
     added = [t.number for t in study.get_trials(deepcopy=False) if t.number not in before]
     return added[0] if added else None
 
@@ -98,7 +113,8 @@ def recover_dead_workers(study: optuna.Study, dead_tags: set[str] | None = None,
                                                       worker_died=False)
             elif code == EXIT_ENVIRONMENT:
                 failed[trial.number] = fail_and_retry(study, trial, f"its worker {tag} stopped: its disk or store "
-                                                      f"failed (exit code {code})", worker_died=False)
+                                                      f"failed (exit code {code})", worker_died=False,
+                                                      machine_stop=True)
             else:
                 how = f"exit code {code}" if code is not None else "its process is gone"
                 failed[trial.number] = fail_and_retry(study, trial, f"its worker {tag} died ({how})")
@@ -112,17 +128,10 @@ def unowned(trial: optuna.trial.FrozenTrial) -> bool:
             and not trial.user_attrs.get("population"))
 
 
-def _age_s(trial: optuna.trial.FrozenTrial) -> float:
+def age_s(trial: optuna.trial.FrozenTrial) -> float:
     if trial.datetime_start is None:
         return 0.0
     return (datetime.now() - trial.datetime_start).total_seconds()  # Optuna stamps it in local time
-
-
-def young_unowned(study: optuna.Study, after_s: float) -> list[int]:
-    """Unowned RUNNING trials not yet older than ``after_s``: either a live worker is about to tag one,
-    or its worker died first and :func:`recover_dead_workers` fails it once it is old enough."""
-    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if unowned(t) and _age_s(t) <= after_s]
 
 
 def fail_unowned(study: optuna.Study, older_than_s: float) -> dict[int, int | None]:
@@ -130,7 +139,7 @@ def fail_unowned(study: optuna.Study, older_than_s: float) -> dict[int, int | No
     return {t.number: fail_and_retry(study, t, "its worker died before it could tag the trial",
                                      worker_died=False)  # the trial never started: not its fault
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if unowned(t) and _age_s(t) > older_than_s}
+            if unowned(t) and age_s(t) > older_than_s}
 
 
 def retried_failures(study: optuna.Study) -> set[int]:
@@ -185,13 +194,19 @@ class StopWhenDone:
             study.stop()
 
 
-def retry_interrupted(study: optuna.Study) -> None:
-    """This worker's trials that Optuna failed because Ctrl-C or its machine (a full disk) stopped them
-    (they have no ``failure_reason``) are retried (WAITING), so running the sweep again completes them
-    instead of counting them as failures, however often that happens."""
+def retry_interrupted(study: optuna.Study, machine_fault: str | None = None) -> None:
+    """This worker's trials that Optuna failed because Ctrl-C or its machine (``machine_fault``, e.g. a
+    full disk) stopped them (they have no ``failure_reason``) are retried (WAITING), so running the
+    sweep again completes them instead of counting them as failures: after a user's stop however
+    often it happens, after a machine fault ``MAX_MACHINE_RETRY`` times (then failed with the fault)."""
     me = process_tag()
     retried = retried_failures(study)  # every failed link of a retry chain, not only its first
     for trial in study.get_trials(deepcopy=False):
         if (trial.state == TrialState.FAIL and trial.user_attrs.get(WORKER_ATTR) == me
                 and trial.number not in retried and "failure_reason" not in trial.user_attrs):
-            _retry(study, trial, worker_died=False)  # the user's stop, not the trial's fault: always
+            if machine_fault is not None and machine_stops(trial) >= MAX_MACHINE_RETRY:
+                study._storage.set_trial_user_attr(  # noqa: SLF001 -- a finished trial's reason
+                    trial._trial_id, "failure_reason",  # noqa: SLF001
+                    f"{machine_fault}; not queued again (its machine stopped it {machine_stops(trial) + 1} times)")
+                continue
+            _retry(study, trial, worker_died=False, machine_stop=machine_fault is not None)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import signal
 
-import ganlab.sweeping.trial  # noqa: F401 -- the imports every worker needs
-
-for _sig in (signal.SIGTERM, signal.SIGHUP):  # each worker restores the defaults (driver._worker)
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # each worker restores TERM and HUP (driver._worker)
     signal.signal(_sig, signal.SIG_IGN)
+
+import ganlab.sweeping.trial  # noqa: E402, F401 -- the imports every worker needs
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # the forkserver ignores it from here, and its
+# workers get back what it was now: Ctrl-C during the import above printed the forkserver's traceback
