@@ -75,10 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         sweep = load(args.sweep, trials=args.trials, storage=args.storage, overrides=args.overrides)
         for notice in sweep.notices:
             print(f"ganlab sweep: {notice}", flush=True)
-        if sweep.accelerator in ("gpu", "cuda"):  # one line now, not a failed trial per worker later
-            from ganlab.training.accelerators import resolve_accelerator
+        from ganlab.training.accelerators import require_available
 
-            resolve_accelerator(sweep.accelerator)
+        require_available(sweep.accelerator)  # one line now, not a failed trial per worker later
         url = storage_url(sweep)
         check_storage_uri(url)
         if args.stale_after < 1:

@@ -170,10 +170,9 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = compose_config(overrides)
             if tracking is not None and not show_cfg:
-                if cfg.train.accelerator in ("gpu", "cuda"):  # a missing GPU before the store is opened (or created)
-                    from ganlab.training.accelerators import resolve_accelerator
+                from ganlab.training.accelerators import require_available
 
-                    resolve_accelerator(cfg.train.accelerator)
+                require_available(cfg.train.accelerator)  # a missing GPU before the store is opened (or created)
                 tracking.warm(resolve_tracking_uri(cfg.tracking.uri), cfg.data)
         if show_cfg:
             from ganlab.config.compose import to_yaml

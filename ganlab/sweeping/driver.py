@@ -17,25 +17,15 @@ def _exit_with_parent(parent_pid: int) -> None:
     """A worker whose driver was killed stops too (its trial is failed later by the heartbeat check).
     Its parent is the forkserver, which lives as long as any worker does: the driver itself is watched,
     and a zombie (killed, not yet reaped by whoever started it) counts as dead."""
+    from ganlab.run_heartbeat import pid_alive
+
     def watch() -> None:
         while True:
-            if not _alive(parent_pid):
+            if not pid_alive(parent_pid):
                 os._exit(1)
             time.sleep(1.0)
 
     threading.Thread(target=watch, daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):  # gone (or its pid is another user's now)
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):  # no /proc (not Linux): the signal test alone
-        return True
 
 
 def _worker(index: int, ignored: tuple[int, ...], environ: dict[str, str], sweep, storage_url: str, tracking_uri: str,
@@ -144,9 +134,10 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
                           + (f"; trial(s) {', '.join(queued)} failed and queued again" if queued else "")
                           + (f"; trial(s) {', '.join(dropped)} failed and not queued again (their workers died "
                              "twice)" if dropped else ""), flush=True)
-                if not pool.procs:  # only a trial to wait for: reap() did not wait
+                if pool.procs:
+                    unowned.check(every_s=5.0)
+                else:  # only a trial to wait for (the loop's pending() fails it when old): reap() did not wait
                     time.sleep(1.0)
-                unowned.check(every_s=5.0 if pool.procs else 1.0)
                 pool.fill(min(workers, to_run(study, sweep.trials)) - len(pool.procs))
     except (KeyboardInterrupt, Stopped) as exc:
         pool.stop()
@@ -194,24 +185,16 @@ class _UnownedTrials:
         self.first_seen: dict[int, float] = {}
         self.announced: set[int] = set()
 
-    def _ages(self) -> list[tuple]:
-        """(trial, age in seconds) of each unowned trial."""
-        from optuna.trial import TrialState
-
-        from ganlab.sweeping.worker_faults import age_s, unowned
+    def _age(self, trial) -> float:
+        from ganlab.sweeping.worker_faults import age_s
 
         now = time.monotonic()
-        trials = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if unowned(t)]
-        return [(t, max(age_s(t), now - self.first_seen.setdefault(t.number, now))) for t in trials]
+        return max(age_s(trial), now - self.first_seen.setdefault(trial.number, now))
 
-    def _fail_old(self, ages: list[tuple]) -> list[int]:
-        from ganlab.sweeping.worker_faults import fail_and_retry
+    def _fail_old(self) -> list[int]:
+        from ganlab.sweeping.worker_faults import fail_unowned
 
-        old = [trial for trial, age in ages if age > self.after_s]
-        for trial in old:
-            fail_and_retry(self.study, trial, "its worker died before it could tag the trial",
-                           worker_died=False)  # the trial never started: not its fault
-        failed = [t.number for t in old]
+        failed = list(fail_unowned(self.study, self.after_s, self._age))
         if failed:
             print(f"ganlab sweep: trial(s) {', '.join(map(str, failed))} failed (their worker died before "
                   "tagging them) and queued again", flush=True)
@@ -220,9 +203,10 @@ class _UnownedTrials:
     def pending(self) -> bool:
         """With no worker left: fail the old ones (their copies are to be run), and say whether any
         is left to wait for or was just queued again."""
-        ages = self._ages()
-        failed = self._fail_old(ages)
-        young = [t.number for t, age in ages if age <= self.after_s]
+        from ganlab.sweeping.worker_faults import unowned_trials
+
+        failed = self._fail_old()
+        young = [t.number for t in unowned_trials(self.study)]  # the rest: not yet old enough
         new = [str(n) for n in young if n not in self.announced]
         if new:
             print(f"ganlab sweep: trial(s) {', '.join(new)} were asked by a worker that has not tagged them "
@@ -236,7 +220,7 @@ class _UnownedTrials:
         if time.monotonic() - self.last < every_s:
             return
         self.last = time.monotonic()
-        self._fail_old(self._ages())
+        self._fail_old()
 
 
 WORKER_PRELOAD = ["ganlab.sweeping.worker_preload"]  # torch, Lightning, MLflow, Optuna: ~7 s of CPU per import

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 
 import optuna
@@ -54,6 +55,13 @@ def machine_stops(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.system_attrs.get(MACHINE_STOPS, 0))
 
 
+def _machine_limit_reached(trial: optuna.trial.FrozenTrial) -> str | None:
+    """The "not queued again" note once machine faults stopped this trial's line ``MAX_MACHINE_RETRY`` times."""
+    if machine_stops(trial) < MAX_MACHINE_RETRY:
+        return None
+    return f"not queued again (its machine stopped it {machine_stops(trial) + 1} times)"
+
+
 def _dead_here(tag: str | None) -> bool:
     """A trial's worker ran on this host and its process is gone."""
     return alive_here(tag) is False
@@ -66,8 +74,9 @@ def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason:
     times in its line, after a machine fault (``machine_stop``) ``MAX_MACHINE_RETRY`` times. Returns
     the retry's number, None when it was not queued."""
     again = not worker_died or worker_deaths(trial) < MAX_RETRY
-    if machine_stop and machine_stops(trial) >= MAX_MACHINE_RETRY:
-        reason += f"; not queued again (its machine stopped it {machine_stops(trial) + 1} times)"
+    limit = _machine_limit_reached(trial) if machine_stop else None
+    if limit is not None:
+        reason += f"; {limit}"
         again = False
     else:
         deaths = worker_deaths(trial) + 1
@@ -134,12 +143,17 @@ def age_s(trial: optuna.trial.FrozenTrial) -> float:
     return (datetime.now() - trial.datetime_start).total_seconds()  # Optuna stamps it in local time
 
 
-def fail_unowned(study: optuna.Study, older_than_s: float) -> dict[int, int | None]:
-    """Fail and retry each :func:`unowned` trial started more than ``older_than_s`` ago."""
+def unowned_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if unowned(t)]
+
+
+def fail_unowned(study: optuna.Study, older_than_s: float,
+                 age: Callable[[optuna.trial.FrozenTrial], float] = age_s) -> dict[int, int | None]:
+    """Fail and retry each :func:`unowned` trial whose ``age`` (by default, since its start stamp) is
+    more than ``older_than_s`` seconds."""
     return {t.number: fail_and_retry(study, t, "its worker died before it could tag the trial",
                                      worker_died=False)  # the trial never started: not its fault
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if unowned(t) and age_s(t) > older_than_s}
+            for t in unowned_trials(study) if age(t) > older_than_s}
 
 
 def retried_failures(study: optuna.Study) -> set[int]:
@@ -204,9 +218,9 @@ def retry_interrupted(study: optuna.Study, machine_fault: str | None = None) -> 
     for trial in study.get_trials(deepcopy=False):
         if (trial.state == TrialState.FAIL and trial.user_attrs.get(WORKER_ATTR) == me
                 and trial.number not in retried and "failure_reason" not in trial.user_attrs):
-            if machine_fault is not None and machine_stops(trial) >= MAX_MACHINE_RETRY:
+            limit = _machine_limit_reached(trial) if machine_fault is not None else None
+            if limit is not None:
                 study._storage.set_trial_user_attr(  # noqa: SLF001 -- a finished trial's reason
-                    trial._trial_id, "failure_reason",  # noqa: SLF001
-                    f"{machine_fault}; not queued again (its machine stopped it {machine_stops(trial) + 1} times)")
+                    trial._trial_id, "failure_reason", f"{machine_fault}; {limit}")  # noqa: SLF001
                 continue
             _retry(study, trial, worker_died=False, machine_stop=machine_fault is not None)
