@@ -799,3 +799,33 @@ def test_the_driver_waits_for_an_unowned_trial_then_fails_and_requeues_it(tmp_pa
     assert waiting.pending()  # failed and queued again: its copy is still to be run
     assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
     assert not waiting.pending()  # nothing unowned is left
+
+
+def _worker_whose_disk_fails(index, ignored, environ, sweep, storage_url, *rest) -> None:
+    """A process worker on a machine whose disk fails for it alone: the first completes one trial."""
+    if index == 0:
+        study = open_study(sweep, storage_url)
+        study.tell(study.ask(), 0.5)
+    sys.exit(75)
+
+
+def test_a_sweep_whose_workers_keep_dying_ends_unfinished_not_with_exit_0(tmp_path, monkeypatch, capsys):
+    """Every start of a worker stopped by its machine: once the pool's starts are used up the sweep
+    used to print its table and exit 0 (a trial had completed) with trials still WAITING or unrun."""
+    import multiprocessing as mp
+
+    from ganlab.sweeping import driver
+    from ganlab.sweeping.worker_faults import EXIT_ENVIRONMENT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver, "_worker", _worker_whose_disk_fails)
+    monkeypatch.setattr(driver, "worker_context", lambda: mp.get_context("fork"))  # the patched worker runs
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    code = driver.run_sweep(load(_write(tmp_path, "dying", trials=3)), storage, mlflow_store(tmp_path / "mlflow.db"),
+                            workers=2)
+    err = capsys.readouterr().err
+    assert code == EXIT_ENVIRONMENT, err
+    assert ("all 6 worker starts are used up, 6 died (exit codes 75, 75, 75, 75, 75, 75): their disk or store "
+            "failed; 2 trial(s) not run; run the same command again") in err
+    _, (parent,), _ = _children(tmp_path, "dying")
+    assert parent.info.status == "KILLED"

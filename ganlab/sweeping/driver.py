@@ -151,8 +151,28 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         if os.environ.get("GANLAB_DEBUG"):
             raise
         return _driver_failed(exc, pool, study, sweep, tracking_uri, parent_run_id)
+    unrun = to_run(study, sweep.trials)
+    if unrun:  # every worker start was used up and trials are left: the sweep did not do its work
+        return _workers_used_up(pool, unrun, study, sweep, time.perf_counter() - start, tracking_uri, parent_run_id)
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
     return print_results(study, sweep, time.perf_counter() - start, tracking_uri)
+
+
+def _workers_used_up(pool, unrun: int, study, sweep, seconds: float, tracking_uri: str, parent_run_id: str) -> int:
+    """Workers kept dying (a disk or store that fails only for them, a crash on start) until the pool's
+    starts ran out: what was done is summarised, the parent run closed KILLED, and the exit code says
+    the sweep is unfinished (it was 0 when a trial had completed, with trials still WAITING)."""
+    from ganlab.sweeping.summary import close_stopped_parent_run
+    from ganlab.sweeping.worker_faults import EXIT_ENVIRONMENT
+
+    print_results(study, sweep, seconds, tracking_uri)
+    parent = close_stopped_parent_run(study, sweep, tracking_uri, parent_run_id)
+    machine = set(pool.exit_codes) == {EXIT_ENVIRONMENT}
+    died = (f", {len(pool.exit_codes)} died (exit codes {', '.join(map(str, pool.exit_codes))})"
+            + (": their disk or store failed" if machine else "") if pool.exit_codes else "")
+    print(f"ganlab sweep: stopped: all {pool.started} worker starts are used up{died}; {unrun} trial(s) not "
+          f"run{parent}; run the same command again to continue the study", file=sys.stderr)
+    return EXIT_ENVIRONMENT if machine else 1
 
 
 def _driver_failed(exc: Exception, pool, study, sweep, tracking_uri: str, parent_run_id: str) -> int:
@@ -246,6 +266,7 @@ class _Pool:
                  stale_after: int) -> None:
         self.args = (sweep, storage_url, tracking_uri, parent_run_id, os.getpid(), threads, stale_after)
         self.procs: list = []
+        self.exit_codes: list[int] = []  # of the workers that died, in order
         self.started = 0
         self.max_starts: int | None = None
         self.ctx = worker_context()
@@ -274,6 +295,7 @@ class _Pool:
                 continue
             self.procs.remove(proc)
             if proc.exitcode != 0:
+                self.exit_codes.append(proc.exitcode)
                 proc.tag = process_tag(proc.pid)
                 dead.append(proc)
         return dead
