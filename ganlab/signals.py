@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -37,6 +38,23 @@ class Stopped(BaseException):
 _deferred = False  # a loop checks check_stop() at its boundaries
 _owned = 0  # how many stop_on_signals blocks are open
 _pending: Stopped | None = None
+_lost: Stopped | None = None  # raised inside a finaliser (``__del__``, a weakref callback), where Python drops it
+
+
+def _keeping_lost_stops(previous_hook):
+    """A ``sys.unraisablehook`` for :func:`stop_on_signals`. A signal that lands while a finaliser runs
+    (SQLAlchemy's run at any allocation) raised ``Stopped`` there, and Python printed and dropped it: a
+    stopped sweep went on and ended with exit 0. Kept instead for the next :func:`check_stop`; any
+    other unraisable error goes to ``previous_hook``."""
+
+    def hook(unraisable) -> None:
+        global _lost
+        if isinstance(unraisable.exc_value, Stopped):
+            _lost = _lost or unraisable.exc_value
+            return
+        previous_hook(unraisable)
+
+    return hook
 
 
 def _raise_stopped(signum: int, frame) -> None:
@@ -71,9 +89,10 @@ def deferred_to_boundaries() -> Iterator[None]:
 
 
 def check_stop() -> Stopped | None:
-    """The stop a signal asked for since the last check (the caller raises it once it has saved), or None."""
-    global _pending
-    stop, _pending = _pending, None
+    """The stop a signal asked for since the last check (the caller raises it once it has saved), or
+    None; also one raised where Python dropped it (a finaliser), which only such a check can still see."""
+    global _pending, _lost
+    stop, _pending, _lost = _pending or _lost, None, None
     return stop
 
 
@@ -82,11 +101,14 @@ def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Stopped`; the old handlers come back after."""
     global _owned
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _keeping_lost_stops(previous_hook)
     _owned += 1
     try:
         yield
     finally:
         _owned -= 1
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

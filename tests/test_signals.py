@@ -295,3 +295,29 @@ def test_a_first_signal_is_deferred_even_when_stderr_is_a_closed_pipe(monkeypatc
         signals._raise_stopped(signal.SIGINT, None)  # the handler itself: must not raise
         stop = signals.check_stop()
     assert isinstance(stop, signals.Stopped) and stop.name == "SIGINT"
+
+
+def test_a_stop_raised_inside_a_finaliser_is_not_lost():
+    """A signal that lands while a finaliser runs (SQLAlchemy's weakref callbacks run at any allocation)
+    raised ``Stopped`` where Python drops exceptions: a stopped sweep went on and exited 0. The next
+    ``check_stop`` returns it; other unraisable errors still reach the hook that was in place."""
+    script = """
+import os, signal, sys
+from ganlab import signals
+seen = []
+sys.unraisablehook = lambda u: seen.append(type(u.exc_value).__name__)
+class SignalledWhileFinalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))  # the handler runs here, inside the finaliser
+class Failing:
+    def __del__(self):
+        raise ValueError("not a stop")
+with signals.stop_on_signals():
+    SignalledWhileFinalised()
+    Failing()
+    stop = signals.check_stop()
+print(stop.name if stop else None, seen, signals.check_stop(), sys.unraisablehook.__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["SIGTERM", "['ValueError']", "None", "<lambda>"], out.stdout + out.stderr

@@ -375,12 +375,14 @@ def test_a_trial_stopped_by_ctrl_c_is_tagged_interrupted_not_running(tmp_path, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_to_the_sweeps_process_group_stops_every_worker_cleanly(tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, group", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, True),
+                                              (signal.SIGTERM, 143, False)])
+def test_a_signal_to_the_sweeps_process_group_stops_every_worker_cleanly(tmp_path, sig, code, group):
     """Ctrl-C in a terminal, or ``kill -TERM -<pgid>``, reaches the driver, its workers and the
     forkserver they are forked from at once. Each worker still ends its trial's run KILLED and queues
     the trial again: the forkserver, whose exit tells workers that the driver is gone, must not die
-    first (a SIGTERM ended it, and the workers with it, mid-stop)."""
+    first (a SIGTERM ended it, and the workers with it, mid-stop). ``kill -TERM <driver>`` (a
+    scheduler's stop) reaches the driver alone, which passes it on."""
     path = _write(tmp_path, "stopped", trials=4, fixed=["train.iterations=5000", "train.eval_every=100",
                                                         "train.plot_every=5000", "train.eval_samples=2000"])
     storage = f"sqlite:///{tmp_path / 'o.db'}"
@@ -397,7 +399,7 @@ def test_a_signal_to_the_sweeps_process_group_stops_every_worker_cleanly(tmp_pat
         training = [r for r in runs if "mlflow.parentRunId" in r.data.tags and "ks" in r.data.metrics]
         if len(training) == 2:
             break
-    os.killpg(driver.pid, sig)
+    (os.killpg if group else os.kill)(driver.pid, sig)
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == code and "Traceback" not in err, err[-3000:]
     study = optuna.load_study(study_name="stopped", storage=storage)
@@ -408,6 +410,36 @@ def test_a_signal_to_the_sweeps_process_group_stops_every_worker_cleanly(tmp_pat
     assert len(children) == 2 and {r.info.status for r in children} == {"KILLED"}, [r.info for r in children]
     assert {r.data.tags["trial_state"] for r in children} == {"interrupted"}
     assert [r.info.status for r in runs if "mlflow.parentRunId" not in r.data.tags] == ["KILLED"]
+
+
+def test_a_workers_clean_stop_is_not_cut_short_by_the_stop_the_driver_passes_on():
+    """A worker stopping after Ctrl-C or SIGTERM ignores the driver's SIGUSR1 (and a SIGTERM after it:
+    Python runs pending handlers by signal number, so the driver's SIGUSR1 can come first); SIGUSR1 alone
+    stops it as Ctrl-C does; a second Ctrl-C still stops at once."""
+    script = """
+import os, signal, time
+from ganlab.sweeping import driver
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(sig, driver._stop_once)
+def stop(first, then=None):
+    driver._stopping = False  # a fresh worker
+    try:
+        os.kill(os.getpid(), first); time.sleep(5); print("not stopped")
+    except KeyboardInterrupt:
+        try:
+            if then:
+                os.kill(os.getpid(), then)
+            time.sleep(0.2); print("cleaned up")
+        except KeyboardInterrupt:
+            print("stopped at once")
+stop(signal.SIGUSR1)
+stop(signal.SIGINT, signal.SIGUSR1)
+stop(signal.SIGTERM, signal.SIGUSR1)
+stop(signal.SIGUSR1, signal.SIGTERM)
+stop(signal.SIGINT, signal.SIGINT)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["cleaned", "up"] * 4 + ["stopped", "at", "once"], out.stderr
 
 
 @pytest.mark.slow

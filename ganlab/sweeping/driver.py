@@ -28,10 +28,27 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+_stopping = False
+
+
+def _stop_once(signum: int, frame) -> None:
+    """A worker's SIGINT, SIGTERM and SIGUSR1: stop the trial (as Ctrl-C does). SIGUSR1 is the driver
+    passing a stop on; once the worker stops, only a second SIGINT stops it at once (as in a terminal), so
+    neither can cut short the clean-up that a signal to the whole process group started.
+    Lightning adds its own SIGTERM handler during a fit and calls this one after it."""
+    global _stopping
+    if _stopping and signum != signal.SIGINT:  # after the group's SIGTERM comes the driver's SIGUSR1, or
+        return  # before it: Python runs pending handlers by signal number
+    _stopping = True
+    raise KeyboardInterrupt
+
+
 def _worker(index: int, ignored: tuple[int, ...], environ: dict[str, str], sweep, storage_url: str, tracking_uri: str,
             parent_run_id: str, parent_pid: int, threads: int, stale_after: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):  # the forkserver ignores them; the driver may (nohup)
         signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+    for sig in (signal.SIGINT, signal.SIGUSR1, *(() if signal.SIGTERM in ignored else (signal.SIGTERM,))):
+        signal.signal(sig, _stop_once)  # SIGTERM too: a worker stopping after it must ignore the driver's SIGUSR1
     os.environ.clear()  # the driver's environment now (credentials, MLflow's settings), as a spawned child's;
     os.environ.update(environ)  # the forkserver's is the driver's when its first worker started (the folder follows)
     _exit_with_parent(parent_pid)
@@ -90,7 +107,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     import optuna
 
     from ganlab.runtime import configure_runtime
-    from ganlab.signals import Stopped, stop_on_signals
+    from ganlab.signals import Stopped, check_stop, stop_on_signals
     from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
     from ganlab.sweeping.study import enqueue_grid, open_study
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
@@ -125,6 +142,9 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
             pool.fill(min(workers, remaining))
             unowned = _UnownedTrials(study, stale_after)
             while pool.procs or unowned.pending():
+                lost = check_stop()  # a signal whose Stopped a finaliser swallowed
+                if lost is not None:
+                    raise lost
                 for dead in pool.reap():
                     failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
                     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
@@ -301,15 +321,14 @@ class _Pool:
         return dead
 
     def stop(self) -> None:
-        """Ctrl-C reached the workers with the driver; a SIGTERM to the driver alone is passed on as
-        SIGINT: each ends its trial's run KILLED and queues it again."""
-
-        deadline = time.monotonic() + 2.0
-        for proc in self.procs:
-            proc.join(timeout=max(deadline - time.monotonic(), 0))
+        """Stop every worker cleanly: each ends its trial's run KILLED and queues the trial again.
+        Ctrl-C reached them with the driver; a signal to the driver alone did not, so it is passed on
+        at once, as SIGUSR1, which a worker already stopping ignores (a second SIGINT, sent 2 s later
+        before 2026-12-07, could cut a slow clean-up short)."""
         for proc in self.procs:
             if proc.is_alive():
-                os.kill(proc.pid, signal.SIGINT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGUSR1)
         for proc in self.procs:
             proc.join(timeout=30)
             if proc.is_alive():
