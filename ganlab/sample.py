@@ -141,19 +141,18 @@ def module_from_run(uri: str, args: SampleArgs):
     """The run's module with its logged generator weights (the EMA copy when it had one)."""
     from mlflow.tracking import MlflowClient
 
-    from ganlab.population.seeds_checkpoints import median_seed_generator
+    from ganlab.generator_sampling import GeneratorSampler
     from ganlab.stored_runs import RunReadError, StoredRun
-    from ganlab.training.runner import build_module
 
     run_id = find_run_id(MlflowClient(uri), args)
     try:
         with StoredRun(uri, run_id) as run:
             cfg = run.config()
-            weights = run.generator_state(from_cohort=median_seed_generator)
+            weights = run.generator_state(from_cohort=_median_seed_generator)
     except RunReadError as exc:
         prefix = f"run_id={run_id!r}: " if args.run_id is not None else ""
         raise SampleError(f"{prefix}{exc}") from None
-    module = build_module(cfg)
+    module = GeneratorSampler(cfg)
     try:
         module.eval_generator.load_state_dict(weights)
     except RuntimeError as exc:
@@ -162,16 +161,23 @@ def module_from_run(uri: str, args: SampleArgs):
     return module, run_id
 
 
+def _median_seed_generator(state, cfg):
+    """A train.seeds run's checkpoint holds a cohort (imported only then: it brings Lightning)."""
+    from ganlab.population.seeds_checkpoints import median_seed_generator
+
+    return median_seed_generator(state, cfg)
+
+
 def _module_from_model(uri: str, model_uri: str):
-    """A module built from the Model's own config, sampling through the Model (pyfunc)."""
+    """A sampler built from the Model's own config, sampling through the Model (pyfunc)."""
     import mlflow
 
     from ganlab.generator_model import load_generator
-    from ganlab.training.runner import build_module
+    from ganlab.generator_sampling import GeneratorSampler
 
     mlflow.set_tracking_uri(uri)  # models:/ and runs:/ URIs resolve against this store
     loaded = load_generator(model_uri)
-    module = build_module(loaded.cfg)
+    module = GeneratorSampler(loaded.cfg)
     module.replace_eval_generator(loaded)
     return module, model_uri
 

@@ -18,13 +18,12 @@ from torch import nn
 
 from ganlab.data.noise import Noise
 from ganlab.data.targets import Target
+from ganlab.generator_sampling import SAMPLE_CHUNK, draw_samples, generate_eval
 from ganlab.nets.conditioning import LabelConditioning
 from ganlab.training.checkpoints import set_rng_states
 from ganlab.training.losses import LOSSES
 from ganlab.training.optimizers import make_optimizer, make_schedule, short_run_boost, stretch_schedule
 from ganlab.training.stabilizers import ema_generator, non_finite_reason, r1_penalty
-
-SAMPLE_CHUNK = 65_536  # samples generated at once by GANModule.sample: bounded memory for large n
 
 
 class NonFiniteLossError(RuntimeError):
@@ -131,27 +130,15 @@ class GANModule(pl.LightningModule):
         """G(z | labels); ``generator`` picks another copy of G (the EMA one for evaluation)."""
         return (generator or self.generator)(self.conditioning.join(z, labels))
 
-    @torch.no_grad()
     def generate_eval(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Samples from the evaluation generator (EMA if on) in eval mode, G's train mode restored after."""
-        generator = self.eval_generator
-        was_training = generator.training
-        generator.eval()
-        try:
-            return self.generate(z.to(self.device), None if labels is None else labels.to(self.device), generator)
-        finally:
-            generator.train(was_training)
+        return generate_eval(self.eval_generator, self.conditioning, z, labels, self.device)
 
-    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, label: int | None = None,
                chunk: int = SAMPLE_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """n samples from the evaluation generator, drawn ``chunk`` at a time, and their classes (a
-        conditional model's ``label``, else classes drawn as in training; None if unconditional).
-        The noise is drawn before the labels, from ``generator`` if given."""
-        z, labels = self.conditioning.draw_inputs(self.noise, self.target, n, generator, label)
-        parts = [self.generate_eval(z[i:i + chunk], None if labels is None else labels[i:i + chunk])
-                 for i in range(0, n, chunk)]
-        return torch.cat(parts), labels
+        """n samples from the evaluation generator (:func:`~ganlab.generator_sampling.draw_samples`)."""
+        return draw_samples(self.eval_generator, self.conditioning, self.noise, self.target, n, generator, label,
+                            chunk, self.device)
 
     def generator_input_example(self, n: int = 8) -> torch.Tensor:
         """n inputs of G as its MLflow Model takes them: noise, then the one-hot class if conditional."""

@@ -25,10 +25,8 @@ if TYPE_CHECKING:
 from ganlab.config.recipes import recipe_summary
 from ganlab.config.uris import resolve_tracking_uri
 from ganlab.data.loaders import training_loader
-from ganlab.data.noise import build_noise
-from ganlab.data.targets import build_target
-from ganlab.nets.conditioning import LabelConditioning
-from ganlab.nets.models import MODELS, build_discriminator, build_generator, build_lift
+from ganlab.generator_sampling import build_parts
+from ganlab.nets.models import build_discriminator, build_lift
 from ganlab.plots.plotter import Plotter, build_plotter
 from ganlab.preprocess import build_preprocess
 from ganlab.signals import Stopped, reclaim_stop_signals
@@ -87,14 +85,12 @@ class RunResult:
 
 
 def build_module(cfg: DictConfig) -> GANModule:
-    target, noise = build_target(cfg.data), build_noise(cfg.noise)
-    conditioning = LabelConditioning(target.classes if MODELS[cfg.model.name].conditional else 0)
+    target, noise, conditioning, generator = build_parts(cfg)
     extra = conditioning.extra_features()
     lift = build_lift(cfg.model, target.dim + extra)
     point_dim = lift.out_features() if lift is not None else target.dim + extra
     preprocess = build_preprocess(cfg.preprocess, cfg.train.batch_size, point_dim)
     units = target.standard_units() if cfg.model.standardize else None
-    generator = build_generator(cfg.model, noise.dim + extra, target.dim, units)
     discriminator = build_discriminator(cfg.model, preprocess, lift, units, twice_differentiable=cfg.train.r1_gamma > 0)
     return GANModule(generator, discriminator, target, noise, cfg.train, cfg.optim, conditioning)
 
