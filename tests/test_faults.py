@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ganlab.config.compose import compose_config
 from ganlab.errors import ConfigError
+from ganlab.run_heartbeat import PROCESS_TAG, pid_alive
 from ganlab.stale_runs import main as stale_runs_main
 from ganlab.tracking import TrackingStoreError
 from ganlab.training.resume import prepare_resume
@@ -97,6 +98,12 @@ def test_a_live_run_cannot_be_resumed_and_a_dead_one_is_closed_killed(tmp_path):
             prepare_resume(run_id, [])
         os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its tracking process, as a lost machine
         proc.wait()
+        # the run's owner is the tracking process (its tag): SIGKILL may end it a moment after the
+        # trainer, and until then the run is truly alive (a busy machine showed it once)
+        owner = int(client.get_run(run_id).data.tags[PROCESS_TAG].rsplit(":", 1)[1])
+        gone_by = time.monotonic() + 30
+        while pid_alive(owner) and time.monotonic() < gone_by:
+            time.sleep(0.1)
         assert client.get_run(run_id).info.status == "RUNNING"  # nobody could end it
         assert stale_runs_main([f"tracking.uri={uri}"]) == 0
         run = client.get_run(run_id)
