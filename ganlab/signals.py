@@ -36,6 +36,8 @@ class Stopped(BaseException):
 
 
 _deferred = False  # a loop checks check_stop() at its boundaries
+AT_STEP_END = "stopping cleanly at the end of the current step"
+_announcement = AT_STEP_END  # what the first signal says while deferred
 _owned = 0  # how many stop_on_signals blocks are open
 _pending: Stopped | None = None
 _lost: Stopped | None = None  # raised inside a finaliser (``__del__``, a weakref callback), where Python drops it
@@ -64,23 +66,26 @@ def _raise_stopped(signum: int, frame) -> None:
         # said at once, or a user would wait in silence for the boundary (os.write: safe inside a handler;
         # stderr may be a pipe whose reader the same Ctrl-C ended: the stop must go on regardless)
         with contextlib.suppress(OSError):
-            os.write(2, f"ganlab: {_pending.name} received: stopping cleanly at the end of the current step "
-                        "(send it again to stop at once)\n".encode())
+            os.write(2, f"ganlab: {_pending.name} received: {_announcement} (send it again to stop at once)\n".encode())
         return
     raise Stopped(signum)
 
 
-def defer_to_boundaries(on: bool = True) -> None:
-    """While on, a first signal waits for the loop's next :func:`check_stop` (a second one does not)."""
-    global _deferred
-    _deferred = on
+def defer_to_boundaries(on: bool = True, announcement: str = AT_STEP_END) -> None:
+    """While on, a first signal waits for the loop's next :func:`check_stop` (a second one does not);
+    ``announcement`` is what it says on stderr meanwhile."""
+    global _deferred, _announcement
+    _deferred, _announcement = on, announcement
 
 
 @contextlib.contextmanager
-def deferred_to_boundaries() -> Iterator[None]:
+def deferred_to_boundaries(announcement: str = AT_STEP_END) -> Iterator[None]:
     """:func:`defer_to_boundaries` within the block; a stop still pending at its end is dropped (the
-    loop it was for has ended)."""
-    defer_to_boundaries(True)
+    loop it was for has ended). Also for a loop that is mostly library calls (a database's, a process
+    pool's): a signal raised inside one can leave its lock held or its state half-changed, and the
+    clean-up that follows then waits forever on it (the likeliest cause of a sweep driver that hung
+    after SIGTERM once in CI)."""
+    defer_to_boundaries(True, announcement)
     try:
         yield
     finally:

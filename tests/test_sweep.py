@@ -861,3 +861,49 @@ def test_a_sweep_whose_workers_keep_dying_ends_unfinished_not_with_exit_0(tmp_pa
             "failed; 2 trial(s) not run; run the same command again") in err
     _, (parent,), _ = _children(tmp_path, "dying")
     assert parent.info.status == "KILLED"
+
+
+def _worker_that_waits_for_its_stop(index, ignored, environ, *rest) -> None:
+    """A process worker busy with a trial: the first leaves on the driver's SIGUSR1, the second is stuck
+    in its clean-up and ignores it."""
+    signal.signal(signal.SIGUSR1, (lambda *_: sys.exit(130)) if index == 0 else signal.SIG_IGN)
+    time.sleep(60)
+
+
+def test_a_stop_waits_for_the_drivers_study_call_and_a_stuck_worker_is_killed(tmp_path, monkeypatch, capfd):
+    """SIGTERM to the driver while it is inside a study call: the call completes (a signal raised
+    inside one can leave a lock held that the clean-up then waits on: a driver hung silently once in
+    CI), the stop follows at the loop's next pass, and a worker that does not end within the grace
+    period is killed rather than sent a SIGTERM that a stopping worker ignores."""
+    import multiprocessing as mp
+
+    from ganlab.sweeping import driver, worker_faults
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver, "_worker", _worker_that_waits_for_its_stop)
+    monkeypatch.setattr(driver, "worker_context", lambda: mp.get_context("fork"))
+    monkeypatch.setattr(driver, "STOP_GRACE_S", 1.0)
+    calls, real_to_run = [], worker_faults.to_run
+
+    def to_run_signalled_midway(study, trials):
+        calls.append("started")
+        if calls.count("started") == 2:  # the loop's first pass, both workers running
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)  # the handler runs here
+        value = real_to_run(study, trials)
+        calls.append("completed")
+        return value
+
+    monkeypatch.setattr(worker_faults, "to_run", to_run_signalled_midway)
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    start = time.monotonic()
+    code = driver.run_sweep(load(_write(tmp_path, "cut", trials=2)), storage, mlflow_store(tmp_path / "mlflow.db"),
+                            workers=2)
+    err = capfd.readouterr().err
+    assert code == 143 and "stopped by SIGTERM" in err, err
+    assert err.count("SIGTERM received") == 1, err
+    assert "SIGTERM received: stopping the workers cleanly" in err
+    assert calls[:4] == ["started", "completed", "started", "completed"], calls
+    assert time.monotonic() - start < 30  # not the worker's 60 s
+    _, (parent,), _ = _children(tmp_path, "cut")
+    assert parent.info.status == "KILLED"

@@ -107,7 +107,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     import optuna
 
     from ganlab.runtime import configure_runtime
-    from ganlab.signals import Stopped, check_stop, stop_on_signals
+    from ganlab.signals import Stopped, check_stop, deferred_to_boundaries, stop_on_signals
     from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
     from ganlab.sweeping.study import enqueue_grid, open_study
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
@@ -138,13 +138,15 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     start = time.perf_counter()
     pool = _Pool(sweep, storage_url, tracking_uri, parent_run_id, threads, stale_after)
     try:
-        with stop_on_signals():
+        # a signal is raised here, between passes, not inside the study's or the pool's calls (within one,
+        # it could leave a lock held that the clean-up below then waits on); a pass takes about a second
+        with stop_on_signals(), deferred_to_boundaries("stopping the workers cleanly"):
             pool.fill(min(workers, remaining))
             unowned = _UnownedTrials(study, stale_after)
             while pool.procs or unowned.pending():
-                lost = check_stop()  # a signal whose Stopped a finaliser swallowed
-                if lost is not None:
-                    raise lost
+                stop = check_stop()
+                if stop is not None:
+                    raise stop
                 for dead in pool.reap():
                     failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
                     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
@@ -278,6 +280,9 @@ def worker_context():
     return ctx
 
 
+STOP_GRACE_S = 30.0  # for a worker to close its trial's run once stopped
+
+
 class _Pool:
     """The sweep's worker processes: started, reaped when they end, replaced (a bounded number of
     times, so a worker that cannot start does not loop forever), stopped on a signal."""
@@ -330,9 +335,10 @@ class _Pool:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGUSR1)
         for proc in self.procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
+            proc.join(timeout=STOP_GRACE_S)
+            if proc.is_alive():  # a stopping worker ignores SIGTERM (see _stop_once): its trial is failed
+                proc.kill()  # and queued again as a dead worker's, by recover_dead_workers
+                proc.join(timeout=5)
 
 
 def print_results(study, sweep, seconds: float, tracking_uri: str | None = None) -> int:
