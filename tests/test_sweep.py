@@ -387,9 +387,10 @@ def test_a_signal_to_the_sweeps_process_group_stops_every_worker_cleanly(tmp_pat
                                                         "train.plot_every=5000", "train.eval_samples=2000"])
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store(tmp_path / "mlflow.db"), "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen([sys.executable, "-m", "ganlab.sweep", path, "--workers", "2", "--storage", storage],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    # -X faulthandler: a hang is reported with every process's stacks (SIGABRT below), not just a timeout
+    driver = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "ganlab.sweep", path, "--workers", "2",
+                               "--storage", storage], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     client, deadline = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), time.monotonic() + 240
     while time.monotonic() < deadline:  # both workers are training (each child run has evaluations)
         time.sleep(0.5)
@@ -400,7 +401,13 @@ def test_a_signal_to_the_sweeps_process_group_stops_every_worker_cleanly(tmp_pat
         if len(training) == 2:
             break
     (os.killpg if group else os.kill)(driver.pid, sig)
-    _, err = driver.communicate(timeout=120)
+    try:
+        _, err = driver.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGABRT)
+        _, err = driver.communicate(timeout=60)
+        stacks = "\n".join(line for line in err.splitlines() if len(line) < 300)  # not the lists of modules
+        pytest.fail(f"the sweep did not stop within 120 s; the stacks of its processes:\n{stacks[-12000:]}")
     assert driver.returncode == code and "Traceback" not in err, err[-3000:]
     study = optuna.load_study(study_name="stopped", storage=storage)
     states = sorted(t.state.name for t in study.trials)
