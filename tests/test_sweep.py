@@ -316,6 +316,8 @@ def test_enqueued_trials_run_and_a_failing_one_is_fail_while_the_sweep_goes_on(t
     queued.enqueue_trial({"optim.d_lr": 1e-3})
     proc = _sweep([path, "--workers", "1", "--storage", storage], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr  # Optuna's own report of the failed trial printed one
+    assert "trial   0 FAIL     loss became non-finite at iteration " in proc.stdout, proc.stdout
     study = optuna.load_study(study_name="fails", storage=storage)
     assert [(t.state.name, t.params["optim.d_lr"]) for t in study.trials] == [("FAIL", 1e12), ("COMPLETE", 1e-3)]
     assert "non-finite" in study.trials[0].user_attrs["failure_reason"]
@@ -914,3 +916,49 @@ def test_a_stop_waits_for_the_drivers_study_call_and_a_stuck_worker_is_killed(tm
     assert time.monotonic() - start < 30  # not the worker's 60 s
     _, (parent,), _ = _children(tmp_path, "cut")
     assert parent.info.status == "KILLED"
+
+
+@pytest.mark.parametrize("reason, shown", [
+    ("loss became non-finite at iteration 2 (D 3.9e+32, G nan); try a smaller learning rate",
+     "loss became non-finite at iteration 2"),
+    ("stopped with the sweep (SIGTERM); queued again", "stopped with the sweep"),
+    ("its worker host:1 died; queued again", "its worker host:1 died"),
+    ("x" * 70, "x" * 59 + "\u2026"),
+    ("(odd) reason", "(odd) reason"),
+    ("", ""),
+])
+def test_a_trial_row_shows_the_first_clause_of_its_failure(reason, shown):
+    from ganlab.sweeping.summary import short_reason
+
+    assert short_reason(reason) == shown
+
+
+def test_optuna_s_report_of_a_failed_trial_is_dropped_and_its_other_warnings_kept(tmp_path):
+    """Optuna logs each failed trial as a warning with its traceback; the sweep prints its own line."""
+    import logging
+
+    from ganlab.sweeping.study import quiet_optuna
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    root = logging.getLogger("optuna")
+    root.addHandler(handler)
+    verbosity = optuna.logging.get_verbosity()
+    try:
+        quiet_optuna()
+        quiet_optuna()  # twice: still one filter
+        study = optuna.create_study()
+
+        def diverges(trial):
+            trial.suggest_float("x", 0, 1)
+            raise ValueError("loss became non-finite")
+
+        study.optimize(diverges, n_trials=1, catch=(ValueError,))
+        logging.getLogger("optuna.study._optimize").warning("something else")
+    finally:
+        root.removeHandler(handler)
+        optuna.logging.set_verbosity(verbosity)
+    assert study.trials[0].state.name == "FAIL"
+    assert [r.getMessage() for r in records] == ["something else"]
+    assert len(logging.getLogger("optuna.study._optimize").filters) == 1

@@ -58,15 +58,15 @@ def _worker(index: int, ignored: tuple[int, ...], environ: dict[str, str], sweep
 
     from ganlab.errors import ConfigError
     from ganlab.runtime import configure_runtime
-    from ganlab.sweeping.study import open_study
-    from ganlab.sweeping.summary import trial_line
+    from ganlab.sweeping.study import open_study, quiet_optuna
+    from ganlab.sweeping.summary import short_reason, trial_line
     from ganlab.sweeping.trial import TrialObjective
     from ganlab.sweeping.worker_faults import StopWhenDone, retry_interrupted, to_run
     from ganlab.training.runner import TrainingFailed
 
     configure_runtime()
     torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     seeded = dict(sweep.sampler)
     seeded["seed"] = int(seeded.get("seed", 0)) + index  # distinct seeds: workers must not suggest alike
     sweep.sampler = seeded
@@ -77,7 +77,7 @@ def _worker(index: int, ignored: tuple[int, ...], environ: dict[str, str], sweep
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         value = (" ".join(f"{v:.4g}" for v in trial.values) if trial.values else
-                 trial.user_attrs.get("failure_reason", "")[:60])
+                 short_reason(trial.user_attrs.get("failure_reason", "")))
         print(trial_line(study, sweep, trial, value), flush=True)
 
     try:
@@ -109,12 +109,12 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     from ganlab.runtime import configure_runtime
     from ganlab.signals import Stopped, check_stop, deferred_to_boundaries, stop_on_signals
     from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
-    from ganlab.sweeping.study import enqueue_grid, open_study
+    from ganlab.sweeping.study import enqueue_grid, open_study, quiet_optuna
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
     from ganlab.sweeping.worker_faults import budget_used, population_trials_running, recover_dead_workers, to_run
 
     configure_runtime()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     study = open_study(sweep, storage_url, stale_after)
     refuse_if_claimed(study)  # a population sweep on it now would not see these workers' trials
     enqueue_grid(study, sweep)

@@ -41,7 +41,7 @@ from ganlab.sweeping.driver import print_results
 from ganlab.sweeping.population_slots import BestMember, PopulationSlots, trial_members, trials_at_once
 from ganlab.sweeping.samplers import for_population
 from ganlab.sweeping.sole_writer_storage import SoleWriterStorage
-from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_sole_writer_study, open_study
+from ganlab.sweeping.study import DEFAULT_STORAGE_DIR, open_sole_writer_study, open_study, quiet_optuna
 from ganlab.sweeping.summary import (
     close_orphaned_child_runs,
     close_stopped_parent_run,
@@ -212,7 +212,7 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
     check_population_fits(largest_members(sweep), size, "--population")
     accelerator = resolve_accelerator(base.train.accelerator)
     configure_runtime()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     torch.set_num_threads(threads)
     shared = open_study(sweep, storage_url, stale_after)  # as process workers see it, with their heartbeats

@@ -48,7 +48,7 @@ from ganlab.population.population_module import PopulationModule
 from ganlab.population.population_runner import log_per_seed, per_seed_record, seed_failure, summarise
 from ganlab.sweeping.definition import SweepDefinition
 from ganlab.sweeping.samplers import finished_trials_to_compare
-from ganlab.sweeping.summary import best_trials, trial_line
+from ganlab.sweeping.summary import best_trials, short_reason, trial_line
 from ganlab.sweeping.trial_runs import TrialRuns
 from ganlab.training.history import History
 from ganlab.training.runner import final_sample_count, log_history_figures, log_samples, log_weights
@@ -395,7 +395,7 @@ class PopulationSlots(pl.Callback):
         self.runs.finish(number, {"complete": "FINISHED", "pruned": "KILLED", "fail": "FAILED"}[state],
                          reason if state == "fail" else None)
         if self.verbose:
-            shown = " ".join(f"{v:.4g}" for v in values) if values else (reason or "")[:60]
+            shown = " ".join(f"{v:.4g}" for v in values) if values else short_reason(reason or "")
             print(trial_line(self.study, self.sweep, frozen, shown), flush=True)
 
     def _keep_if_best(self, frozen: optuna.trial.FrozenTrial, live: LiveTrial, cohort: Cohort, k: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import warnings
 from pathlib import Path
@@ -25,6 +26,23 @@ DEFAULT_STORAGE_DIR = Path("mlruns")
 HEARTBEAT_S = 5  # a worker that has not beaten for `stale_after` seconds is dead: its trial fails, then is retried
 STALE_AFTER_S = 30
 SQLITE_TIMEOUT_S = 120
+
+
+class _DropTrialFailures(logging.Filter):
+    """Optuna logs a failed trial (a diverging one, one a stop interrupted) as a warning with its whole
+    traceback; the sweep prints its own line for it and the summary its reason, so the record goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and str(record.msg).startswith("Trial ")
+                    and " failed " in str(record.msg))
+
+
+def quiet_optuna() -> None:
+    """Optuna's warnings only, without its per-trial failure tracebacks (see ``_DropTrialFailures``)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _DropTrialFailures) for f in optimize_logger.filters):
+        optimize_logger.addFilter(_DropTrialFailures())
 
 
 def storage_url(sweep: SweepDefinition, beside: str | None = None) -> str:

@@ -107,6 +107,16 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(done, key=lambda t: t.value, reverse=reverse)
 
 
+def short_reason(reason: str, width: int = 60) -> str:
+    """A failure reason for a one-line trial row: its first clause (the details, such as the losses'
+    values and the hint, are in the summary and the child run), cut at ``width`` with an ellipsis."""
+    head = reason
+    for cut in (" (", "; "):
+        if 0 < head.find(cut):
+            head = head[:head.find(cut)]
+    return head if len(head) <= width else head[:width - 1].rstrip() + "…"
+
+
 def trial_line(study: optuna.Study, sweep: SweepDefinition, trial: optuna.trial.FrozenTrial, shown: str) -> str:
     """A finished trial's progress line, as process workers and populations print it."""
     best = best_trials(study)
