@@ -962,3 +962,55 @@ def test_optuna_s_report_of_a_failed_trial_is_dropped_and_its_other_warnings_kep
     assert study.trials[0].state.name == "FAIL"
     assert [r.getMessage() for r in records] == ["something else"]
     assert len(logging.getLogger("optuna.study._optimize").filters) == 1
+
+
+def _worker_that_leaves_a_mark(index, ignored, environ, sweep, storage_url, *rest) -> None:
+    Path(storage_url.removeprefix("sqlite:///")).with_suffix(f".worker{index}").touch()
+
+
+def test_a_stop_while_the_sweep_sets_up_closes_its_parent_run_and_starts_no_worker(tmp_path, monkeypatch, capfd):
+    """SIGTERM after the parent run is opened, while dead workers' trials are recovered: before, the
+    driver's default handler ended it there with its parent run RUNNING (and Ctrl-C said "interrupted
+    before the sweep started"); now it is acted on once set-up ends, before any worker starts."""
+    import multiprocessing as mp
+
+    from ganlab.sweeping import driver
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver, "_worker", _worker_that_leaves_a_mark)
+    monkeypatch.setattr(driver, "worker_context", lambda: mp.get_context("fork"))
+    real = driver._recover_and_announce
+
+    def signalled_during_set_up(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "_recover_and_announce", signalled_during_set_up)
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    code = driver.run_sweep(load(_write(tmp_path, "early", trials=2)), storage, mlflow_store(tmp_path / "mlflow.db"),
+                            workers=2)
+    err = capfd.readouterr().err
+    assert code == 143 and "stopped by SIGTERM" in err, err
+    assert not list(tmp_path.glob("o.worker*"))
+    _, (parent,), children = _children(tmp_path, "early")
+    assert parent.info.status == "KILLED" and not children
+
+
+def test_a_worker_stopped_while_it_starts_exits_130_without_a_traceback(monkeypatch, capfd):
+    """Ctrl-C reaching a worker before its first trial (still importing, opening the study) printed the
+    worker's traceback ("Process ForkServerProcess-1: ... KeyboardInterrupt")."""
+    import multiprocessing as mp
+
+    from ganlab.sweeping import driver
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "_train_trials", interrupted)
+    worker = mp.get_context("fork").Process(target=driver._worker,
+                                            args=(0, (), dict(os.environ), None, "", "", "", os.getpid(), 1, 30))
+    worker.start()
+    worker.join(timeout=30)
+    assert worker.exitcode == 130
+    assert "Traceback" not in capfd.readouterr().err

@@ -53,6 +53,14 @@ def _worker(index: int, ignored: tuple[int, ...], environ: dict[str, str], sweep
     os.environ.update(environ)  # the forkserver's is the driver's when its first worker started (the folder follows)
     _exit_with_parent(parent_pid)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        _train_trials(index, sweep, storage_url, parent_run_id, threads, stale_after)
+    except KeyboardInterrupt:  # a stop before its first trial (the worker was starting) or a second Ctrl-C
+        sys.exit(130)  # during its clean-up: quietly, as the driver reports the stop; it fails any trial left
+
+
+def _train_trials(index: int, sweep, storage_url: str, parent_run_id: str, threads: int, stale_after: int) -> None:
+    """A worker's life: trials from the shared study until the sweep has its number, or a stop."""
     import optuna
     import torch
 
@@ -104,21 +112,87 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
               stale_after: int = 30) -> int:
     """Open (or resume) the study and its parent run, keep ``workers`` processes on it until every
     trial is done (replacing any that dies, whose trial is retried), summarise. Returns an exit code."""
-    import optuna
-
     from ganlab.runtime import configure_runtime
-    from ganlab.signals import Stopped, check_stop, deferred_to_boundaries, stop_on_signals
+    from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
     from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
     from ganlab.sweeping.study import enqueue_grid, open_study, quiet_optuna
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
-    from ganlab.sweeping.worker_faults import budget_used, population_trials_running, recover_dead_workers, to_run
+    from ganlab.sweeping.worker_faults import recover_dead_workers, to_run
 
     configure_runtime()
     quiet_optuna()
     study = open_study(sweep, storage_url, stale_after)
     refuse_if_claimed(study)  # a population sweep on it now would not see these workers' trials
     enqueue_grid(study, sweep)
-    parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
+    parent_run_id, pool, start = None, None, time.perf_counter()
+    try:
+        # from the parent run's creation on, a signal is raised here, at a check between steps, never inside
+        # the study's, MLflow's or the pool's calls (within one, it could leave a lock held that the clean-up
+        # below then waits on), and never with a parent run left RUNNING; a pass of the loop takes ~1 s
+        with stop_on_signals(), deferred_to_boundaries("stopping the workers cleanly"):
+            parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
+            pool = _Pool(sweep, storage_url, tracking_uri, parent_run_id, threads, stale_after)
+            remaining = _recover_and_announce(study, sweep, storage_url, tracking_uri, parent_run_id, workers,
+                                              stale_after)
+            start = time.perf_counter()
+            _raise_if_stopped()
+            pool.fill(min(workers, remaining))
+            unowned = _UnownedTrials(study, stale_after)
+            while pool.procs or unowned.pending():
+                _raise_if_stopped()
+                for dead in pool.reap():
+                    failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
+                    close_orphaned_child_runs(study, tracking_uri, parent_run_id)
+                    queued = [str(n) for n, retry in failed.items() if retry is not None]
+                    dropped = [str(n) for n, retry in failed.items() if retry is None]
+                    print(f"ganlab sweep: worker {dead.tag} died (exit code {dead.exitcode})"
+                          + (f"; trial(s) {', '.join(queued)} failed and queued again" if queued else "")
+                          + (f"; trial(s) {', '.join(dropped)} failed and not queued again (their workers died "
+                             "twice)" if dropped else ""), flush=True)
+                if pool.procs:
+                    unowned.check(every_s=5.0)
+                else:  # only a trial to wait for (the loop's pending() fails it when old): reap() did not wait
+                    time.sleep(1.0)
+                pool.fill(min(workers, to_run(study, sweep.trials)) - len(pool.procs))
+    except (KeyboardInterrupt, Stopped) as exc:
+        if pool is None:  # not raised before the parent run exists (see above); kept for safety
+            raise
+        pool.stop()
+        name = exc.name if isinstance(exc, Stopped) else "SIGINT"
+        recover_dead_workers(study, stopped_by=name)
+        close_orphaned_child_runs(study, tracking_uri, parent_run_id)
+        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
+        print(f"ganlab sweep: stopped by {name}; run the same command again to continue the study", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Stopped) else 130
+    except Exception as exc:  # the study or MLflow refuses the driver's writes (a full disk, a dead server)
+        if pool is None or os.environ.get("GANLAB_DEBUG"):  # no parent run yet: the CLI says it in one line
+            raise
+        return _driver_failed(exc, pool, study, sweep, tracking_uri, parent_run_id)
+    unrun = to_run(study, sweep.trials)
+    if unrun:  # every worker start was used up and trials are left: the sweep did not do its work
+        return _workers_used_up(pool, unrun, study, sweep, time.perf_counter() - start, tracking_uri, parent_run_id)
+    finish_parent_run(study, sweep, tracking_uri, parent_run_id)
+    return print_results(study, sweep, time.perf_counter() - start, tracking_uri)
+
+
+def _raise_if_stopped() -> None:
+    """The stop a signal asked for since the last check (or one a finaliser swallowed), raised here."""
+    from ganlab.signals import check_stop
+
+    stop = check_stop()
+    if stop is not None:
+        raise stop
+
+
+def _recover_and_announce(study, sweep, storage_url: str, tracking_uri: str, parent_run_id: str, workers: int,
+                          stale_after: int) -> int:
+    """Before the workers start: fail and queue again what dead workers left RUNNING, close their runs,
+    and print the sweep's header. Returns how many trials are to run."""
+    import optuna
+
+    from ganlab.sweeping.summary import close_orphaned_child_runs
+    from ganlab.sweeping.worker_faults import budget_used, population_trials_running, recover_dead_workers, to_run
+
     study.set_user_attr("mlflow_parent_run_id", parent_run_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -135,49 +209,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({budget_used(study)} already in the study, "
           f"{remaining} to run) with {min(workers, remaining)} worker(s){over_seeds}\n  storage {storage_url}\n"
           f"  MLflow parent run {parent_run_id} in experiment '{sweep.experiment_name}' ({tracking_uri})", flush=True)
-    start = time.perf_counter()
-    pool = _Pool(sweep, storage_url, tracking_uri, parent_run_id, threads, stale_after)
-    try:
-        # a signal is raised here, between passes, not inside the study's or the pool's calls (within one,
-        # it could leave a lock held that the clean-up below then waits on); a pass takes about a second
-        with stop_on_signals(), deferred_to_boundaries("stopping the workers cleanly"):
-            pool.fill(min(workers, remaining))
-            unowned = _UnownedTrials(study, stale_after)
-            while pool.procs or unowned.pending():
-                stop = check_stop()
-                if stop is not None:
-                    raise stop
-                for dead in pool.reap():
-                    failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
-                    close_orphaned_child_runs(study, tracking_uri, parent_run_id)
-                    queued = [str(n) for n, retry in failed.items() if retry is not None]
-                    dropped = [str(n) for n, retry in failed.items() if retry is None]
-                    print(f"ganlab sweep: worker {dead.tag} died (exit code {dead.exitcode})"
-                          + (f"; trial(s) {', '.join(queued)} failed and queued again" if queued else "")
-                          + (f"; trial(s) {', '.join(dropped)} failed and not queued again (their workers died "
-                             "twice)" if dropped else ""), flush=True)
-                if pool.procs:
-                    unowned.check(every_s=5.0)
-                else:  # only a trial to wait for (the loop's pending() fails it when old): reap() did not wait
-                    time.sleep(1.0)
-                pool.fill(min(workers, to_run(study, sweep.trials)) - len(pool.procs))
-    except (KeyboardInterrupt, Stopped) as exc:
-        pool.stop()
-        name = exc.name if isinstance(exc, Stopped) else "SIGINT"
-        recover_dead_workers(study, stopped_by=name)
-        close_orphaned_child_runs(study, tracking_uri, parent_run_id)
-        finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
-        print(f"ganlab sweep: stopped by {name}; run the same command again to continue the study", file=sys.stderr)
-        return exc.exit_code if isinstance(exc, Stopped) else 130
-    except Exception as exc:  # the study or MLflow refuses the driver's writes (a full disk, a dead server)
-        if os.environ.get("GANLAB_DEBUG"):
-            raise
-        return _driver_failed(exc, pool, study, sweep, tracking_uri, parent_run_id)
-    unrun = to_run(study, sweep.trials)
-    if unrun:  # every worker start was used up and trials are left: the sweep did not do its work
-        return _workers_used_up(pool, unrun, study, sweep, time.perf_counter() - start, tracking_uri, parent_run_id)
-    finish_parent_run(study, sweep, tracking_uri, parent_run_id)
-    return print_results(study, sweep, time.perf_counter() - start, tracking_uri)
+    return remaining
 
 
 def _workers_used_up(pool, unrun: int, study, sweep, seconds: float, tracking_uri: str, parent_run_id: str) -> int:

@@ -14,7 +14,12 @@ import signal
 for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # each worker restores TERM and HUP (driver._worker)
     signal.signal(_sig, signal.SIG_IGN)
 
-import ganlab.sweeping.trial  # noqa: E402, F401 -- the imports every worker needs
+# what every worker imports (driver._worker): none of it is left to import after the fork, where a
+# Ctrl-C landing inside an import printed that worker's traceback
+import ganlab.sweeping.study  # noqa: E402, F401
+import ganlab.sweeping.summary  # noqa: E402, F401
+import ganlab.sweeping.trial  # noqa: E402, F401
+import ganlab.sweeping.worker_faults  # noqa: E402, F401
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # the forkserver ignores it from here, and its
 # workers get back what it was now: Ctrl-C during the import above printed the forkserver's traceback
