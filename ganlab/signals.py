@@ -14,6 +14,7 @@ signal stops at once.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -101,6 +102,14 @@ def check_stop() -> Stopped | None:
     return stop
 
 
+def raise_pending_stop() -> None:
+    """Raise the stop a signal asked for since the last check (or one a finaliser swallowed), if any:
+    a deferred block's check at a place where stopping is safe."""
+    stop = check_stop()
+    if stop is not None:
+        raise stop
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`Stopped`; the old handlers come back after."""
@@ -145,6 +154,18 @@ def signals_held() -> Iterator[None]:
             signal.signal(sig, handler)
         for signum in received:  # in order: a second Ctrl-C during the block still means "stop now"
             signal.raise_signal(signum)
+
+
+def call_ignoring_stop_signals(target: str, *args) -> None:
+    """The entry point of a helper process that the main process stops in order (``target`` is
+    "module:function"): it ignores SIGINT and SIGTERM before it imports the target's module. Spawned
+    with the target itself, a helper imported torch for seconds first, and a signal to the whole
+    process group then ended it: a population sweep stopped that way failed instead of checkpointing.
+    (Making the parent ignore them while it starts the helper, to be inherited, could lose a signal
+    meant for the parent: another of its threads may take it, and drop it.)"""
+    ignore_stop_signals()
+    module, _, name = target.partition(":")
+    getattr(importlib.import_module(module), name)(*args)
 
 
 def ignore_stop_signals() -> None:

@@ -286,6 +286,37 @@ def test_a_cohort_that_moves_to_the_other_worker_between_steps_trains_on_where_i
         assert torch.equal(a.generator.flat, b.generator.flat) and torch.equal(a.rng.get_state(), b.rng.get_state())
 
 
+def test_cohort_workers_outlive_a_groups_stop_signal():
+    """SIGTERM or Ctrl-C to the whole process group reaches the cohort workers too; the main process
+    stops them in order (they are started by ``call_ignoring_stop_signals``, before torch is imported:
+    spawned with their loop itself, a signal while they imported ended them, and a population sweep
+    stopped that way failed, "cohort worker process died (exit code -15)", instead of checkpointing)."""
+    processes = CohortProcesses(2)
+    try:
+        processes.train(_three_cohorts(iterations=4), 2)  # started and serving
+        for process in processes._processes:
+            os.kill(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGINT)
+        processes.train(_three_cohorts(iterations=4), 2)
+        assert [p.exitcode for p in processes._processes] == [None, None]
+    finally:
+        processes.close()
+
+
+def test_a_process_that_exits_without_closing_its_cohort_workers_still_exits():
+    """The workers ignore SIGTERM, which is how multiprocessing ends daemon children at exit, and they wait
+    on their pipes: a population sweep stopped while it was set up printed its last line, then waited
+    for them forever."""
+    script = textwrap.dedent("""
+        from ganlab.population.cohort_processes import CohortProcesses
+        if __name__ == "__main__":
+            processes = CohortProcesses(2)
+            print(processes.count)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr[-2000:]
+
+
 GLIBC_AS_DEFAULT = sys.platform.startswith("linux") and not any(
     k == "LD_PRELOAD" or k.startswith("MALLOC_") for k in os.environ)
 

@@ -218,18 +218,27 @@ def test_the_population_checkpoint_lives_beside_its_sqlite_storage_whatever_the_
     assert checkpoint_path(sweep, "postgresql://h/db").parent == tmp_path / "studies" / "mlruns" / "populations"
 
 
-def test_ctrl_c_while_the_population_is_set_up_closes_the_parent_run_and_says_so(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("how, code", [("KeyboardInterrupt", 130), ("SIGTERM", 143)])
+def test_a_stop_while_the_population_is_set_up_closes_the_parent_run_and_says_so(tmp_path, monkeypatch, capsys,
+                                                                                   how, code):
+    """Ctrl-C, or SIGTERM (which ended the process there with its parent run RUNNING before 2026-12-07;
+    now acted on once set-up ends), while the checkpoint is read and trials reopened."""
     from ganlab.sweeping import population_driver
 
     def interrupted(*args):
-        raise KeyboardInterrupt
+        if how == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return 0, 0, ""
 
     path = _write(tmp_path, "setup", trials=2)
     monkeypatch.setattr(population_driver, "_restore", interrupted)  # reading the checkpoint, reopening trials
-    code, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
-    assert code == 130 and len(study.trials) == 0
-    assert capsys.readouterr().err == ("ganlab sweep: interrupted before training started; the study's trials are "
-                                       "as they were; run the same command again to continue\n")
+    got, tracking, study = _sweep_in_process(tmp_path, monkeypatch, path, size=2)
+    name = "SIGINT" if how == "KeyboardInterrupt" else how
+    assert got == code and len(study.trials) == 0
+    assert capsys.readouterr().err == (f"ganlab sweep: stopped by {name} before training started; the study's "
+                                       "trials are as they were; run the same command again to continue\n")
     _, (parent,), children = _children(tracking, "setup")
     assert parent.info.status == "KILLED" and not children
 

@@ -321,3 +321,25 @@ print(stop.name if stop else None, seen, signals.check_stop(), sys.unraisablehoo
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["SIGTERM", "['ValueError']", "None", "<lambda>"], out.stdout + out.stderr
+
+
+
+def test_a_helper_process_ignores_stop_signals_before_it_imports_its_module(tmp_path, monkeypatch):
+    """``call_ignoring_stop_signals``: a spawned helper ignores SIGINT and SIGTERM from before the import
+    of its target's module (a cohort worker's imports torch, for seconds, in which a signal to the whole
+    process group ended it)."""
+    import multiprocessing as mp
+
+    from ganlab.signals import call_ignoring_stop_signals
+
+    (tmp_path / "slow_helper.py").write_text(
+        "import os, signal\n"
+        "seen = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))  # while it imports\n"
+        "def main(out):\n"
+        "    open(out, 'w').write(' '.join(str(int(h)) for h in seen))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # a spawned child gets this process's sys.path
+    out = tmp_path / "seen.txt"
+    child = mp.get_context("spawn").Process(target=call_ignoring_stop_signals, args=("slow_helper:main", str(out)))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0 and out.read_text() == f"{int(signal.SIG_IGN)} {int(signal.SIG_IGN)}"

@@ -21,16 +21,17 @@ that starts a population sweep needs the usual ``if __name__ == "__main__":`` gu
 from __future__ import annotations
 
 import math
-import signal
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
+from multiprocessing.util import Finalize
 
 import torch
 import torch.multiprocessing as tmp
 
 from ganlab.population.cohort import Cohort, train_cohorts
 from ganlab.population.heap_reuse import keep_freed_memory
+from ganlab.signals import call_ignoring_stop_signals
 
 CHUNKS = 8  # a step's iterations of a cohort are handed out in about this many runs ...
 MIN_RUN = 4  # ... of at least this many iterations (a hand-out costs a message each way)
@@ -51,9 +52,7 @@ def _rng_state(data: bytes) -> torch.Tensor:
 
 def _serve(conn: Connection) -> None:
     """A worker's loop: receive cohorts and steps, train them in place, send back their random streams."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # started by call_ignoring_stop_signals: the main process stops them in order
     heap_kept = keep_freed_memory()
     held: dict[int, Cohort] = {}
     while True:
@@ -104,12 +103,15 @@ class CohortProcesses:
         self._failed = False
         for _ in range(count):
             mine, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs,), daemon=True, name="ganlab-cohorts")
+            process = context.Process(target=call_ignoring_stop_signals, daemon=True, name="ganlab-cohorts",
+                                      args=(f"{__name__}:_serve", theirs))  # ignoring them before it imports torch
             process.start()
             theirs.close()
             self._pipes.append(mine)
             self._processes.append(process)
             self._held.append({})
+        # before multiprocessing's own exit handler joins its children (exit priority >= 0 runs first)
+        Finalize(self, _shut_down, args=(self._pipes, self._processes), exitpriority=10)
 
     def train(self, cohorts: list[Cohort], steps: int) -> None:
         """``steps`` iterations of every cohort, all in place; returns when all are done.
@@ -196,15 +198,25 @@ class CohortProcesses:
                                   "during a population step")
 
     def close(self) -> None:
-        for pipe in self._pipes:
-            try:
-                pipe.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-        for process in self._processes:
+        _shut_down(self._pipes, self._processes)
+        self._held.clear()
+
+
+def _shut_down(pipes: list[Connection], processes: list) -> None:
+    """Ask each worker to end, then make sure it has (they ignore SIGTERM, so one that does not end is
+    killed). Also run at exit, before multiprocessing joins its children: a population stopped while it
+    was set up left its workers waiting on their pipes, and the process waited for them forever."""
+    for pipe in pipes:
+        try:
+            pipe.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+    for process in processes:
+        process.join(timeout=5.0)
+        if process.is_alive():
+            process.kill()
             process.join(timeout=5.0)
-            if process.is_alive():
-                process.terminate()
-        for pipe in self._pipes:
-            pipe.close()
-        self._pipes, self._processes, self._held = [], [], []
+    for pipe in pipes:
+        pipe.close()
+    pipes.clear()
+    processes.clear()

@@ -113,7 +113,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     """Open (or resume) the study and its parent run, keep ``workers`` processes on it until every
     trial is done (replacing any that dies, whose trial is retried), summarise. Returns an exit code."""
     from ganlab.runtime import configure_runtime
-    from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
+    from ganlab.signals import Stopped, deferred_to_boundaries, raise_pending_stop, stop_on_signals
     from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
     from ganlab.sweeping.study import enqueue_grid, open_study, quiet_optuna
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
@@ -135,11 +135,11 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
             remaining = _recover_and_announce(study, sweep, storage_url, tracking_uri, parent_run_id, workers,
                                               stale_after)
             start = time.perf_counter()
-            _raise_if_stopped()
+            raise_pending_stop()
             pool.fill(min(workers, remaining))
             unowned = _UnownedTrials(study, stale_after)
             while pool.procs or unowned.pending():
-                _raise_if_stopped()
+                raise_pending_stop()
                 for dead in pool.reap():
                     failed = recover_dead_workers(study, {dead.tag}, {dead.tag: dead.exitcode})
                     close_orphaned_child_runs(study, tracking_uri, parent_run_id)
@@ -173,15 +173,6 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         return _workers_used_up(pool, unrun, study, sweep, time.perf_counter() - start, tracking_uri, parent_run_id)
     finish_parent_run(study, sweep, tracking_uri, parent_run_id)
     return print_results(study, sweep, time.perf_counter() - start, tracking_uri)
-
-
-def _raise_if_stopped() -> None:
-    """The stop a signal asked for since the last check (or one a finaliser swallowed), raised here."""
-    from ganlab.signals import check_stop
-
-    stop = check_stop()
-    if stop is not None:
-        raise stop
 
 
 def _recover_and_announce(study, sweep, storage_url: str, tracking_uri: str, parent_run_id: str, workers: int,

@@ -35,7 +35,7 @@ from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import MAX_SEEDS, cohort_signature, unsupported_reason
 from ganlab.population.population_module import PopulationModule
 from ganlab.runtime import configure_runtime
-from ganlab.signals import Stopped, deferred_to_boundaries, stop_on_signals
+from ganlab.signals import Stopped, deferred_to_boundaries, raise_pending_stop, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
 from ganlab.sweeping.population_slots import BestMember, PopulationSlots, trial_members, trials_at_once
@@ -220,36 +220,46 @@ def run_population_sweep(sweep: SweepDefinition, storage_url: str, tracking_uri:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(shared)  # trials of dead process workers: failed, and retried here
     study, storage = open_sole_writer_study(sweep, storage_url)  # from here on this process alone writes it
-    parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
     runs: TrialRuns | None = None
-    try:  # a Ctrl-C before training starts closes what is open, and says so in one line
-        study.set_user_attr("mlflow_parent_run_id", parent_run_id)
-        close_orphaned_child_runs(study, tracking_uri, parent_run_id)
-        client = MlflowClient(tracking_uri)
-        path = checkpoint_path(sweep, storage_url)
-        runs = TrialRuns()
-        budget = max(sweep.trials - budget_used(study), 0)
-        slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
-                                best_artifacts=sweep.population["best_artifacts"], write_births=storage.write_births)
-        module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu",
-                                  cuda_graphs=sweep.population["cuda_graphs"])
-        continued, again, why_again = _restore(path, study, slots, module, client)
-        existing = budget_used(study)
-        seeds = (f" ({slots.trial_slots} trial{'s' * (slots.trial_slots != 1)} of {slots.seeds} seeds at a time, "
-                 f"each judged by their median {sweep.objective.metric})" if slots.seeds > 1 else "")
-        print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, {budget} to ask) "
-              f"as a population of {size}{seeds} on {accelerator} "
-              + (f"({threads} cohort worker processes)" if accelerator == "cpu" and threads > 1
-                 else f"({threads} torch thread(s))")
-              + (f"; {continued} trials continue from the checkpoint at step {module.iteration}" if continued else "")
-              + (f"; {again} running trials start again ({why_again})" if again else "")
-              + (_cmaes_generations(sweep.sampler, study) if sweep.sampler["name"] == "cmaes" else "")
-              + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
-                 "compares with completed trials)" if slots.open_slots() < slots.trial_slots and budget > 0 else "")
-              + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
-              f"'{sweep.experiment_name}' ({tracking_uri})\n  checkpoint {path}", flush=True)
-    except KeyboardInterrupt:
-        return _interrupted_before_training(study, sweep, tracking_uri, parent_run_id, runs, storage)
+    module: PopulationModule | None = None
+    parent_run_id: str | None = None
+    try:  # a stop before training starts closes what is open, and says so in one line; acted on once set-up
+        # ends (SIGTERM as Ctrl-C; never inside a store's call), so the parent run is never left RUNNING
+        with stop_on_signals(), deferred_to_boundaries("stopping before training starts"):
+            parent_run_id = open_parent_run(sweep, tracking_uri, storage_url)
+            study.set_user_attr("mlflow_parent_run_id", parent_run_id)
+            close_orphaned_child_runs(study, tracking_uri, parent_run_id)
+            client = MlflowClient(tracking_uri)
+            path = checkpoint_path(sweep, storage_url)
+            runs = TrialRuns()
+            budget = max(sweep.trials - budget_used(study), 0)
+            slots = PopulationSlots(study, sweep, runs, size, parent_run_id, budget,
+                                    best_artifacts=sweep.population["best_artifacts"],
+                                    write_births=storage.write_births)
+            module = PopulationModule([], threads=threads, cpu_pieces=accelerator == "cpu",
+                                      cuda_graphs=sweep.population["cuda_graphs"])
+            continued, again, why_again = _restore(path, study, slots, module, client)
+            existing = budget_used(study)
+            seeds = (f" ({slots.trial_slots} trial{'s' * (slots.trial_slots != 1)} of {slots.seeds} seeds at a time, "
+                     f"each judged by their median {sweep.objective.metric})" if slots.seeds > 1 else "")
+            print(f"ganlab sweep '{sweep.name}': {sweep.trials} trials ({existing} already in the study, "
+                  f"{budget} to ask) as a population of {size}{seeds} on {accelerator} "
+                  + (f"({threads} cohort worker processes)" if accelerator == "cpu" and threads > 1
+                     else f"({threads} torch thread(s))")
+                  + (f"; {continued} trials continue from the checkpoint at step {module.iteration}"
+                     if continued else "")
+                  + (f"; {again} running trials start again ({why_again})" if again else "")
+                  + (_cmaes_generations(sweep.sampler, study) if sweep.sampler["name"] == "cmaes" else "")
+                  + (f"; warm-up: {slots.warm_up} at a time until {slots.warm_up} have completed (the median pruner "
+                     "compares with completed trials)" if slots.open_slots() < slots.trial_slots and budget > 0 else "")
+                  + f"\n  storage {storage_url}\n  MLflow parent run {parent_run_id} in experiment "
+                  f"'{sweep.experiment_name}' ({tracking_uri})\n  checkpoint {path}", flush=True)
+            raise_pending_stop()
+    except (KeyboardInterrupt, Stopped) as exc:
+        if parent_run_id is None:  # not raised before the parent run exists (deferred); kept for safety
+            raise
+        return _interrupted_before_training(exc, study, sweep, tracking_uri, parent_run_id, runs, storage,
+                                            module)
     last_save = [time.monotonic()]
     checkpoint_every_s = sweep.population["checkpoint_every_s"]
 
@@ -301,20 +311,23 @@ def _cmaes_generations(spec: dict, study: optuna.Study) -> str:
     return f"; CMA-ES generations of {spec['popsize']} trials"
 
 
-def _interrupted_before_training(study, sweep, tracking_uri, parent_run_id, runs: TrialRuns | None,
-                                 storage: SoleWriterStorage) -> int:
-    """Ctrl-C while the population was being set up (trials reopened, the checkpoint read): nothing has
-    trained, so nothing is checkpointed; the study keeps its trials as they were for the next run."""
-    closers = [storage.close] if runs is None else [runs.close, storage.close]
+def _interrupted_before_training(exc: KeyboardInterrupt | Stopped, study, sweep, tracking_uri, parent_run_id,
+                                 runs: TrialRuns | None, storage: SoleWriterStorage,
+                                 module: PopulationModule | None) -> int:
+    """Ctrl-C or SIGTERM while the population was being set up (trials reopened, the checkpoint read):
+    nothing has trained, so nothing is checkpointed; the study keeps its trials as they were for the
+    next run. Returns 128 + the signal's number."""
+    closers = ([] if module is None else [module.close]) + ([] if runs is None else [runs.close]) + [storage.close]
     for close in closers:
         try:
             close()
         except Exception:  # noqa: BLE001 -- the parent run still gets closed
             pass
     parent = close_stopped_parent_run(study, sweep, tracking_uri, parent_run_id)
-    print(f"ganlab sweep: interrupted before training started; the study's trials are as they were{parent}; "
+    name = exc.name if isinstance(exc, Stopped) else "SIGINT"
+    print(f"ganlab sweep: stopped by {name} before training started; the study's trials are as they were{parent}; "
           "run the same command again to continue", file=sys.stderr)
-    return 130
+    return exc.exit_code if isinstance(exc, Stopped) else 130
 
 
 def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slots: PopulationSlots,
