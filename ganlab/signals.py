@@ -86,12 +86,14 @@ def deferred_to_boundaries(announcement: str = AT_STEP_END) -> Iterator[None]:
     pool's): a signal raised inside one can leave its lock held or its state half-changed, and the
     clean-up that follows then waits forever on it (the likeliest cause of a sweep driver that hung
     after SIGTERM once in CI)."""
+    outer = (_deferred, _announcement)  # nested: the outer block's deferral, and its pending stop, stay
     defer_to_boundaries(True, announcement)
     try:
         yield
     finally:
-        defer_to_boundaries(False)
-        check_stop()
+        defer_to_boundaries(*outer)
+        if not outer[0]:
+            check_stop()
 
 
 def check_stop() -> Stopped | None:

@@ -286,6 +286,7 @@ def test_a_cohort_that_moves_to_the_other_worker_between_steps_trains_on_where_i
         assert torch.equal(a.generator.flat, b.generator.flat) and torch.equal(a.rng.get_state(), b.rng.get_state())
 
 
+@pytest.mark.slow
 def test_cohort_workers_outlive_a_groups_stop_signal():
     """SIGTERM or Ctrl-C to the whole process group reaches the cohort workers too; the main process
     stops them in order (they are started by ``call_ignoring_stop_signals``, before torch is imported:
@@ -303,6 +304,7 @@ def test_cohort_workers_outlive_a_groups_stop_signal():
         processes.close()
 
 
+@pytest.mark.slow
 def test_a_process_that_exits_without_closing_its_cohort_workers_still_exits():
     """The workers ignore SIGTERM, which is how multiprocessing ends daemon children at exit, and they wait
     on their pipes: a population sweep stopped while it was set up printed its last line, then waited

@@ -343,3 +343,43 @@ def test_a_helper_process_ignores_stop_signals_before_it_imports_its_module(tmp_
     child.start()
     child.join(timeout=60)
     assert child.exitcode == 0 and out.read_text() == f"{int(signal.SIG_IGN)} {int(signal.SIG_IGN)}"
+
+
+def test_a_stop_while_the_run_is_opened_ends_that_run_killed(tracking_uri, monkeypatch):
+    """SIGTERM while the tracker creates the run (the CLI's tracking process had created it, the trainer
+    was waiting for its id): the run was left RUNNING, and the CLI said it stopped "before the run was
+    created". Now the stop waits for the run to exist, then ends it KILLED."""
+    from ganlab.config.compose import compose_config
+    from ganlab.signals import Stopped, stop_on_signals
+    from ganlab.training import runner
+
+    real = runner._open_tracker
+
+    def signalled_while_waiting_for_the_id(*args):
+        tracker = real(*args)  # created ...
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # ... and the id on its way back
+        return tracker
+
+    monkeypatch.setattr(runner, "_open_tracker", signalled_while_waiting_for_the_id)
+    cfg = compose_config(["train.iterations=20", "train.eval_every=10", "train.plot_every=20",
+                          f"tracking.uri={tracking_uri}"])
+    with pytest.raises(Stopped) as stopped, stop_on_signals():
+        runner.run_training(cfg, verbose=False)
+    assert stopped.value.run_id is not None and stopped.value.exit_code == 143
+    run = MlflowClient(tracking_uri).get_run(stopped.value.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == "stopped by SIGTERM"
+
+
+def test_a_deferred_block_inside_another_keeps_the_outer_deferral_and_its_pending_stop():
+    from ganlab import signals
+
+    with signals.stop_on_signals(), signals.deferred_to_boundaries("outer"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        with signals.deferred_to_boundaries("inner"):
+            assert signals._announcement == "inner"
+        assert signals._deferred and signals._announcement == "outer"
+        stop = signals.check_stop()
+    assert stop is not None and stop.name == "SIGTERM"
+    assert not signals._deferred

@@ -879,6 +879,7 @@ def _worker_that_waits_for_its_stop(index, ignored, environ, *rest) -> None:
     time.sleep(60)
 
 
+@pytest.mark.slow
 def test_a_stop_waits_for_the_drivers_study_call_and_a_stuck_worker_is_killed(tmp_path, monkeypatch, capfd):
     """SIGTERM to the driver while it is inside a study call: the call completes (a signal raised
     inside one can leave a lock held that the clean-up then waits on: a driver hung silently once in

@@ -29,7 +29,7 @@ from ganlab.generator_sampling import build_parts
 from ganlab.nets.models import build_discriminator, build_lift
 from ganlab.plots.plotter import Plotter, build_plotter
 from ganlab.preprocess import build_preprocess
-from ganlab.signals import Stopped, reclaim_stop_signals
+from ganlab.signals import Stopped, check_stop, deferred_to_boundaries, reclaim_stop_signals
 from ganlab.training.accelerators import resolve_accelerator
 from ganlab.training.checkpoints import CheckpointWriter
 from ganlab.training.evaluation import Evaluator, TrainingMonitor
@@ -113,6 +113,20 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
 
 
 def open_tracker(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None, resume: ResumePoint | None,
+                 tracking: TrackerProcess | None, plotter: Plotter) -> Tracker | TrackerProcess:
+    """The run's tracker, its run created (or reopened). A stop signal meanwhile waits for the run to
+    exist, then ends it KILLED: raised while the tracking process created it, it left the run RUNNING
+    and the CLI said that it had stopped before the run was created."""
+    with deferred_to_boundaries("stopping once the run exists"):
+        tracker = _open_tracker(cfg, run_name, tags, resume, tracking, plotter)
+        stop = check_stop()
+    if stop is not None:
+        finish_killed(tracker, stop, resumed=resume is not None)
+        raise stop
+    return tracker
+
+
+def _open_tracker(cfg: DictConfig, run_name: str | None, tags: dict[str, str] | None, resume: ResumePoint | None,
                   tracking: TrackerProcess | None, plotter: Plotter) -> Tracker | TrackerProcess:
     if tracking is not None and resume is None:
         return tracking.open(cfg, run_name=run_name, tags=tags)
