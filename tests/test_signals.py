@@ -383,3 +383,36 @@ def test_a_deferred_block_inside_another_keeps_the_outer_deferral_and_its_pendin
         stop = signals.check_stop()
     assert stop is not None and stop.name == "SIGTERM"
     assert not signals._deferred
+
+
+def test_a_sweep_workers_stop_raised_inside_a_finaliser_is_sent_again():
+    """A worker's stop (a KeyboardInterrupt from its handler) raised inside a finaliser was printed
+    ("Exception ignored in ... KeyboardInterrupt") and dropped, and the worker, already stopping, ignored
+    the driver's SIGUSR1 and trained on. It is now sent again and stops the worker's main flow."""
+    script = """
+import os, signal, sys
+from ganlab.sweeping import driver
+seen = []
+sys.unraisablehook = lambda u: seen.append(type(u.exc_value).__name__)
+sys.unraisablehook = driver._redelivering_lost_stops(sys.unraisablehook)
+signal.signal(signal.SIGUSR1, driver._stop_once)
+class SignalledWhileFinalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        sum(range(1000))  # the handler runs here, inside the finaliser
+class Failing:
+    def __del__(self):
+        raise ValueError("not a stop")
+try:
+    SignalledWhileFinalised()
+    Failing()
+    import time
+    for _ in range(100):  # training on, for up to 5 s
+        time.sleep(0.05)
+    print("trained on")
+except KeyboardInterrupt:
+    print("stopped", seen)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "stopped ['ValueError']" and "KeyboardInterrupt" not in out.stderr, \
+        out.stdout + out.stderr

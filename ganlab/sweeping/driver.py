@@ -43,12 +43,33 @@ def _stop_once(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _redelivering_lost_stops(previous_hook):
+    """A worker's ``sys.unraisablehook``. A signal that lands while a finaliser runs (SQLAlchemy's weakref
+    callbacks run at any allocation) raised ``_stop_once``'s KeyboardInterrupt where Python prints and
+    drops it; the worker, already stopping, then ignored the driver's SIGUSR1 and trained on (seen in
+    the process-group test, once). The stop is sent again, to be raised where it can land; any other
+    unraisable error goes to ``previous_hook``."""
+
+    def hook(unraisable) -> None:
+        global _stopping
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _stopping:
+            _stopping = False  # sent from another thread, a moment later: sent from here, its handler ran
+            resend = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))  # inside this hook, and
+            resend.daemon = True  # its KeyboardInterrupt was dropped again
+            resend.start()
+            return
+        previous_hook(unraisable)
+
+    return hook
+
+
 def _worker(index: int, ignored: tuple[int, ...], environ: dict[str, str], sweep, storage_url: str, tracking_uri: str,
             parent_run_id: str, parent_pid: int, threads: int, stale_after: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):  # the forkserver ignores them; the driver may (nohup)
         signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
     for sig in (signal.SIGINT, signal.SIGUSR1, *(() if signal.SIGTERM in ignored else (signal.SIGTERM,))):
         signal.signal(sig, _stop_once)  # SIGTERM too: a worker stopping after it must ignore the driver's SIGUSR1
+    sys.unraisablehook = _redelivering_lost_stops(sys.unraisablehook)
     os.environ.clear()  # the driver's environment now (credentials, MLflow's settings), as a spawned child's;
     os.environ.update(environ)  # the forkserver's is the driver's when its first worker started (the folder follows)
     _exit_with_parent(parent_pid)
