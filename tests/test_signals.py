@@ -297,6 +297,19 @@ def test_a_first_signal_is_deferred_even_when_stderr_is_a_closed_pipe(monkeypatc
     assert isinstance(stop, signals.Stopped) and stop.name == "SIGINT"
 
 
+def _with_finalisers(script: str, signal_name: str) -> str:
+    """``script`` with two classes in place of ``{finalisers}``: one whose finaliser sends this process
+    ``signal_name`` and gives its handler a moment to run there, one whose finaliser fails."""
+    return script.replace("{finalisers}", f"""class SignalledWhileFinalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.{signal_name})
+        sum(range(1000))  # the handler runs here, inside the finaliser
+class Failing:
+    def __del__(self):
+        raise ValueError("not a stop")
+""")
+
+
 def test_a_stop_raised_inside_a_finaliser_is_not_lost():
     """A signal that lands while a finaliser runs (SQLAlchemy's weakref callbacks run at any allocation)
     raised ``Stopped`` where Python drops exceptions: a stopped sweep went on and exited 0. The next
@@ -306,20 +319,14 @@ import os, signal, sys
 from ganlab import signals
 seen = []
 sys.unraisablehook = lambda u: seen.append(type(u.exc_value).__name__)
-class SignalledWhileFinalised:
-    def __del__(self):
-        os.kill(os.getpid(), signal.SIGTERM)
-        sum(range(1000))  # the handler runs here, inside the finaliser
-class Failing:
-    def __del__(self):
-        raise ValueError("not a stop")
-with signals.stop_on_signals():
+{finalisers}with signals.stop_on_signals():
     SignalledWhileFinalised()
     Failing()
     stop = signals.check_stop()
 print(stop.name if stop else None, seen, signals.check_stop(), sys.unraisablehook.__name__)
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", _with_finalisers(script, "SIGTERM")], capture_output=True, text=True,
+                         timeout=60)
     assert out.stdout.split() == ["SIGTERM", "['ValueError']", "None", "<lambda>"], out.stdout + out.stderr
 
 
@@ -396,14 +403,7 @@ seen = []
 sys.unraisablehook = lambda u: seen.append(type(u.exc_value).__name__)
 sys.unraisablehook = driver._redelivering_lost_stops(sys.unraisablehook)
 signal.signal(signal.SIGUSR1, driver._stop_once)
-class SignalledWhileFinalised:
-    def __del__(self):
-        os.kill(os.getpid(), signal.SIGUSR1)
-        sum(range(1000))  # the handler runs here, inside the finaliser
-class Failing:
-    def __del__(self):
-        raise ValueError("not a stop")
-try:
+{finalisers}try:
     SignalledWhileFinalised()
     Failing()
     import time
@@ -413,6 +413,7 @@ try:
 except KeyboardInterrupt:
     print("stopped", seen)
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", _with_finalisers(script, "SIGUSR1")], capture_output=True, text=True,
+                         timeout=60)
     assert out.stdout.strip() == "stopped ['ValueError']" and "KeyboardInterrupt" not in out.stderr, \
         out.stdout + out.stderr
