@@ -4,6 +4,7 @@ weights-only loading, and one-line errors."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +225,27 @@ def test_sampling_a_run_gives_the_samples_its_training_logged_without_loading_li
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
     np.testing.assert_array_equal(np.load(out), logged)
+
+
+@pytest.mark.parametrize("how, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stopped_sampling_is_one_line_and_leaves_no_partial_file(tracking_uri, tmp_path, monkeypatch, capsys,
+                                                                  how, code):
+    """Ctrl-C while sampling printed torch's traceback; SIGTERM ended the process by the default action,
+    leaving the writer's temporary file behind."""
+    import signal
+
+    from ganlab.sample_writer import SampleWriter
+
+    run = run_training(compose_config(TINY), verbose=False)
+    real = SampleWriter.write
+
+    def signalled_after_the_first_chunk(self, samples, labels):
+        real(self, samples, labels)
+        os.kill(os.getpid(), getattr(signal, how))
+        time.sleep(0.2)  # the handler runs here
+
+    monkeypatch.setattr(SampleWriter, "write", signalled_after_the_first_chunk)
+    assert main([f"run_id={run.run_id}", "n=300000", f"out={tmp_path / 'big.npy'}"]) == code
+    assert capsys.readouterr().err == (f"ganlab.sample: stopped by {how} (no partial file is left: each is written "
+                                       "whole or not at all)\n")
+    assert not list(tmp_path.glob("*big.npy*"))
