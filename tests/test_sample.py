@@ -227,6 +227,7 @@ def test_sampling_a_run_gives_the_samples_its_training_logged_without_loading_li
     np.testing.assert_array_equal(np.load(out), logged)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_stopped_sampling_is_one_line_and_leaves_no_partial_file(tracking_uri, tmp_path, monkeypatch, capsys,
                                                                   how, code):
