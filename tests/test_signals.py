@@ -352,6 +352,7 @@ def test_a_helper_process_ignores_stop_signals_before_it_imports_its_module(tmp_
     assert child.exitcode == 0 and out.read_text() == f"{int(signal.SIG_IGN)} {int(signal.SIG_IGN)}"
 
 
+@pytest.mark.slow
 def test_a_stop_while_the_run_is_opened_ends_that_run_killed(tracking_uri, monkeypatch):
     """SIGTERM while the tracker creates the run (the CLI's tracking process had created it, the trainer
     was waiting for its id): the run was left RUNNING, and the CLI said it stopped "before the run was
