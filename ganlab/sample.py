@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ganlab.errors import GanlabError, SampleError
 from ganlab.sample_writer import CHUNK, SampleWriter
-from ganlab.signals import Stopped, stop_on_signals
+from ganlab.signals import Stopped, as_stop, stop_on_signals
 
 USAGE = """usage: python -m ganlab.sample (run_id=<id> | experiment=<name> | model_uri=<uri>)
                              [n=10000] [out=samples.npy] [label=<class>] [plot=false] [seed=0] [tracking.uri=<uri>]
@@ -215,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ganlab.sample: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Stopped) as exc:  # a Ctrl-C printed torch's traceback
-        name = exc.name if isinstance(exc, Stopped) else "SIGINT"
-        print(f"ganlab.sample: stopped by {name} (no partial file is left: each is written whole or not at all)",
-              file=sys.stderr)
-        return exc.exit_code if isinstance(exc, Stopped) else 130
+        stop = as_stop(exc)
+        print(f"ganlab.sample: stopped by {stop.name} (no partial file is left: each is written whole or not at "
+              "all)", file=sys.stderr)
+        return stop.exit_code
     origin = source if args.model_uri else f"run {source}"
     print(f"ganlab.sample: wrote {out}" + (f" and {figure}" if figure else "") + f" from {origin}")
     return 0

@@ -36,6 +36,12 @@ class Stopped(BaseException):
         self.checkpointed: bool | None = None  # whether that run has a checkpoint to resume from (None: unknown)
 
 
+def as_stop(exc: KeyboardInterrupt | Stopped) -> Stopped:
+    """A Ctrl-C that arrived as a KeyboardInterrupt (Python's own handler, a library's) as the
+    ``Stopped`` of SIGINT: one name and exit code (130) for the stop lines."""
+    return exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+
+
 _deferred = False  # a loop checks check_stop() at its boundaries
 AT_STEP_END = "stopping cleanly at the end of the current step"
 _announcement = AT_STEP_END  # what the first signal says while deferred

@@ -134,7 +134,7 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
     """Open (or resume) the study and its parent run, keep ``workers`` processes on it until every
     trial is done (replacing any that dies, whose trial is retried), summarise. Returns an exit code."""
     from ganlab.runtime import configure_runtime
-    from ganlab.signals import Stopped, deferred_to_boundaries, raise_pending_stop, stop_on_signals
+    from ganlab.signals import Stopped, as_stop, deferred_to_boundaries, raise_pending_stop, stop_on_signals
     from ganlab.sweeping.sole_writer_storage import refuse_if_claimed
     from ganlab.sweeping.study import enqueue_grid, open_study, quiet_optuna
     from ganlab.sweeping.summary import close_orphaned_child_runs, finish_parent_run, open_parent_run
@@ -179,12 +179,13 @@ def run_sweep(sweep, storage_url: str, tracking_uri: str, workers: int, threads:
         if pool is None:  # not raised before the parent run exists (see above); kept for safety
             raise
         pool.stop()
-        name = exc.name if isinstance(exc, Stopped) else "SIGINT"
-        recover_dead_workers(study, stopped_by=name)
+        stop = as_stop(exc)
+        recover_dead_workers(study, stopped_by=stop.name)
         close_orphaned_child_runs(study, tracking_uri, parent_run_id)
         finish_parent_run(study, sweep, tracking_uri, parent_run_id, status="KILLED")
-        print(f"ganlab sweep: stopped by {name}; run the same command again to continue the study", file=sys.stderr)
-        return exc.exit_code if isinstance(exc, Stopped) else 130
+        print(f"ganlab sweep: stopped by {stop.name}; run the same command again to continue the study",
+              file=sys.stderr)
+        return stop.exit_code
     except Exception as exc:  # the study or MLflow refuses the driver's writes (a full disk, a dead server)
         if pool is None or os.environ.get("GANLAB_DEBUG"):  # no parent run yet: the CLI says it in one line
             raise

@@ -35,7 +35,7 @@ from ganlab.population.cohort import Cohort, build_member
 from ganlab.population.member_settings import MAX_SEEDS, cohort_signature, unsupported_reason
 from ganlab.population.population_module import PopulationModule
 from ganlab.runtime import configure_runtime
-from ganlab.signals import Stopped, deferred_to_boundaries, raise_pending_stop, stop_on_signals
+from ganlab.signals import Stopped, as_stop, deferred_to_boundaries, raise_pending_stop, stop_on_signals
 from ganlab.sweeping.definition import RUN_METRICS, SweepDefinition
 from ganlab.sweeping.driver import print_results
 from ganlab.sweeping.population_slots import BestMember, PopulationSlots, trial_members, trials_at_once
@@ -324,10 +324,10 @@ def _interrupted_before_training(exc: KeyboardInterrupt | Stopped, study, sweep,
         except Exception:  # noqa: BLE001 -- the parent run still gets closed
             pass
     parent = close_stopped_parent_run(study, sweep, tracking_uri, parent_run_id)
-    name = exc.name if isinstance(exc, Stopped) else "SIGINT"
-    print(f"ganlab sweep: stopped by {name} before training started; the study's trials are as they were{parent}; "
-          "run the same command again to continue", file=sys.stderr)
-    return exc.exit_code if isinstance(exc, Stopped) else 130
+    stop = as_stop(exc)
+    print(f"ganlab sweep: stopped by {stop.name} before training started; the study's trials are as they "
+          f"were{parent}; run the same command again to continue", file=sys.stderr)
+    return stop.exit_code
 
 
 def _stopped(exc: BaseException, study, sweep, tracking_uri, parent_run_id, slots: PopulationSlots,
